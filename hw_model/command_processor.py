@@ -1,0 +1,744 @@
+"""Command processor: one packet processor per user-mode AQL queue.
+
+Models the CP's compute micro-engines (MEC/ACE) as gem5's `src/dev/hsa/hsa_packet_processor`
+and the HSA 1.2 platform spec describe them. A packet processor works only while its queue is
+mapped into a hardware queue slot (HQD). It fetches packets from the ring in memory between
+its read index and the last doorbell value; a slot whose header is still INVALID stalls it
+until a later doorbell; the barrier bit waits for every earlier packet of the queue; a kernel
+dispatch is validated, then handed to the dispatcher, and the next packet is fetched once all
+the kernel's workgroups are dispatched. Packets retire in order: the release fence, the
+completion signal decremented in memory (with start/end timestamps), an interrupt when the
+signal has an event mailbox, the header written back to INVALID and `read_dispatch_id`
+advanced in `amd_queue_t`.
+
+Errors are reported as the CP firmware does (ROCR-Runtime `AqlQueue` queue-inactive handler):
+the queue stops and the error bits go into the value of `amd_queue_t.queue_inactive_signal`,
+whose event is then raised.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from enum import IntFlag
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from hw_model import aql
+from hw_model.aql import PacketType
+from hw_model.dispatcher import KernelLaunch
+from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
+from hw_model.memory import MemoryFault
+from hw_model.structs import (
+    AMD_QUEUE_QUEUE_INACTIVE_SIGNAL_OFFSET,
+    AMD_QUEUE_READ_DISPATCH_ID_OFFSET,
+    AMD_SIGNAL_END_TS_OFFSET,
+    AMD_SIGNAL_EVENT_ID_OFFSET,
+    AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET,
+    AMD_SIGNAL_START_TS_OFFSET,
+    AMD_SIGNAL_VALUE_OFFSET,
+    KERNEL_DESCRIPTOR_SIZE,
+    KernelDescriptor,
+    decode_sgpr_count,
+    decode_vgpr_count,
+)
+
+if TYPE_CHECKING:
+    from hw_model.gpu import Gpu
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class QueueErrorBits(IntFlag):
+    """Error code the CP writes into the queue-inactive signal (ROCR-Runtime amd_aql_queue.cpp)."""
+
+    INVALID_DIMENSION = 0x2  # -> HSA_STATUS_ERROR_INCOMPATIBLE_ARGUMENTS
+    INVALID_GROUP_MEMORY = 0x4  # -> HSA_STATUS_ERROR_INVALID_ALLOCATION
+    INVALID_CODE = 0x8  # invalid or NULL code -> HSA_STATUS_ERROR_INVALID_CODE_OBJECT
+    INVALID_FORMAT = 0x20  # -> HSA_STATUS_ERROR_INVALID_PACKET_FORMAT
+    GROUP_TOO_LARGE = 0x40  # workgroup too large -> HSA_STATUS_ERROR_INVALID_ARGUMENT
+    OUT_OF_VGPRS = 0x80  # -> HSA_STATUS_ERROR_INVALID_ISA (ROCm 5.2)
+    VENDOR_FORMAT = 0x100  # unsupported vendor packet -> HSA_STATUS_ERROR_INVALID_PACKET_FORMAT
+    MEMORY_VIOLATION = 0x20000000  # -> HSA_STATUS_ERROR_MEMORY_APERTURE_VIOLATION
+    ILLEGAL_INSTRUCTION = 0x40000000  # -> HSA_STATUS_ERROR_ILLEGAL_INSTRUCTION
+    DEBUG_TRAP = 0x80000000  # -> HSA_STATUS_ERROR_EXCEPTION
+
+
+class Mqd(BaseModel):
+    """Memory queue descriptor: what the KFD gives the hardware about a user queue.
+
+    Named after the fields of gfx9's `v9_mqd` that matter here (cp_hqd_pq_base, the rptr
+    report and wptr poll addresses, the doorbell) plus the KFD's queue properties.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    queue_id: int
+    pasid: int
+    process_name: str = ""
+    ring_base: int  # cp_hqd_pq_base
+    ring_size: int  # bytes
+    rptr_addr: int  # cp_hqd_pq_rptr_report_addr: &amd_queue_t.read_dispatch_id
+    wptr_addr: int  # cp_hqd_pq_wptr_poll_addr: &amd_queue_t.write_dispatch_id
+    doorbell_index: int  # global doorbell index (process doorbell page + queue offset)
+    priority: int = 7  # KFD_MAX_QUEUE_PRIORITY / 2 is ROCr's default "normal"
+    percentage: int = 100
+    is_aql: bool = True
+
+    @property
+    def amd_queue_addr(self) -> int:
+        return self.rptr_addr - AMD_QUEUE_READ_DISPATCH_ID_OFFSET
+
+    @property
+    def ring_packets(self) -> int:
+        return self.ring_size // aql.PACKET_SIZE
+
+
+class _InFlight:
+    __slots__ = ("dispatch_id", "kind", "completion_signal", "release", "done", "start", "name")
+
+    def __init__(self, dispatch_id: int, kind: str, completion_signal: int, release: int) -> None:
+        self.dispatch_id = dispatch_id
+        self.kind = kind
+        self.completion_signal = completion_signal
+        self.release = release
+        self.done = False
+        self.start = 0
+        self.name = kind
+
+
+class PacketProcessor:
+    """The AQL packet processor of one queue. Its state lives with the queue (as in the MQD),
+    so a queue that is unmapped and mapped again resumes where it stopped."""
+
+    def __init__(self, gpu: Gpu, mqd: Mqd) -> None:
+        self.gpu = gpu
+        self.mqd = mqd
+        self.read_index = 0  # next packet to fetch
+        self.retired = 0  # == read_dispatch_id in memory
+        self.doorbell_value = -1  # last value written to the doorbell
+        self.slot: int | None = None  # HQD slot, None when unmapped
+        self.inflight: deque[_InFlight] = deque()
+        self.error: QueueErrorBits | None = None
+        self.error_message = ""
+        self.stalled_invalid = False  # slot header INVALID at fetch time
+        self.waiting_barrier_bit = False
+        self.blocked_barrier: _Barrier | None = None
+        self.dispatching: KernelLaunch | None = None
+        self._fetch_event = None
+        self._retire_at = 0
+        self.packets_processed = 0
+        self.destroyed = False
+        self.cu_mask: set[int] | None = None  # AMDKFD_IOC_SET_CU_MASK
+        # stats
+        self.mapped_ps = 0
+        self.mapped_since: int | None = None
+        self.runnable_unmapped_ps = 0
+        self._unmapped_runnable_since: int | None = None
+        self.swaps = 0
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def queue_id(self) -> int:
+        return self.mqd.queue_id
+
+    @property
+    def has_work(self) -> bool:
+        """Packets rung but not retired."""
+        return self.doorbell_value + 1 > self.retired or bool(self.inflight)
+
+    @property
+    def has_unfetched(self) -> bool:
+        return self.doorbell_value + 1 > self.read_index
+
+    @property
+    def busy(self) -> bool:
+        """Something dispatched and unfinished (gem5's notion of a non-idle queue)."""
+        return any(not e.done for e in self.inflight if e.kind == "kernel")
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return "error"
+        if self.slot is None:
+            return "unmapped"
+        if self.blocked_barrier is not None:
+            return "blocked-on-barrier"
+        if self.inflight or (self.has_unfetched and not self.stalled_invalid):
+            return "mapped-running"
+        return "mapped-idle"
+
+    @property
+    def runnable(self) -> bool:
+        """Would make progress if mapped now."""
+        if self.error is not None or self.destroyed:
+            return False
+        if self.blocked_barrier is not None:
+            return self.blocked_barrier.satisfied()
+        return self.has_unfetched and not self.stalled_invalid
+
+    # -- doorbell --------------------------------------------------------------------------
+    def ring(self, value: int) -> None:
+        tr = self.gpu.tracer
+        now = self.gpu.engine.now
+        if value > self.doorbell_value:
+            self.doorbell_value = value
+        self.stalled_invalid = False
+        if tr.enabled:
+            tr.instant(
+                self._track,
+                "doorbell",
+                now,
+                {"value": value, "mapped": self.slot is not None},
+                cat="doorbell",
+            )
+        if self.slot is None:
+            self.gpu.scheduler.queue_became_runnable(self)
+            return
+        self.kick()
+
+    @property
+    def _track(self) -> str:
+        return f"queue {self.mqd.queue_id}"
+
+    # -- fetch -----------------------------------------------------------------------------
+    def kick(self, delay: int = 0) -> None:
+        if self._fetch_event is None and self.slot is not None and self.error is None:
+            self._fetch_event = self.gpu.engine.schedule(delay, self._fetch, priority=3)
+
+    def _fetch(self) -> None:
+        self._fetch_event = None
+        if self.slot is None or self.error is not None or self.destroyed:
+            return
+        if self.dispatching is not None or self.blocked_barrier is not None:
+            return
+        if not self.has_unfetched:
+            return
+        gpu = self.gpu
+        mqd = self.mqd
+        idx = self.read_index
+        slot_va = mqd.ring_base + (idx % mqd.ring_packets) * aql.PACKET_SIZE
+        try:
+            raw = gpu.memory.gpu_view(mqd.pasid, gpu.node, slot_va, aql.PACKET_SIZE).tobytes()
+        except MemoryFault as f:
+            self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"ring fetch faulted: {f}")
+            return
+        header = _U16.unpack_from(raw, 0)[0]
+        ptype = header & 0xFF
+        if ptype == PacketType.INVALID:
+            # The producer has not published this slot yet: wait for a later doorbell.
+            self.stalled_invalid = True
+            if gpu.tracer.enabled:
+                gpu.tracer.instant(
+                    self._track, "stall: header INVALID", gpu.engine.now, {"index": idx}
+                )
+            return
+        if aql.header_barrier(header) and self.inflight:
+            self.waiting_barrier_bit = True
+            return
+        self.waiting_barrier_bit = False
+        self.read_index = idx + 1
+        self.packets_processed += 1
+        acquire = aql.header_acquire(header)
+        latency = gpu.spec.cp_packet_latency_ps + gpu.fence_ps(acquire, acquire=True)
+        # Not a real event: the packet's processing occupies the packet processor.
+        self._fetch_event = gpu.engine.schedule(latency, self._process, idx, raw, priority=3)
+
+    def _process(self, idx: int, raw: bytes) -> None:
+        self._fetch_event = None
+        if self.error is not None or self.destroyed:
+            return
+        header = _U16.unpack_from(raw, 0)[0]
+        ptype = header & 0xFF
+        release = aql.header_release(header)
+        completion = _U64.unpack_from(raw, aql.COMPLETION_SIGNAL_OFFSET)[0]
+        gpu = self.gpu
+        now = gpu.engine.now
+        tr = gpu.tracer
+        if ptype == PacketType.KERNEL_DISPATCH:
+            entry = _InFlight(idx, "kernel", completion, release)
+            self._dispatch(idx, raw, entry)
+        elif ptype in (PacketType.BARRIER_AND, PacketType.BARRIER_OR):
+            entry = _InFlight(idx, "barrier", completion, release)
+            entry.name = "barrier-AND" if ptype == PacketType.BARRIER_AND else "barrier-OR"
+            deps = [d for d in struct.unpack_from("<5Q", raw, aql.BARRIER_DEP_SIGNAL_OFFSET) if d]
+            self._start_barrier(entry, _Barrier(self, entry, deps, ptype == PacketType.BARRIER_AND))
+        elif ptype == PacketType.VENDOR_SPECIFIC:
+            fmt = raw[aql.AMD_VENDOR_FORMAT_OFFSET]
+            if fmt != aql.HSA_AMD_PACKET_TYPE_BARRIER_VALUE:
+                self._queue_error(
+                    QueueErrorBits.VENDOR_FORMAT,
+                    f"packet {idx}: vendor-specific packet with AmdFormat {fmt} is not supported "
+                    f"(only HSA_AMD_PACKET_TYPE_BARRIER_VALUE = 2)",
+                )
+                return
+            entry = _InFlight(idx, "barrier", completion, release)
+            entry.name = "barrier-value"
+            sig, value, mask, cond = struct.unpack_from(
+                "<QqqI", raw, aql.AMD_BARRIER_VALUE_SIGNAL_OFFSET
+            )
+            self._start_barrier(entry, _Barrier(self, entry, [sig], True, (value, mask, cond)))
+        elif ptype == PacketType.AGENT_DISPATCH:
+            atype = _U16.unpack_from(raw, aql.AGENT_DISPATCH_TYPE_OFFSET)[0]
+            if atype != 0:
+                self._queue_error(
+                    QueueErrorBits.INVALID_FORMAT,
+                    f"packet {idx}: agent dispatch type {atype} has no service on a GPU queue "
+                    "(only type 0, NOP, completes)",
+                )
+                return
+            entry = _InFlight(idx, "agent-nop", completion, release)
+            self.inflight.append(entry)
+            self._complete(entry)
+            self.kick()
+        else:
+            self._queue_error(
+                QueueErrorBits.INVALID_FORMAT,
+                f"packet {idx}: header type {ptype} is not an AQL packet type "
+                "(0 vendor, 2 kernel dispatch, 3 barrier-AND, 4 agent dispatch, 5 barrier-OR)",
+            )
+            return
+        if tr.enabled and self.error is None:
+            tr.instant(self._track, f"packet {idx}: {entry.name}", now, {"index": idx}, cat="cp")
+
+    # -- kernels ---------------------------------------------------------------------------
+    def _dispatch(self, idx: int, raw: bytes, entry: _InFlight) -> None:
+        gpu = self.gpu
+        spec = gpu.spec
+        p = aql.KernelDispatchPacket.from_bytes(raw)
+        dims = p.setup & 0x3
+        wg = (p.workgroup_size_x, p.workgroup_size_y, p.workgroup_size_z)
+        grid = (p.grid_size_x, p.grid_size_y, p.grid_size_z)
+        if p.setup > 3 or dims == 0 or 0 in wg or 0 in grid:
+            self._queue_error(
+                QueueErrorBits.INVALID_DIMENSION,
+                f"packet {idx}: setup.dimensions={dims} (setup={p.setup:#x}), workgroup {wg}, "
+                f"grid {grid}: dimensions must be 1-3 and every size at least 1",
+            )
+            return
+        if any(wg[d] != 1 or grid[d] != 1 for d in range(dims, 3)):
+            self._queue_error(
+                QueueErrorBits.INVALID_DIMENSION,
+                f"packet {idx}: {dims}-D dispatch but workgroup {wg} / grid {grid} use a "
+                "higher dimension (unused dimensions must be 1)",
+            )
+            return
+        wg_items = wg[0] * wg[1] * wg[2]
+        if wg_items > spec.max_workgroup_size:
+            self._queue_error(
+                QueueErrorBits.GROUP_TOO_LARGE,
+                f"packet {idx}: workgroup {wg} has {wg_items} work-items; the agent's "
+                f"maximum is {spec.max_workgroup_size}",
+            )
+            return
+        if p.group_segment_size > spec.lds_per_cu:
+            self._queue_error(
+                QueueErrorBits.INVALID_GROUP_MEMORY,
+                f"packet {idx}: group_segment_size {p.group_segment_size} bytes exceeds the "
+                f"{spec.lds_per_cu} bytes of LDS per CU",
+            )
+            return
+        ko = p.kernel_object
+        if ko == 0 or ko % 64:
+            self._queue_error(
+                QueueErrorBits.INVALID_CODE,
+                f"packet {idx}: kernel_object {ko:#x} is "
+                + ("NULL" if ko == 0 else "not 64-byte aligned")
+                + "; pass the kernel descriptor address from the executable's symbol",
+            )
+            return
+        mem = gpu.memory
+        try:
+            kd_raw = mem.gpu_view(self.mqd.pasid, gpu.node, ko, KERNEL_DESCRIPTOR_SIZE).tobytes()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"packet {idx}: reading the kernel descriptor at {ko:#x} faulted: {f.reason}",
+                fault=f,
+            )
+            return
+        kd = KernelDescriptor.from_bytes(kd_raw)
+        entry_va = ko + kd.kernel_code_entry_byte_offset
+        try:
+            token = mem.gpu_view(self.mqd.pasid, gpu.node, entry_va, ENTRY_TOKEN_SIZE).tobytes()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"packet {idx}: fetching code at {entry_va:#x} faulted: {f.reason}",
+                fault=f,
+            )
+            return
+        name = parse_entry_token(token)
+        kernel = BUILTINS.get(name) if name is not None else None
+        if kernel is None:
+            self._queue_error(
+                QueueErrorBits.ILLEGAL_INSTRUCTION,
+                f"packet {idx}: the code at {entry_va:#x} (kernel_object {ko:#x} + entry offset "
+                f"{kd.kernel_code_entry_byte_offset}) is not an instruction stream this GPU "
+                "can execute; is kernel_object a kernel descriptor?",
+            )
+            return
+        vgprs = decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)
+        sgprs = decode_sgpr_count(kd.compute_pgm_rsrc1)
+        if vgprs > spec.max_vgprs_per_wave:
+            self._queue_error(
+                QueueErrorBits.OUT_OF_VGPRS,
+                f"packet {idx}: kernel needs {vgprs} VGPRs; a wave may have "
+                f"{spec.max_vgprs_per_wave}",
+            )
+            return
+        lds = max(p.group_segment_size, kd.group_segment_fixed_size)
+        if lds > spec.lds_per_cu:
+            self._queue_error(
+                QueueErrorBits.INVALID_GROUP_MEMORY,
+                f"packet {idx}: kernel needs {lds} bytes of LDS; a CU has {spec.lds_per_cu}",
+            )
+            return
+        kernarg = b""
+        if kd.kernarg_size:
+            try:
+                kernarg = mem.gpu_view(
+                    self.mqd.pasid, gpu.node, p.kernarg_address, kd.kernarg_size
+                ).tobytes()
+            except MemoryFault as f:
+                self._queue_error(
+                    QueueErrorBits.MEMORY_VIOLATION,
+                    f"packet {idx}: loading {kd.kernarg_size} kernarg bytes at "
+                    f"{p.kernarg_address:#x} faulted: {f.reason}",
+                    fault=f,
+                )
+                return
+        from hw_model.compute_unit import wg_requirements
+
+        req = wg_requirements(spec, wg_items, vgprs, sgprs, lds)
+        launch = KernelLaunch(
+            name=kernel.name,
+            pasid=self.mqd.pasid,
+            queue_id=self.mqd.queue_id,
+            dispatch_id=idx,
+            kernel=kernel,
+            grid=grid,
+            workgroup=wg,
+            req=req,
+            kernarg=kernarg,
+            on_dispatched=self._on_dispatched,
+            on_complete=lambda k, e=entry: self._kernel_done(k, e),
+            on_fault=self._on_fault,
+        )
+        launch.cu_mask = self.cu_mask
+        entry.name = kernel.name
+        entry.start = gpu.engine.now
+        self.inflight.append(entry)
+        self.dispatching = launch
+        gpu.stats_kernels += 1
+        if gpu.tracer.enabled:
+            gpu.tracer.instant(
+                "dispatcher",
+                f"launch {kernel.name}",
+                gpu.engine.now,
+                {
+                    "queue": self.mqd.queue_id,
+                    "dispatch_id": idx,
+                    "grid": grid,
+                    "workgroup": wg,
+                    "workgroups": launch.total_wgs,
+                    "waves_per_wg": req.waves,
+                    "vgprs": req.vgprs,
+                    "sgprs": req.sgprs,
+                    "lds": req.lds,
+                },
+                cat="dispatch",
+            )
+        gpu.dispatcher.launch(launch)
+
+    def _on_dispatched(self, k: KernelLaunch) -> None:
+        if self.dispatching is k:
+            self.dispatching = None
+            self.kick()
+
+    def _kernel_done(self, k: KernelLaunch, entry: _InFlight) -> None:
+        gpu = self.gpu
+        if gpu.tracer.enabled and k.start_ps is not None:
+            gpu.tracer.complete(
+                self._track,
+                k.name,
+                k.start_ps,
+                gpu.engine.now - k.start_ps,
+                {"dispatch_id": k.dispatch_id, "workgroups": k.total_wgs},
+                cat="kernel",
+            )
+        entry.start = k.start_ps or entry.start
+        gpu.kernel_records.append(
+            {
+                "name": k.name,
+                "queue_id": k.queue_id,
+                "pasid": k.pasid,
+                "dispatch_id": k.dispatch_id,
+                "grid": k.grid,
+                "workgroup": k.workgroup,
+                "start_ps": k.start_ps,
+                "end_ps": gpu.engine.now,
+                "vgprs": k.req.vgprs,
+                "sgprs": k.req.sgprs,
+                "lds": k.req.lds,
+            }
+        )
+        self._complete(entry)
+
+    def _on_fault(self, k: KernelLaunch, fault: MemoryFault) -> None:
+        if self.dispatching is k:
+            self.dispatching = None
+        self._queue_error(
+            QueueErrorBits.MEMORY_VIOLATION,
+            f"kernel {k.name} (packet {k.dispatch_id}) faulted: {fault}",
+            fault=fault,
+        )
+
+    # -- barriers --------------------------------------------------------------------------
+    def _start_barrier(self, entry: _InFlight, barrier: _Barrier) -> None:
+        entry.start = self.gpu.engine.now
+        self.inflight.append(entry)
+        try:
+            ok = barrier.satisfied()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION, f"barrier dependency signal faulted: {f}", f
+            )
+            return
+        if ok:
+            self._complete(entry)
+            self.kick()
+        else:
+            self.blocked_barrier = barrier
+            barrier.arm()
+            self.gpu.scheduler.queue_blocked(self)
+
+    def _barrier_done(self, barrier: _Barrier) -> None:
+        if self.blocked_barrier is barrier:
+            self.blocked_barrier = None
+        self._complete(barrier.entry)
+        self.kick()
+
+    # -- retire ----------------------------------------------------------------------------
+    def _complete(self, entry: _InFlight) -> None:
+        entry.done = True
+        gpu = self.gpu
+        now = gpu.engine.now
+        while self.inflight and self.inflight[0].done:
+            e = self.inflight.popleft()
+            at = max(now, self._retire_at) + gpu.fence_ps(e.release, acquire=False)
+            at += gpu.spec.cp_retire_latency_ps
+            self._retire_at = at
+            gpu.engine.schedule(at - now, self._retire, e, priority=2)
+
+    def _retire(self, e: _InFlight) -> None:
+        if self.destroyed:
+            return
+        gpu = self.gpu
+        mem = gpu.memory
+        mqd = self.mqd
+        now = gpu.engine.now
+        pasid, node = mqd.pasid, gpu.node
+        slot_va = mqd.ring_base + (e.dispatch_id % mqd.ring_packets) * aql.PACKET_SIZE
+        try:
+            # Header back to INVALID (other header bits kept), then read_dispatch_id.
+            hdr = mem.gpu_view(pasid, node, slot_va, 2)
+            old = int(hdr.view("<u2")[0])
+            mem.write(pasid, slot_va, _U16.pack((old & 0xFF00) | PacketType.INVALID), node)
+            self.retired = e.dispatch_id + 1
+            mem.store_u64(pasid, mqd.rptr_addr, self.retired, node)
+        except MemoryFault as f:
+            self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"retire faulted: {f}", f)
+            return
+        if gpu.tracer.enabled:
+            gpu.tracer.instant(
+                self._track,
+                f"retire {e.dispatch_id}",
+                now,
+                {"read_dispatch_id": self.retired, "completion_signal": hex(e.completion_signal)},
+                cat="cp",
+            )
+        if e.completion_signal:
+            self.gpu.signal_completion(pasid, e.completion_signal, e.start, now, self._track)
+        if self.waiting_barrier_bit and not self.inflight:
+            self.waiting_barrier_bit = False
+        self.kick()
+        gpu.scheduler.queue_progress(self)
+
+    # -- errors ----------------------------------------------------------------------------
+    def _queue_error(
+        self, bits: QueueErrorBits, message: str, fault: MemoryFault | None = None
+    ) -> None:
+        if self.error is not None:
+            return
+        gpu = self.gpu
+        self.error = bits
+        self.error_message = message
+        self.blocked_barrier = None
+        if self._fetch_event is not None:
+            self._fetch_event.cancel()
+            self._fetch_event = None
+        now = gpu.engine.now
+        if gpu.tracer.enabled:
+            gpu.tracer.instant(
+                self._track, "queue error", now, {"code": hex(int(bits)), "message": message}
+            )
+        gpu.queue_errors.append(
+            {
+                "queue_id": self.mqd.queue_id,
+                "pasid": self.mqd.pasid,
+                "code": int(bits),
+                "message": message,
+                "tick": now,
+            }
+        )
+        # The firmware reports through amd_queue_t.queue_inactive_signal.
+        mqd = self.mqd
+        try:
+            sig = gpu.memory.load_u64(
+                mqd.pasid, mqd.amd_queue_addr + AMD_QUEUE_QUEUE_INACTIVE_SIGNAL_OFFSET, gpu.node
+            )
+        except MemoryFault:
+            sig = 0
+        if sig:
+            try:
+                gpu.memory.store_i64(mqd.pasid, sig + AMD_SIGNAL_VALUE_OFFSET, int(bits), gpu.node)
+                gpu.raise_signal_event(mqd.pasid, sig)
+            except MemoryFault:
+                pass
+        if fault is not None:
+            gpu.post_vm_fault(mqd.pasid, fault, mqd.queue_id)
+        gpu.scheduler.queue_progress(self)
+
+    def stop(self) -> None:
+        """Queue destroyed: forget everything in flight."""
+        self.destroyed = True
+        if self._fetch_event is not None:
+            self._fetch_event.cancel()
+            self._fetch_event = None
+        if self.blocked_barrier is not None:
+            self.blocked_barrier.disarm()
+            self.blocked_barrier = None
+
+    def describe(self) -> dict:
+        return {
+            "queue_id": self.mqd.queue_id,
+            "pasid": self.mqd.pasid,
+            "state": self.state,
+            "slot": self.slot,
+            "read_index": self.read_index,
+            "read_dispatch_id": self.retired,
+            "doorbell_value": self.doorbell_value,
+            "inflight": [e.name for e in self.inflight],
+            "stalled_on_invalid_header": self.stalled_invalid,
+            "blocked_on": self.blocked_barrier.describe() if self.blocked_barrier else None,
+            "error": None
+            if self.error is None
+            else {"code": int(self.error), "message": self.error_message},
+            "priority": self.mqd.priority,
+            "packets": self.packets_processed,
+        }
+
+
+_COND = {
+    0: lambda v, x: v == x,  # HSA_SIGNAL_CONDITION_EQ
+    1: lambda v, x: v != x,  # NE
+    2: lambda v, x: v < x,  # LT
+    3: lambda v, x: v >= x,  # GTE
+}
+
+
+class _Barrier:
+    """A barrier-AND/OR (or AMD barrier-value) packet waiting on its dependency signals.
+
+    Evaluated when a dependency's value is stored to (the memory model's watch), not by
+    polling: gem5's packet processor instead re-checks blocked barriers on a timer.
+    """
+
+    def __init__(
+        self,
+        pp: PacketProcessor,
+        entry: _InFlight,
+        deps: list[int],
+        is_and: bool,
+        value_cond: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.pp = pp
+        self.entry = entry
+        self.deps = deps
+        self.is_and = is_and
+        self.value_cond = value_cond
+        self._armed = False
+        self._pending = False
+
+    def _value(self, handle: int) -> int:
+        g = self.pp.gpu
+        return g.memory.load_i64(self.pp.mqd.pasid, handle + AMD_SIGNAL_VALUE_OFFSET, g.node)
+
+    def satisfied(self) -> bool:
+        if not self.deps:
+            return True
+        if self.value_cond is not None:
+            value, mask, cond = self.value_cond
+            v = self._value(self.deps[0]) & mask
+            return _COND.get(cond, _COND[0])(v, value)
+        hits = [self._value(d) == 0 for d in self.deps]
+        return all(hits) if self.is_and else any(hits)
+
+    def arm(self) -> None:
+        self._armed = True
+        mem = self.pp.gpu.memory
+        for d in self.deps:
+            mem.watch(self.pp.mqd.pasid, d + AMD_SIGNAL_VALUE_OFFSET, self._changed)
+
+    def disarm(self) -> None:
+        if self._armed:
+            mem = self.pp.gpu.memory
+            for d in self.deps:
+                mem.unwatch(self.pp.mqd.pasid, d + AMD_SIGNAL_VALUE_OFFSET, self._changed)
+            self._armed = False
+
+    def _changed(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self.pp.gpu.engine.schedule(0, self._reevaluate, priority=4)
+
+    def _reevaluate(self) -> None:
+        self._pending = False
+        if not self._armed or self.pp.error is not None:
+            return
+        try:
+            ok = self.satisfied()
+        except MemoryFault:
+            ok = False
+        if ok:
+            self.disarm()
+            self.pp._barrier_done(self)
+            self.pp.gpu.scheduler.queue_progress(self.pp)
+
+    def describe(self) -> dict:
+        kind = self.entry.name
+        vals = {}
+        for d in self.deps:
+            try:
+                vals[hex(d)] = self._value(d)
+            except MemoryFault:
+                vals[hex(d)] = None
+        return {"packet": self.entry.dispatch_id, "kind": kind, "signals": vals}
+
+
+def signal_timestamps(mem, pasid: int, node: int, handle: int, start: int, end: int) -> None:
+    mem.store_u64(pasid, handle + AMD_SIGNAL_START_TS_OFFSET, start, node)
+    mem.store_u64(pasid, handle + AMD_SIGNAL_END_TS_OFFSET, end, node)
+
+
+__all__ = [
+    "AMD_SIGNAL_EVENT_ID_OFFSET",
+    "AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET",
+    "Mqd",
+    "PacketProcessor",
+    "QueueErrorBits",
+    "signal_timestamps",
+]

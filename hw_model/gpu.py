@@ -1,0 +1,191 @@
+"""One GPU device: its CUs, memory channel, dispatcher, command processor and HW scheduler.
+
+The device-facing half of amdgpu: doorbell pages route stores to packet processors (the
+doorbell BAR), the interrupt handler ring carries end-of-pipe and fault interrupts up to
+whoever registered for them (the KFD), and GPU timestamps count at the preset's timestamp
+frequency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hw_model.command_processor import Mqd, PacketProcessor
+from hw_model.compute_unit import ComputeUnit, MemoryChannel
+from hw_model.config import GpuSpec
+from hw_model.dispatcher import Dispatcher
+from hw_model.memory import BufferObject, MemoryFault
+from hw_model.scheduler import HwScheduler
+from hw_model.structs import (
+    AMD_SIGNAL_END_TS_OFFSET,
+    AMD_SIGNAL_EVENT_ID_OFFSET,
+    AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET,
+    AMD_SIGNAL_START_TS_OFFSET,
+    AMD_SIGNAL_VALUE_OFFSET,
+)
+
+if TYPE_CHECKING:
+    from hw_model.system import System
+
+# Interrupt sources (the IH ring's client/source ids, simplified to names).
+IRQ_SIGNAL_EVENT = "signal_event"  # CP end-of-pipe with an event id (SOC15_INTSRC_CP_END_OF_PIPE)
+IRQ_VM_FAULT = "vm_fault"  # UTCL2 page fault
+
+
+class Gpu:
+    def __init__(self, system: System, spec: GpuSpec, node: int, gpu_id: int) -> None:
+        self.system = system
+        self.spec = spec
+        self.node = node  # KFD topology node
+        self.gpu_id = gpu_id  # KFD gpu_id (a hash of the PCI location in the real driver)
+        self.engine = system.engine
+        self.memory = system.memory
+        self.tracer = system.tracer
+        self.functional = system.spec.functional
+        self.cus = [ComputeUnit(spec, i) for i in range(spec.num_cus)]
+        self.channel = MemoryChannel(spec)
+        self.dispatcher = Dispatcher(self, system.spec.placement_policy)
+        self.scheduler = HwScheduler(self, system.spec.scheduler_policy)
+        self.queues: dict[int, PacketProcessor] = {}  # by doorbell index
+        self.queue_errors: list[dict] = []
+        self.kernel_records: list[dict] = []
+        self.stats_kernels = 0
+
+    # -- queues ----------------------------------------------------------------------------
+    def register_queue(self, mqd: Mqd) -> PacketProcessor:
+        if mqd.doorbell_index in self.queues:
+            raise ValueError(f"doorbell {mqd.doorbell_index} already has a queue")
+        pp = PacketProcessor(self, mqd)
+        self.queues[mqd.doorbell_index] = pp
+        self.scheduler.add_queue(pp)
+        return pp
+
+    def unregister_queue(self, doorbell_index: int) -> None:
+        pp = self.queues.pop(doorbell_index, None)
+        if pp is not None:
+            self.scheduler.remove_queue(pp)
+
+    def map_doorbell_page(self, bo: BufferObject, first_index: int) -> None:
+        """Route 64-bit stores into `bo` to doorbells first_index, first_index+1, ..."""
+        size = self.spec.doorbell_size
+        data = bo.data
+
+        def on_write(offset: int, nbytes: int) -> None:
+            index = first_index + offset // size
+            value = int(data[offset - offset % size : offset - offset % size + size].view("<u8")[0])
+            pp = self.queues.get(index)
+            if pp is not None:
+                pp.ring(value)
+            elif self.tracer.enabled:
+                self.tracer.instant(
+                    "CP",
+                    "doorbell with no queue",
+                    self.engine.now,
+                    {"doorbell": index, "value": value},
+                )
+
+        bo.on_write = on_write
+
+    def queue_by_id(self, pasid: int, queue_id: int) -> PacketProcessor | None:
+        for pp in self.queues.values():
+            if pp.mqd.pasid == pasid and pp.mqd.queue_id == queue_id:
+                return pp
+        return None
+
+    # -- fences, signals, interrupts -------------------------------------------------------
+    def fence_ps(self, scope: int, acquire: bool) -> int:
+        s = self.spec
+        if scope == 1:
+            return s.acquire_fence_agent_ps if acquire else s.release_fence_agent_ps
+        if scope == 2:
+            return s.acquire_fence_system_ps if acquire else s.release_fence_system_ps
+        return 0
+
+    def timestamp(self, tick_ps: int) -> int:
+        """GPU timestamp counter value at `tick_ps`."""
+        return tick_ps * self.spec.timestamp_frequency_hz // 1_000_000_000_000
+
+    def signal_completion(self, pasid: int, handle: int, start: int, end: int, track: str) -> None:
+        """End of a packet: timestamps, decrement the signal, event interrupt if it has one."""
+        mem = self.memory
+        node = self.node
+        try:
+            mem.store_u64(pasid, handle + AMD_SIGNAL_START_TS_OFFSET, self.timestamp(start), node)
+            mem.store_u64(pasid, handle + AMD_SIGNAL_END_TS_OFFSET, self.timestamp(end), node)
+            old = mem.atomic_add_i64(pasid, handle + AMD_SIGNAL_VALUE_OFFSET, -1, node)
+        except MemoryFault as f:
+            if self.tracer.enabled:
+                self.tracer.instant(
+                    track, "completion signal faulted", self.engine.now, {"error": str(f)}
+                )
+            return
+        if self.tracer.enabled:
+            self.tracer.instant(
+                track,
+                "completion signal",
+                self.engine.now,
+                {"signal": hex(handle), "old": old, "new": old - 1},
+                cat="signal",
+            )
+        self.raise_signal_event(pasid, handle)
+
+    def raise_signal_event(self, pasid: int, handle: int) -> None:
+        """If the signal has an event mailbox: write the event id there, then interrupt."""
+        mem = self.memory
+        mailbox = mem.load_u64(pasid, handle + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET, self.node)
+        if not mailbox:
+            return
+        event_id = mem.load_u64(pasid, handle + AMD_SIGNAL_EVENT_ID_OFFSET, self.node) & 0xFFFFFFFF
+        # A bad mailbox only loses the write; the interrupt still goes out.
+        with contextlib.suppress(MemoryFault):
+            mem.store_u64(pasid, mailbox, event_id, self.node)
+        self.post_interrupt(IRQ_SIGNAL_EVENT, pasid, {"event_id": event_id})
+
+    def post_vm_fault(self, pasid: int, fault: MemoryFault, queue_id: int) -> None:
+        self.post_interrupt(
+            IRQ_VM_FAULT,
+            pasid,
+            {"va": fault.va, "reason": fault.reason, "queue_id": queue_id, "node": self.node},
+        )
+
+    def post_interrupt(self, source: str, pasid: int, data: dict) -> None:
+        eng = self.engine
+        if self.tracer.enabled:
+            self.tracer.instant(
+                "CP", f"interrupt {source}", eng.now, {"pasid": pasid, **data}, cat="irq"
+            )
+        eng.schedule(
+            self.spec.interrupt_latency_ps,
+            self.system.deliver_interrupt,
+            self.node,
+            source,
+            pasid,
+            data,
+            priority=2,
+        )
+
+    def state(self) -> dict:
+        return {
+            "node": self.node,
+            "gpu_id": self.gpu_id,
+            "name": self.spec.name,
+            "scheduler": self.scheduler.describe(),
+            "cus": self.dispatcher.occupancy(),
+            "active_kernels": [
+                {
+                    "name": k.name,
+                    "queue_id": k.queue_id,
+                    "dispatch_id": k.dispatch_id,
+                    "workgroups": k.total_wgs,
+                    "dispatched": k.next_wg,
+                    "done": k.done_wgs,
+                }
+                for k in self.dispatcher.active
+            ],
+            "memory_bytes_moved": self.channel.bytes_moved,
+        }
+
+
+InterruptHandler = Callable[[int, str, int, dict], None]

@@ -1,0 +1,47 @@
+"""Built-in kernels (data, as a compiler would emit them) and their registry."""
+
+from hw_model.kernels.base import (
+    CODE_OBJECT_MAGIC,
+    ENTRY_TOKEN_SIZE,
+    CostProfile,
+    KernelArg,
+    KernelSpec,
+    WorkgroupContext,
+    decode_code_object,
+    encode_code_object,
+    layout_args,
+    pack_args,
+    parse_entry_token,
+)
+from hw_model.kernels.builtins import EMPTY, SAXPY, SQUARE, VECTOR_ADD
+
+BUILTINS: dict[str, KernelSpec] = {k.name: k for k in (SQUARE, VECTOR_ADD, SAXPY, EMPTY)}
+
+
+def register(kernel: KernelSpec) -> None:
+    """Add a kernel to the registry the CU resolves entry tokens against."""
+    BUILTINS[kernel.name] = kernel
+
+
+def builtin_code_object(names: list[str] | None = None, target: str = "gfx900") -> bytes:
+    """The code object holding the named built-ins (all of them by default)."""
+    chosen = [BUILTINS[n] for n in (names or list(BUILTINS))]
+    return encode_code_object(chosen, target)
+
+
+__all__ = [
+    "BUILTINS",
+    "CODE_OBJECT_MAGIC",
+    "ENTRY_TOKEN_SIZE",
+    "CostProfile",
+    "KernelArg",
+    "KernelSpec",
+    "WorkgroupContext",
+    "builtin_code_object",
+    "decode_code_object",
+    "encode_code_object",
+    "layout_args",
+    "pack_args",
+    "parse_entry_token",
+    "register",
+]

@@ -1,0 +1,228 @@
+"""Built-in kernels: their declaration, code-object encoding and the workgroup context.
+
+A built-in kernel stands where a compiled AMDGPU kernel would: it has the metadata a code
+object's `amdhsa.kernels` note carries (`.name`, `.kernarg_segment_size`, `.args` with
+`.offset/.size/.value_kind`, `.vgpr_count`, `.sgpr_count`, segment sizes), a cost profile for
+the CU timing model, and a Python body that runs one workgroup vectorized with numpy.
+
+Its "machine code" is a 64-byte entry token that the loader writes into device memory at the
+kernel's code entry; the CU reads that token from memory, exactly where it would fetch the
+first instruction, and runs the body it names. Anything else at the entry is an illegal
+instruction.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+ENTRY_MAGIC = b"HSAEMU\x00\x01"  # first 8 bytes of a built-in entry token
+ENTRY_TOKEN_SIZE = 64
+CODE_OBJECT_MAGIC = b"\x7fHSAEMU-CO\x00"  # a built-in code object (not an ELF)
+
+ArgKind = Literal["global_buffer", "by_value"]
+ArgType = Literal["ptr", "u32", "i32", "u64", "i64", "f32", "f64"]
+
+_ARG_FMT = {
+    "ptr": "<Q",
+    "u32": "<I",
+    "i32": "<i",
+    "u64": "<Q",
+    "i64": "<q",
+    "f32": "<f",
+    "f64": "<d",
+}
+_ARG_SIZE = {"ptr": 8, "u32": 4, "i32": 4, "u64": 8, "i64": 8, "f32": 4, "f64": 8}
+
+
+class KernelArg(BaseModel):
+    """One kernel argument, as in the code object metadata's `.args` list."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    type: ArgType
+    offset: int
+    size: int
+
+    @property
+    def value_kind(self) -> ArgKind:
+        return "global_buffer" if self.type == "ptr" else "by_value"
+
+
+class CostProfile(BaseModel):
+    """Work of one wavefront, for the CU timing model (instruction counts per wave).
+
+    Counts are wave instructions (one VALU op covers 64 lanes); bytes are per work-item.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    valu: int = 0  # vector ALU instructions per wave
+    salu: int = 0  # scalar ALU instructions per wave
+    lds: int = 0  # LDS instructions per wave
+    mem_ops: int = 0  # dependent global memory round trips per wave
+    load_bytes: int = 0  # global bytes read per work-item
+    store_bytes: int = 0  # global bytes written per work-item
+
+
+class KernelSpec(BaseModel):
+    """Declaration of a built-in kernel (what a compiler and its metadata would give)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    name: str
+    args: tuple[KernelArg, ...]
+    kernarg_size: int
+    vgprs: int = Field(gt=0)
+    sgprs: int = Field(gt=0)
+    group_segment_size: int = 0
+    private_segment_size: int = 0
+    max_flat_workgroup_size: int = 1024
+    cost: CostProfile
+    body: Callable[[WorkgroupContext], None] = Field(exclude=True)
+
+    def metadata(self) -> dict:
+        """The kernel's entry in an `amdhsa.kernels` metadata list."""
+        return {
+            ".name": self.name,
+            ".symbol": f"{self.name}.kd",
+            ".kernarg_segment_size": self.kernarg_size,
+            ".kernarg_segment_align": 8,
+            ".group_segment_fixed_size": self.group_segment_size,
+            ".private_segment_fixed_size": self.private_segment_size,
+            ".vgpr_count": self.vgprs,
+            ".sgpr_count": self.sgprs,
+            ".wavefront_size": 64,
+            ".max_flat_workgroup_size": self.max_flat_workgroup_size,
+            ".args": [
+                {
+                    ".name": a.name,
+                    ".offset": a.offset,
+                    ".size": a.size,
+                    ".value_kind": a.value_kind,
+                    ".type": a.type,
+                    **({".address_space": "global"} if a.type == "ptr" else {}),
+                }
+                for a in self.args
+            ],
+            ".hsaemu_cost": self.cost.model_dump(),
+        }
+
+    def entry_token(self) -> bytes:
+        name = self.name.encode()
+        if len(name) > ENTRY_TOKEN_SIZE - len(ENTRY_MAGIC) - 1:
+            raise ValueError(f"kernel name {self.name!r} too long for an entry token")
+        return (ENTRY_MAGIC + name).ljust(ENTRY_TOKEN_SIZE, b"\x00")
+
+
+def layout_args(*specs: tuple[str, ArgType]) -> tuple[tuple[KernelArg, ...], int]:
+    """C-style kernarg layout: each argument at its natural alignment; size rounded to 8."""
+    off = 0
+    out = []
+    for name, t in specs:
+        size = _ARG_SIZE[t]
+        off = -(-off // size) * size
+        out.append(KernelArg(name=name, type=t, offset=off, size=size))
+        off += size
+    return tuple(out), max(-(-off // 8) * 8, 0)
+
+
+def pack_args(args: tuple[KernelArg, ...], kernarg_size: int, values: tuple) -> bytes:
+    if len(values) != len(args):
+        names = ", ".join(f"{a.name}: {a.type}" for a in args)
+        raise TypeError(f"kernel takes {len(args)} arguments ({names}), got {len(values)}")
+    buf = bytearray(kernarg_size)
+    for a, v in zip(args, values, strict=True):
+        if a.type == "ptr" and not isinstance(v, int):
+            v = int(getattr(v, "address", v))
+        struct.pack_into(_ARG_FMT[a.type], buf, a.offset, v)
+    return bytes(buf)
+
+
+def parse_entry_token(token: bytes) -> str | None:
+    """The kernel name an entry token names, or None when it is not a built-in entry."""
+    if token[: len(ENTRY_MAGIC)] != ENTRY_MAGIC:
+        return None
+    return token[len(ENTRY_MAGIC) :].split(b"\x00", 1)[0].decode(errors="replace")
+
+
+def encode_code_object(kernels: list[KernelSpec], target: str = "gfx900") -> bytes:
+    """A built-in code object: magic, then JSON metadata shaped like the msgpack note."""
+    meta = {
+        "amdhsa.version": [1, 1],
+        "amdhsa.target": f"amdgcn-amd-amdhsa--{target}",
+        "amdhsa.kernels": [k.metadata() for k in kernels],
+    }
+    return CODE_OBJECT_MAGIC + json.dumps(meta, sort_keys=True).encode()
+
+
+def decode_code_object(blob: bytes) -> dict:
+    if not blob.startswith(CODE_OBJECT_MAGIC):
+        raise ValueError("not an hsaemu built-in code object (bad magic)")
+    return json.loads(blob[len(CODE_OBJECT_MAGIC) :])
+
+
+class WorkgroupContext:
+    """What one workgroup sees while it runs: its ids, its kernargs and checked memory.
+
+    Work-item ids are numpy arrays over the workgroup's work-items (a partial workgroup at
+    the grid's edge has fewer). Every load and store goes through `view`, which asks the
+    memory model for exactly the bytes touched, so a bad pointer faults as on hardware.
+    """
+
+    __slots__ = (
+        "kernarg",
+        "group_id",
+        "workgroup_size",
+        "grid_size",
+        "local_id",
+        "global_id",
+        "global_linear_id",
+        "view",
+    )
+
+    def __init__(
+        self,
+        kernarg: bytes,
+        group_id: tuple[int, int, int],
+        workgroup_size: tuple[int, int, int],
+        grid_size: tuple[int, int, int],
+        view: Callable[[int, int], np.ndarray],
+    ) -> None:
+        self.kernarg = kernarg
+        self.group_id = group_id
+        self.workgroup_size = workgroup_size
+        self.grid_size = grid_size
+        self.view = view
+        wx, wy, wz = workgroup_size
+        gx, gy, gz = grid_size
+        ox, oy, oz = group_id[0] * wx, group_id[1] * wy, group_id[2] * wz
+        # Partial workgroups: HSA lets the grid end mid-workgroup; those items do not exist.
+        nx, ny, nz = min(wx, gx - ox), min(wy, gy - oy), min(wz, gz - oz)
+        lz, ly, lx = np.meshgrid(
+            np.arange(nz, dtype=np.int64),
+            np.arange(ny, dtype=np.int64),
+            np.arange(nx, dtype=np.int64),
+            indexing="ij",
+        )
+        lx, ly, lz = lx.ravel(), ly.ravel(), lz.ravel()
+        self.local_id = (lx, ly, lz)
+        self.global_id = (lx + ox, ly + oy, lz + oz)
+        self.global_linear_id = (lz + oz) * (gx * gy) + (ly + oy) * gx + (lx + ox)
+
+    def arg(self, a: KernelArg) -> int | float:
+        return struct.unpack_from(_ARG_FMT[a.type], self.kernarg, a.offset)[0]
+
+    def array(self, address: int, dtype: type, first: int, count: int) -> np.ndarray:
+        """Elements [first, first+count) of the array at `address`, as a writable view."""
+        item = np.dtype(dtype).itemsize
+        if count <= 0:
+            return np.empty(0, dtype=dtype)
+        raw = self.view(address + first * item, count * item)
+        return raw.view(dtype)
+
+
+KernelSpec.model_rebuild()

@@ -1,0 +1,320 @@
+"""Platform memory: buffer objects (BOs) mapped into per-process GPU virtual address spaces.
+
+Models what amdgpu's TTM/GEM buffer objects and per-process GPUVM page tables give the rest
+of the stack: a BO is a physical allocation (system RAM, VRAM or a doorbell page) with numpy
+`uint8` backing; a process's VM maps it at a virtual address; an access by the host or by a GPU
+is checked as the page tables and the PCIe BAR would check it (is it mapped for that GPU, is
+VRAM host-visible). A GPU access to an unmapped address is a VM fault, as on hardware.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from enum import IntEnum
+
+import numpy as np
+
+PAGE_SIZE = 4096
+# gfx9 GPUVM is 48-bit; a canonical address beyond it trips the CP/SQ's aperture check.
+VA_LIMIT = 1 << 48
+
+
+class MemKind(IntEnum):
+    SYSTEM = 0  # host RAM (GTT / userptr)
+    VRAM = 1
+    DOORBELL = 2  # MMIO doorbell page of a process
+    MMIO = 3
+
+
+class MemoryFault(Exception):
+    """A GPU or host access that the page tables refuse (a VM fault on hardware)."""
+
+    def __init__(self, va: int, size: int, reason: str, aperture: bool = False) -> None:
+        self.va = va
+        self.size = size
+        self.reason = reason
+        # True when the address lies outside the 48-bit VA space (CP error bit 0x20000000).
+        self.aperture = aperture
+        super().__init__(f"memory fault at VA {va:#x} (+{size} bytes): {reason}")
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+class BufferObject:
+    """One allocation. `data` is its backing store; the VM maps it at `va`."""
+
+    __slots__ = (
+        "handle",
+        "va",
+        "size",
+        "kind",
+        "coherent",
+        "host_access",
+        "gpu_nodes",
+        "pasid",
+        "data",
+        "on_write",
+        "name",
+        "node",
+    )
+
+    def __init__(
+        self,
+        handle: int,
+        va: int,
+        size: int,
+        kind: MemKind,
+        pasid: int,
+        node: int,
+        *,
+        coherent: bool = False,
+        host_access: bool = True,
+        name: str = "",
+    ) -> None:
+        self.handle = handle
+        self.va = va
+        self.size = size
+        self.kind = kind
+        self.coherent = coherent
+        self.host_access = host_access
+        self.gpu_nodes: set[int] = set()  # GPU nodes whose page tables map this BO
+        self.pasid = pasid
+        self.node = node  # KFD node the memory belongs to (0 = system memory)
+        self.data = np.zeros(size, dtype=np.uint8)
+        self.on_write: Callable[[int, int], None] | None = None  # MMIO hook (offset, nbytes)
+        self.name = name
+
+    @property
+    def end(self) -> int:
+        return self.va + self.size
+
+    def describe(self) -> str:
+        nodes = ",".join(str(n) for n in sorted(self.gpu_nodes)) or "none"
+        return (
+            f"BO {self.handle:#x} {self.kind.name} [{self.va:#x}, {self.end:#x}) "
+            f"pasid={self.pasid} gpu-mapped={nodes} host={'yes' if self.host_access else 'no'}"
+        )
+
+
+class AddressSpace:
+    """One process's virtual address space: sorted, non-overlapping BO mappings."""
+
+    def __init__(self, pasid: int) -> None:
+        self.pasid = pasid
+        self._starts: list[int] = []
+        self._bos: list[BufferObject] = []
+
+    def insert(self, bo: BufferObject) -> None:
+        i = bisect.bisect_right(self._starts, bo.va)
+        if i > 0 and self._bos[i - 1].end > bo.va:
+            raise ValueError(f"VA {bo.va:#x} overlaps {self._bos[i - 1].describe()}")
+        if i < len(self._bos) and bo.end > self._starts[i]:
+            raise ValueError(f"VA range of {bo.size} bytes at {bo.va:#x} overlaps another BO")
+        self._starts.insert(i, bo.va)
+        self._bos.insert(i, bo)
+
+    def remove(self, bo: BufferObject) -> None:
+        i = bisect.bisect_left(self._starts, bo.va)
+        if i < len(self._bos) and self._bos[i] is bo:
+            del self._starts[i]
+            del self._bos[i]
+
+    def find(self, va: int) -> BufferObject | None:
+        i = bisect.bisect_right(self._starts, va) - 1
+        if i >= 0:
+            bo = self._bos[i]
+            if va < bo.end:
+                return bo
+        return None
+
+    def __iter__(self):
+        return iter(list(self._bos))
+
+    def __len__(self) -> int:
+        return len(self._bos)
+
+
+class Memory:
+    """All BOs of the platform and the per-process VMs that map them."""
+
+    def __init__(self, capacity: dict[int, int]) -> None:
+        # capacity per node: 0 = system RAM, n = VRAM of GPU node n
+        self.capacity = dict(capacity)
+        self.used: dict[int, int] = {n: 0 for n in capacity}
+        self.vms: dict[int, AddressSpace] = {}
+        self.bos: dict[int, BufferObject] = {}
+        self._next_handle = 1
+        # (pasid, va) -> callbacks run after a store to that address: how the CP (barrier
+        # packets) and spinning hosts learn that a signal changed, like a monitored cache line.
+        self._watchers: dict[tuple[int, int], list[Callable[[], None]]] = {}
+
+    # -- VMs -------------------------------------------------------------------------------
+    def create_vm(self, pasid: int) -> AddressSpace:
+        vm = AddressSpace(pasid)
+        self.vms[pasid] = vm
+        return vm
+
+    def destroy_vm(self, pasid: int) -> None:
+        vm = self.vms.pop(pasid, None)
+        if vm is None:
+            return
+        for bo in vm:
+            self._release(bo)
+
+    # -- BOs -------------------------------------------------------------------------------
+    def allocate(
+        self,
+        pasid: int,
+        va: int,
+        size: int,
+        kind: MemKind,
+        node: int,
+        *,
+        coherent: bool = False,
+        host_access: bool = True,
+        name: str = "",
+    ) -> BufferObject:
+        if size <= 0:
+            raise ValueError(f"allocation size must be positive, got {size}")
+        if va % PAGE_SIZE:
+            raise ValueError(f"VA {va:#x} is not page aligned")
+        if va + size > VA_LIMIT:
+            raise ValueError(f"VA range [{va:#x}, {va + size:#x}) exceeds the 48-bit GPUVM")
+        size = -(-size // PAGE_SIZE) * PAGE_SIZE
+        accounted = kind in (MemKind.SYSTEM, MemKind.VRAM)
+        if accounted:
+            cap = self.capacity.get(node, 0)
+            if self.used.get(node, 0) + size > cap:
+                raise OutOfMemory(
+                    f"node {node} has {cap - self.used.get(node, 0)} bytes free, {size} requested"
+                )
+        vm = self.vms[pasid]
+        bo = BufferObject(
+            self._next_handle,
+            va,
+            size,
+            kind,
+            pasid,
+            node,
+            coherent=coherent,
+            host_access=host_access,
+            name=name,
+        )
+        vm.insert(bo)
+        self._next_handle += 1
+        self.bos[bo.handle] = bo
+        if accounted:
+            self.used[node] = self.used.get(node, 0) + size
+        return bo
+
+    def free(self, bo: BufferObject) -> None:
+        vm = self.vms.get(bo.pasid)
+        if vm is not None:
+            vm.remove(bo)
+        self._release(bo)
+
+    def _release(self, bo: BufferObject) -> None:
+        if self.bos.pop(bo.handle, None) is not None and bo.kind in (
+            MemKind.SYSTEM,
+            MemKind.VRAM,
+        ):
+            self.used[bo.node] -= bo.size
+
+    def find(self, pasid: int, va: int) -> BufferObject | None:
+        vm = self.vms.get(pasid)
+        return vm.find(va) if vm is not None else None
+
+    # -- checked access --------------------------------------------------------------------
+    def _resolve(self, pasid: int, va: int, size: int) -> tuple[BufferObject, int]:
+        if va < 0 or va + size > VA_LIMIT:
+            raise MemoryFault(va, size, "address outside the 48-bit GPU VA space", aperture=True)
+        vm = self.vms.get(pasid)
+        bo = vm.find(va) if vm is not None else None
+        if bo is None:
+            raise MemoryFault(va, size, f"no buffer object is mapped there (pasid {pasid})")
+        off = va - bo.va
+        if off + size > bo.size:
+            raise MemoryFault(
+                va,
+                size,
+                f"access runs {off + size - bo.size} bytes past the end of {bo.describe()}",
+            )
+        return bo, off
+
+    def gpu_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
+        """Bytes [va, va+size) as the GPU `node` sees them through process `pasid`'s VM."""
+        bo, off = self._resolve(pasid, va, size)
+        if node not in bo.gpu_nodes:
+            raise MemoryFault(va, size, f"not mapped for GPU node {node}: {bo.describe()}")
+        return bo.data[off : off + size]
+
+    def host_view(self, pasid: int, va: int, size: int) -> np.ndarray:
+        bo, off = self._resolve(pasid, va, size)
+        if not bo.host_access:
+            raise MemoryFault(va, size, f"not host accessible: {bo.describe()}")
+        return bo.data[off : off + size]
+
+    def write(self, pasid: int, va: int, data: bytes | np.ndarray, node: int | None = None) -> None:
+        """A store by the host (node None) or a GPU; MMIO BOs see it through their hook."""
+        n = len(data)
+        bo, off = self._resolve(pasid, va, n)
+        if node is None:
+            if not bo.host_access:
+                raise MemoryFault(va, n, f"not host accessible: {bo.describe()}")
+        elif node not in bo.gpu_nodes:
+            raise MemoryFault(va, n, f"not mapped for GPU node {node}: {bo.describe()}")
+        bo.data[off : off + n] = np.frombuffer(bytes(data), dtype=np.uint8)
+        if bo.on_write is not None:
+            bo.on_write(off, n)
+        if self._watchers:
+            self.notify(pasid, va, n)
+
+    # -- watches (monitored addresses) -------------------------------------------------------
+    def watch(self, pasid: int, va: int, fn: Callable[[], None]) -> None:
+        self._watchers.setdefault((pasid, va), []).append(fn)
+
+    def unwatch(self, pasid: int, va: int, fn: Callable[[], None]) -> None:
+        fns = self._watchers.get((pasid, va))
+        if fns and fn in fns:
+            fns.remove(fn)
+            if not fns:
+                del self._watchers[(pasid, va)]
+
+    def notify(self, pasid: int, va: int, size: int = 8) -> None:
+        """Tell whoever monitors [va, va+size) that it was stored to."""
+        if not self._watchers:
+            return
+        for a in range(va - va % 8, va + size, 8):
+            fns = self._watchers.get((pasid, a))
+            if fns:
+                for fn in list(fns):
+                    fn()
+
+    # -- 64-bit atomics (signals, queue indices) -------------------------------------------
+    def load_u64(self, pasid: int, va: int, node: int | None = None) -> int:
+        view = self.host_view(pasid, va, 8) if node is None else self.gpu_view(pasid, node, va, 8)
+        return int(view.view(np.uint64)[0])
+
+    def load_i64(self, pasid: int, va: int, node: int | None = None) -> int:
+        view = self.host_view(pasid, va, 8) if node is None else self.gpu_view(pasid, node, va, 8)
+        return int(view.view(np.int64)[0])
+
+    def store_u64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
+        self.write(pasid, va, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), node)
+
+    def store_i64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
+        self.store_u64(pasid, va, value, node)
+
+    def atomic_add_i64(self, pasid: int, va: int, delta: int, node: int | None = None) -> int:
+        """Add `delta` to the int64 at `va`; returns the old value."""
+        old = self.load_i64(pasid, va, node)
+        self.store_i64(pasid, va, old + delta, node)
+        return old
+
+    def read(self, pasid: int, va: int, size: int, node: int | None = None) -> bytes:
+        if node is None:
+            return self.host_view(pasid, va, size).tobytes()
+        return self.gpu_view(pasid, node, va, size).tobytes()

@@ -1,0 +1,140 @@
+"""`System`: one emulated machine — engine, memory, host clock, GPUs, interrupt path, trace.
+
+Time (DESIGN "Time: host and device"): host code runs for real and carries its own clock.
+Every host action costs modeled host time; before the host acts at host time T, the engine
+fires every device event up to T, so the device works while the host works. A host wait runs
+the engine until its condition holds (the host wakes at that event plus its wake-up latency)
+or until its deadline; if the engine has nothing left to do and the condition is still false,
+no one can ever make it true (in-process), and the wait says so at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+
+from hw_model.config import SystemSpec, system_spec
+from hw_model.engine import Engine
+from hw_model.gpu import Gpu, InterruptHandler
+from hw_model.memory import Memory
+from hw_model.trace import Tracer
+
+
+class WaitOutcome(Enum):
+    SATISFIED = "satisfied"
+    TIMEOUT = "timeout"
+    DEADLOCK = "deadlock"  # engine idle, condition false: nothing will ever change it
+
+
+# First KFD gpu_id; the real driver hashes the PCI location, any stable nonzero value works.
+_GPU_ID_BASE = 0xA5E0  # any stable nonzero 16-bit value (KFD_MMAP_GPU_ID has 16 bits)
+
+
+class System:
+    def __init__(self, spec: SystemSpec | None = None, preset: str | None = None) -> None:
+        if spec is None:
+            spec = system_spec(preset or "gfx900")
+        self.spec = spec
+        self.engine = Engine()
+        self.tracer = Tracer(enabled=spec.trace)
+        self.host_now = 0  # host clock, ps
+        capacity = {0: spec.system_memory}
+        for i in range(spec.num_gpus):
+            capacity[i + 1] = spec.gpu.vram_size
+        self.memory = Memory(capacity)
+        self.gpus = [
+            Gpu(self, spec.gpu, node=i + 1, gpu_id=_GPU_ID_BASE + i) for i in range(spec.num_gpus)
+        ]
+        self._irq_handlers: list[InterruptHandler] = []
+        # In service mode other processes may act while this one waits: idle is no proof.
+        self.shared = False
+
+    # -- clocks ----------------------------------------------------------------------------
+    @property
+    def now_ps(self) -> int:
+        return self.host_now
+
+    @property
+    def now_ns(self) -> float:
+        return self.host_now / 1000
+
+    def host_advance(self, cost_ps: int) -> int:
+        """The host spends `cost_ps`; the device runs alongside. Returns the new host time."""
+        self.host_now += int(cost_ps)
+        self.engine.run_until(self.host_now)
+        return self.host_now
+
+    def host_wait(
+        self, pred: Callable[[], bool], timeout_ps: int | None, wakeup_ps: int = 0
+    ) -> WaitOutcome:
+        """Block the host until `pred()` or the timeout; the engine runs meanwhile."""
+        self.engine.run_until(self.host_now)
+        if pred():
+            return WaitOutcome.SATISFIED
+        limit = None if timeout_ps is None else self.host_now + timeout_ps
+        if self.engine.run_while(lambda: not pred(), limit):
+            self.host_now = max(self.host_now, self.engine.now + wakeup_ps)
+            self.engine.run_until(self.host_now)
+            return WaitOutcome.SATISFIED
+        if limit is not None and (self.engine.peek() is not None or self.shared):
+            self.host_now = limit
+            self.engine.run_until(limit)
+            return WaitOutcome.SATISFIED if pred() else WaitOutcome.TIMEOUT
+        return WaitOutcome.DEADLOCK
+
+    def host_step(self, limit_ps: int | None = None) -> bool:
+        """The host spins until the next device event (or `limit_ps`). False: engine idle."""
+        nxt = self.engine.peek()
+        if nxt is None:
+            return False
+        if limit_ps is not None and nxt > limit_ps:
+            self.host_now = max(self.host_now, limit_ps)
+            self.engine.run_until(self.host_now)
+            return True
+        self.engine.step()
+        self.host_now = max(self.host_now, self.engine.now)
+        self.engine.run_until(self.host_now)
+        return True
+
+    def run_for(self, duration_ps: int) -> None:
+        self.host_advance(duration_ps)
+
+    def run_until_idle(self, limit_ps: int | None = None) -> None:
+        """Let the device finish everything pending (host sleeps)."""
+        limit = None if limit_ps is None else self.host_now + limit_ps
+        self.engine.run_while(lambda: True, limit)
+        self.host_now = max(self.host_now, self.engine.now)
+
+    # -- interrupts ------------------------------------------------------------------------
+    def register_interrupt_handler(self, fn: InterruptHandler) -> None:
+        self._irq_handlers.append(fn)
+
+    def deliver_interrupt(self, node: int, source: str, pasid: int, data: dict) -> None:
+        for fn in self._irq_handlers:
+            fn(node, source, pasid, data)
+
+    # -- inspection ------------------------------------------------------------------------
+    def gpu_by_node(self, node: int) -> Gpu:
+        for g in self.gpus:
+            if g.node == node:
+                return g
+        raise KeyError(node)
+
+    def stats(self) -> dict:
+        out: dict = {
+            "sim_ticks_ps": self.engine.now,
+            "host_ticks_ps": self.host_now,
+            "events": self.engine.events_fired,
+        }
+        for g in self.gpus:
+            sched = g.scheduler.describe()
+            out[f"gpu{g.node}"] = {
+                "kernels": g.stats_kernels,
+                "workgroups": g.dispatcher.wgs_dispatched,
+                "bytes_moved": g.channel.bytes_moved,
+                "context_switches": sched["context_switches"],
+                "oversubscribed_ps": sched["oversubscribed_ps"],
+                "cu_busy_ps": [cu.busy_ps for cu in g.cus],
+                "queue_errors": len(g.queue_errors),
+            }
+        return out

@@ -1,0 +1,793 @@
+"""The emulated KFD (amdkfd): the /dev/kfd device, its processes and their ioctls.
+
+Behavior follows Linux's drivers/gpu/drm/amd/amdkfd (kfd_chardev.c for argument checks and
+the doorbell-offset encoding, kfd_events.c for signal events and the event page,
+kfd_flat_memory.c for the gfx9 apertures, kfd_process_queue_manager.c for queue ids).
+Every request arrives as the raw bytes of its `kfd_ioctl_*_args` struct, is decoded with the
+uapi models, and the reply is written back into the same buffer, as copy_to_user does.
+Failures raise `KfdError` with the errno the real driver returns and a message that says
+what was wrong.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hw_model.command_processor import Mqd
+from hw_model.engine import PS_PER_MS
+from hw_model.gpu import IRQ_SIGNAL_EVENT, IRQ_VM_FAULT, Gpu
+from hw_model.memory import PAGE_SIZE, BufferObject, MemKind, OutOfMemory
+from hw_model.system import System, WaitOutcome
+from rock_emu import ioctl as io
+from rock_emu.ioctl import AllocMemFlags, KfdError
+from rock_emu.mapping import HostMapping
+from rock_emu.topology import render
+
+# kfd_priv.h: mmap offset encoding (type in bits 62-63, gpu_id in bits 46-61)
+KFD_MMAP_TYPE_SHIFT = 62
+KFD_MMAP_TYPE_DOORBELL = 0x3 << KFD_MMAP_TYPE_SHIFT
+KFD_MMAP_TYPE_EVENTS = 0x2 << KFD_MMAP_TYPE_SHIFT
+KFD_MMAP_TYPE_RESERVED_MEM = 0x1 << KFD_MMAP_TYPE_SHIFT
+KFD_MMAP_TYPE_MMIO = 0x0 << KFD_MMAP_TYPE_SHIFT
+KFD_MMAP_GPU_ID_SHIFT = 46
+KFD_MMAP_GPU_ID_MASK = 0xFFFF << KFD_MMAP_GPU_ID_SHIFT
+KFD_MMAP_OFFSET_VALUE_MASK = (1 << KFD_MMAP_GPU_ID_SHIFT) - 1
+# SOC15: each process owns a 2-page doorbell frame of 64-bit doorbells (kfd_doorbell.c)
+DOORBELL_FRAME_SIZE = 2 * PAGE_SIZE
+KFD_MAX_NUM_OF_QUEUES_PER_PROCESS = 1024  # kfd_priv.h
+UNSIGNALED_EVENT_SLOT = 0xFFFFFFFFFFFFFFFF  # kfd_events.c
+KFD_EVENT_TIMEOUT_IMMEDIATE = 0
+KFD_EVENT_TIMEOUT_INFINITE = 0xFFFFFFFF
+KFD_FIRST_NONSIGNAL_EVENT_ID = 0x80000000  # ids above the signal-event range (guess)
+EVENT_PAGE_SIZE = io.KFD_SIGNAL_EVENT_LIMIT * 8
+# Where a process's ordinary (malloc) memory lives; the GPU cannot see it. Linux x86-64
+# heaps sit around 0x55.. (ASLR); any address below the 47-bit user limit would do.
+USER_HEAP_VA = 0x5555_0000_0000
+USER_HEAP_SIZE = 4 * 1024 * 1024
+# gfx9 apertures (kfd_flat_memory.c MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9)
+LDS_APP_BASE_V9 = 0x1 << 48
+SCRATCH_APP_BASE_V9 = 0x2 << 48
+APERTURE_LIMIT_SPAN = 0xFFFFFFFF
+GPUVM_BASE = PAGE_SIZE
+GPUVM_LIMIT = (1 << 47) - 1
+
+
+def _err(code: int, message: str) -> KfdError:
+    return KfdError(code, message)
+
+
+@dataclass
+class Event:
+    event_id: int
+    event_type: int
+    auto_reset: bool
+    slot: int | None
+    signaled: bool = False
+    memory_exception: dict | None = None
+    waiters: int = 0
+
+
+@dataclass
+class Queue:
+    queue_id: int
+    gpu: Gpu
+    mqd: Mqd
+    queue_type: int
+    doorbell_id: int
+    cu_mask: list[int] = field(default_factory=list)
+
+
+class KfdProcess:
+    """One process that opened /dev/kfd (struct kfd_process)."""
+
+    def __init__(self, kfd: Kfd, pasid: int, name: str) -> None:
+        self.kfd = kfd
+        self.system = kfd.system
+        self.pasid = pasid
+        self.name = name
+        self.memory = kfd.system.memory
+        self.vm = self.memory.create_vm(pasid)
+        self.acquired: set[int] = set()  # gpu_ids with an acquired VM
+        self.bos: dict[int, BufferObject] = {}  # handle -> BO
+        self.queues: dict[int, Queue] = {}
+        self.events: dict[int, Event] = {}
+        self.event_page: BufferObject | None = None
+        self.doorbell_frames: dict[int, BufferObject] = {}  # gpu_id -> doorbell BO
+        self.vm_faults: list[dict] = []
+        self.closed = False
+        self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
+        self.heap = self.memory.allocate(
+            pasid, USER_HEAP_VA, USER_HEAP_SIZE, MemKind.SYSTEM, 0, name="user heap"
+        )
+        self.doorbell_slot = kfd.alloc_doorbell_slot()
+        self._handlers: dict[int, Callable] = {
+            io.AMDKFD_IOC_GET_VERSION: self._get_version,
+            io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW: self._get_apertures_new,
+            io.AMDKFD_IOC_GET_PROCESS_APERTURES: self._get_apertures,
+            io.AMDKFD_IOC_ACQUIRE_VM: self._acquire_vm,
+            io.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU: self._alloc_memory,
+            io.AMDKFD_IOC_FREE_MEMORY_OF_GPU: self._free_memory,
+            io.AMDKFD_IOC_MAP_MEMORY_TO_GPU: self._map_memory,
+            io.AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU: self._unmap_memory,
+            io.AMDKFD_IOC_CREATE_QUEUE: self._create_queue,
+            io.AMDKFD_IOC_DESTROY_QUEUE: self._destroy_queue,
+            io.AMDKFD_IOC_UPDATE_QUEUE: self._update_queue,
+            io.AMDKFD_IOC_SET_CU_MASK: self._set_cu_mask,
+            io.AMDKFD_IOC_CREATE_EVENT: self._create_event,
+            io.AMDKFD_IOC_DESTROY_EVENT: self._destroy_event,
+            io.AMDKFD_IOC_SET_EVENT: self._set_event,
+            io.AMDKFD_IOC_RESET_EVENT: self._reset_event,
+            io.AMDKFD_IOC_WAIT_EVENTS: self._wait_events,
+            io.AMDKFD_IOC_GET_CLOCK_COUNTERS: self._get_clock_counters,
+            io.AMDKFD_IOC_SET_MEMORY_POLICY: self._set_memory_policy,
+            io.AMDKFD_IOC_SET_SCRATCH_BACKING_VA: self._set_scratch_backing_va,
+            io.AMDKFD_IOC_AVAILABLE_MEMORY: self._available_memory,
+            io.AMDKFD_IOC_SET_XNACK_MODE: self._set_xnack_mode,
+        }
+
+    # -- entry point -----------------------------------------------------------------------
+    def ioctl(self, request: int, buf: bytearray) -> int:
+        """ioctl(kfd_fd, request, buf): decode, act, write the reply back into `buf`."""
+        if self.closed:
+            raise _err(errno.EBADF, "this KFD process was closed; open /dev/kfd again")
+        self.system.host_advance(self.system.spec.host.syscall_ps)
+        args = io.decode_args(request, buf)
+        handler = self._handlers.get(request)
+        if handler is None:
+            raise _err(
+                errno.EINVAL,
+                f"{io.request_name(request)} is a valid amdkfd request that this emulated "
+                "driver does not implement; the supported ones are "
+                + ", ".join(sorted(io.request_name(r) for r in self._handlers)),
+            )
+        tr = self.system.tracer
+        if tr.enabled:
+            tr.instant(
+                "kfd",
+                io.request_name(request),
+                self.system.host_now,
+                {"pasid": self.pasid},
+                cat="ioctl",
+            )
+        handler(args)
+        buf[:] = args.to_bytes()
+        return 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _gpu(self, gpu_id: int) -> Gpu:
+        for g in self.system.gpus:
+            if g.gpu_id == gpu_id:
+                return g
+        ids = ", ".join(f"{g.gpu_id:#x}" for g in self.system.gpus)
+        raise _err(errno.EINVAL, f"gpu_id {gpu_id:#x} is not a GPU of this system ({ids})")
+
+    def _user_read(self, ptr: int, n: int) -> bytes:
+        """copy_from_user."""
+        try:
+            return self.memory.read(self.pasid, ptr, n)
+        except Exception as e:
+            raise _err(
+                errno.EFAULT, f"cannot read {n} bytes of user memory at {ptr:#x}: {e}"
+            ) from None
+
+    def _user_write(self, ptr: int, data: bytes) -> None:
+        """copy_to_user."""
+        try:
+            self.memory.write(self.pasid, ptr, data)
+        except Exception as e:
+            raise _err(
+                errno.EFAULT, f"cannot write {len(data)} bytes of user memory at {ptr:#x}: {e}"
+            ) from None
+
+    def _bo(self, handle: int) -> BufferObject:
+        bo = self.bos.get(handle)
+        if bo is None:
+            raise _err(errno.EINVAL, f"no buffer object with handle {handle:#x} in this process")
+        return bo
+
+    # -- version, apertures, VM ------------------------------------------------------------
+    def _get_version(self, a: io.GetVersionArgs) -> None:
+        a.major_version = io.KFD_IOCTL_MAJOR_VERSION
+        a.minor_version = io.KFD_IOCTL_MINOR_VERSION
+
+    def _apertures(self, g: Gpu) -> io.ProcessDeviceApertures:
+        return io.ProcessDeviceApertures(
+            lds_base=LDS_APP_BASE_V9,
+            lds_limit=LDS_APP_BASE_V9 + APERTURE_LIMIT_SPAN,
+            scratch_base=SCRATCH_APP_BASE_V9,
+            scratch_limit=SCRATCH_APP_BASE_V9 + APERTURE_LIMIT_SPAN,
+            gpuvm_base=GPUVM_BASE,
+            gpuvm_limit=GPUVM_LIMIT,
+            gpu_id=g.gpu_id,
+        )
+
+    def _get_apertures_new(self, a: io.GetProcessAperturesNewArgs) -> None:
+        gpus = self.system.gpus
+        if a.num_of_nodes == 0:
+            a.num_of_nodes = len(gpus)  # first call: how many entries to allocate
+            return
+        if a.num_of_nodes < len(gpus):
+            raise _err(errno.EINVAL, f"num_of_nodes {a.num_of_nodes} < {len(gpus)} GPUs")
+        data = b"".join(self._apertures(g).to_bytes() for g in gpus)
+        self._user_write(a.kfd_process_device_apertures_ptr, data)
+        a.num_of_nodes = len(gpus)
+
+    def _get_apertures(self, a: io.GetProcessAperturesArgs) -> None:
+        gpus = self.system.gpus[: io.NUM_OF_SUPPORTED_GPUS]
+        aps = [self._apertures(g) for g in gpus]
+        aps += [io.ProcessDeviceApertures() for _ in range(io.NUM_OF_SUPPORTED_GPUS - len(aps))]
+        a.process_apertures = aps
+        a.num_of_nodes = len(gpus)
+
+    def _acquire_vm(self, a: io.AcquireVmArgs) -> None:
+        g = self._gpu(a.gpu_id)
+        self.acquired.add(g.gpu_id)
+
+    def _set_memory_policy(self, a: io.SetMemoryPolicyArgs) -> None:
+        self._gpu(a.gpu_id)
+        if a.default_policy > 1 or a.alternate_policy > 1:
+            raise _err(
+                errno.EINVAL,
+                "cache policy must be KFD_IOC_CACHE_POLICY_COHERENT (0) or NONCOHERENT (1)",
+            )
+
+    def _set_scratch_backing_va(self, a: io.SetScratchBackingVaArgs) -> None:
+        self._gpu(a.gpu_id)
+
+    def _set_xnack_mode(self, a: io.SetXnackModeArgs) -> None:
+        if a.xnack_enabled > 0:  # negative means "query"
+            raise _err(
+                errno.EPERM,
+                "XNACK (GPU page-fault retry) is not supported by this emulated GPU",
+            )
+        a.xnack_enabled = 0
+
+    def _available_memory(self, a: io.GetAvailableMemoryArgs) -> None:
+        g = self._gpu(a.gpu_id)
+        a.available = self.memory.capacity[g.node] - self.memory.used[g.node]
+
+    def _get_clock_counters(self, a: io.GetClockCountersArgs) -> None:
+        g = self._gpu(a.gpu_id)
+        now = self.system.host_now
+        a.gpu_clock_counter = g.timestamp(now)
+        a.cpu_clock_counter = now // 1000  # rdtsc-like; the emulated TSC runs at 1 GHz
+        a.system_clock_counter = now // 1000  # CLOCK_MONOTONIC_RAW in ns
+        a.system_clock_freq = 1_000_000_000
+
+    # -- memory ----------------------------------------------------------------------------
+    def _alloc_memory(self, a: io.AllocMemoryOfGpuArgs) -> None:
+        g = self._gpu(a.gpu_id)
+        if g.gpu_id not in self.acquired:
+            raise _err(
+                errno.EINVAL,
+                f"no VM acquired on gpu_id {g.gpu_id:#x}: call AMDKFD_IOC_ACQUIRE_VM for it first",
+            )
+        flags = AllocMemFlags(a.flags)
+        domains = flags & (
+            AllocMemFlags.VRAM
+            | AllocMemFlags.GTT
+            | AllocMemFlags.USERPTR
+            | AllocMemFlags.DOORBELL
+            | AllocMemFlags.MMIO_REMAP
+        )
+        if bin(int(domains)).count("1") != 1:
+            raise _err(
+                errno.EINVAL,
+                f"flags {a.flags:#x} must name exactly one memory type: "
+                "VRAM, GTT, USERPTR, DOORBELL or MMIO_REMAP",
+            )
+        if a.size == 0 or a.va_addr % PAGE_SIZE:
+            raise _err(
+                errno.EINVAL,
+                f"size {a.size} must be > 0 and va_addr {a.va_addr:#x} "
+                f"page aligned ({PAGE_SIZE} bytes)",
+            )
+        if domains == AllocMemFlags.DOORBELL:
+            bo = self._doorbell_frame(g)
+            if a.size > bo.size:
+                raise _err(
+                    errno.EINVAL,
+                    f"doorbell allocation of {a.size} bytes exceeds the "
+                    f"{bo.size}-byte process doorbell frame",
+                )
+            a.handle = (g.gpu_id << 32) | bo.handle
+            a.mmap_offset = KFD_MMAP_TYPE_DOORBELL | (g.gpu_id << KFD_MMAP_GPU_ID_SHIFT)
+            self.bos[a.handle] = bo
+            return
+        if domains == AllocMemFlags.VRAM:
+            kind, node = MemKind.VRAM, g.node
+            host = bool(flags & AllocMemFlags.PUBLIC)
+        elif domains == AllocMemFlags.MMIO_REMAP:
+            raise _err(errno.EINVAL, "MMIO_REMAP (HDP flush page) is not emulated")
+        else:
+            kind, node, host = MemKind.SYSTEM, 0, True
+        try:
+            bo = self.memory.allocate(
+                self.pasid,
+                a.va_addr,
+                a.size,
+                kind,
+                node,
+                coherent=bool(flags & (AllocMemFlags.COHERENT | AllocMemFlags.UNCACHED)),
+                host_access=host,
+                name=str(flags),
+            )
+        except OutOfMemory as e:
+            raise _err(errno.ENOMEM, f"out of memory: {e}") from None
+        except ValueError as e:
+            raise _err(errno.EINVAL, str(e)) from None
+        a.handle = (g.gpu_id << 32) | bo.handle  # MAKE_HANDLE(gpu_id, idr_handle)
+        a.mmap_offset = bo.handle << 12  # the DRM fake offset to mmap the BO at
+        self.bos[a.handle] = bo
+
+    def _free_memory(self, a: io.FreeMemoryOfGpuArgs) -> None:
+        bo = self._bo(a.handle)
+        if bo.kind == MemKind.DOORBELL:
+            del self.bos[a.handle]
+            return
+        if bo.gpu_nodes:
+            raise _err(
+                errno.EBUSY,
+                f"BO {a.handle:#x} is still mapped on GPU node(s) "
+                f"{sorted(bo.gpu_nodes)}: unmap it first",
+            )
+        if bo is self.event_page:
+            raise _err(errno.EBUSY, "this BO is the process's event page")
+        del self.bos[a.handle]
+        self.memory.free(bo)
+
+    def _device_ids(self, ptr: int, n: int) -> list[Gpu]:
+        if n == 0 or n > len(self.system.gpus) * 8:
+            raise _err(errno.EINVAL, f"n_devices {n} out of range")
+        raw = self._user_read(ptr, 4 * n)
+        return [self._gpu(int.from_bytes(raw[i * 4 : i * 4 + 4], "little")) for i in range(n)]
+
+    def _map_memory(self, a: io.MapMemoryToGpuArgs) -> None:
+        bo = self._bo(a.handle)
+        if a.n_success > a.n_devices:
+            raise _err(errno.EINVAL, f"n_success {a.n_success} > n_devices {a.n_devices}")
+        gpus = self._device_ids(a.device_ids_array_ptr, a.n_devices)
+        for g in gpus[a.n_success :]:
+            if g.gpu_id not in self.acquired:
+                raise _err(errno.EINVAL, f"no VM acquired on gpu_id {g.gpu_id:#x}")
+            if bo.kind == MemKind.VRAM and bo.node != g.node:
+                pass  # peer VRAM over the fabric: allowed, as with large BAR / xGMI
+            bo.gpu_nodes.add(g.node)
+            a.n_success += 1
+
+    def _unmap_memory(self, a: io.UnmapMemoryFromGpuArgs) -> None:
+        bo = self._bo(a.handle)
+        for g in self._device_ids(a.device_ids_array_ptr, a.n_devices):
+            bo.gpu_nodes.discard(g.node)
+
+    # -- doorbells -------------------------------------------------------------------------
+    def _doorbell_frame(self, g: Gpu) -> BufferObject:
+        bo = self.doorbell_frames.get(g.gpu_id)
+        if bo is None:
+            va = self.kfd.doorbell_va(self.doorbell_slot, g)
+            bo = self.memory.allocate(
+                self.pasid, va, DOORBELL_FRAME_SIZE, MemKind.DOORBELL, g.node, name="doorbells"
+            )
+            first = self.doorbell_slot * (DOORBELL_FRAME_SIZE // g.spec.doorbell_size)
+            g.map_doorbell_page(bo, first)
+            self.doorbell_frames[g.gpu_id] = bo
+        return bo
+
+    def mmap(self, offset: int, length: int) -> HostMapping:
+        """mmap(kfd_fd or render fd, offset): the CPU mapping of a doorbell frame, the event
+        page or a BO."""
+        kind = offset & (0x3 << KFD_MMAP_TYPE_SHIFT)
+        if kind == KFD_MMAP_TYPE_DOORBELL:
+            gpu_id = (offset & KFD_MMAP_GPU_ID_MASK) >> KFD_MMAP_GPU_ID_SHIFT
+            bo = self._doorbell_frame(self._gpu(gpu_id))
+        elif kind == KFD_MMAP_TYPE_EVENTS:
+            if self.event_page is None:
+                raise _err(errno.EINVAL, "no event page: create a signal event first")
+            bo = self.event_page
+        else:
+            handle = offset >> 12
+            bo = self.memory.bos.get(handle)
+            if bo is None or bo.pasid != self.pasid:
+                raise _err(errno.EINVAL, f"mmap offset {offset:#x} names no BO of this process")
+            if not bo.host_access:
+                raise _err(
+                    errno.EINVAL,
+                    f"BO at {bo.va:#x} is VRAM without "
+                    "KFD_IOC_ALLOC_MEM_FLAGS_PUBLIC: the host cannot map it",
+                )
+        if length > bo.size:
+            raise _err(errno.EINVAL, f"mmap length {length} exceeds the {bo.size}-byte object")
+        return HostMapping(self.memory, bo, self.pasid)
+
+    # -- queues ----------------------------------------------------------------------------
+    def _create_queue(self, a: io.CreateQueueArgs) -> None:
+        g = self._gpu(a.gpu_id)
+        if a.queue_percentage > io.KFD_MAX_QUEUE_PERCENTAGE:
+            raise _err(
+                errno.EINVAL,
+                f"queue_percentage {a.queue_percentage} > "
+                f"KFD_MAX_QUEUE_PERCENTAGE ({io.KFD_MAX_QUEUE_PERCENTAGE})",
+            )
+        if a.queue_priority > io.KFD_MAX_QUEUE_PRIORITY:
+            raise _err(
+                errno.EINVAL,
+                f"queue_priority {a.queue_priority} > "
+                f"KFD_MAX_QUEUE_PRIORITY ({io.KFD_MAX_QUEUE_PRIORITY})",
+            )
+        if a.ring_size and a.ring_size & (a.ring_size - 1):
+            raise _err(errno.EINVAL, f"ring_size {a.ring_size} must be a power of 2")
+        if a.ring_base_address == 0 and a.ring_size:
+            raise _err(errno.EINVAL, "ring_base_address is NULL")
+        if a.queue_type != io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL:
+            raise _err(
+                errno.EINVAL,
+                f"queue_type {a.queue_type}: this GPU model runs AQL compute queues "
+                "(KFD_IOC_QUEUE_TYPE_COMPUTE_AQL = 2); PM4 and SDMA queues are not emulated",
+            )
+        ring = self.vm.find(a.ring_base_address)
+        if ring is None or a.ring_base_address + a.ring_size > ring.end:
+            raise _err(
+                errno.EFAULT,
+                f"ring [{a.ring_base_address:#x}, +{a.ring_size}) is not "
+                "inside one allocation of this process",
+            )
+        if g.node not in ring.gpu_nodes:
+            raise _err(
+                errno.EFAULT,
+                f"ring at {a.ring_base_address:#x} is not mapped to "
+                f"gpu_id {g.gpu_id:#x}: AMDKFD_IOC_MAP_MEMORY_TO_GPU it first",
+            )
+        for name, ptr in (
+            ("read_pointer_address", a.read_pointer_address),
+            ("write_pointer_address", a.write_pointer_address),
+        ):
+            if self.vm.find(ptr) is None:
+                raise _err(errno.EFAULT, f"{name} {ptr:#x} is not in an allocation of this process")
+        used = {q.queue_id for q in self.queues.values()}
+        qid = next((i for i in range(KFD_MAX_NUM_OF_QUEUES_PER_PROCESS) if i not in used), None)
+        if qid is None:
+            raise _err(
+                errno.ENOSPC,
+                f"process has {len(used)} queues, the maximum (KFD_MAX_NUM_OF_QUEUES_PER_PROCESS)",
+            )
+        frame = self._doorbell_frame(g)
+        doorbell_id = qid
+        first = self.doorbell_slot * (DOORBELL_FRAME_SIZE // g.spec.doorbell_size)
+        mqd = Mqd(
+            queue_id=qid,
+            pasid=self.pasid,
+            process_name=self.name,
+            ring_base=a.ring_base_address,
+            ring_size=a.ring_size,
+            rptr_addr=a.read_pointer_address,
+            wptr_addr=a.write_pointer_address,
+            doorbell_index=first + doorbell_id,
+            priority=a.queue_priority,
+            percentage=a.queue_percentage,
+        )
+        g.register_queue(mqd)
+        self.queues[qid] = Queue(qid, g, mqd, a.queue_type, doorbell_id)
+        a.queue_id = qid
+        # kfd_chardev.c: mmap type | gpu_id | (SOC15) byte offset inside the doorbell frame
+        a.doorbell_offset = (
+            KFD_MMAP_TYPE_DOORBELL
+            | (g.gpu_id << KFD_MMAP_GPU_ID_SHIFT)
+            | doorbell_id * g.spec.doorbell_size
+        )
+        del frame
+        self.kfd.note_runlist_change()
+
+    def _queue(self, qid: int) -> Queue:
+        q = self.queues.get(qid)
+        if q is None:
+            raise _err(
+                errno.EINVAL,
+                f"queue id {qid} does not exist in this process "
+                f"(its queues: {sorted(self.queues)})",
+            )
+        return q
+
+    def _destroy_queue(self, a: io.DestroyQueueArgs) -> None:
+        q = self._queue(a.queue_id)
+        q.gpu.unregister_queue(q.mqd.doorbell_index)
+        del self.queues[a.queue_id]
+        self.kfd.note_runlist_change()
+
+    def _update_queue(self, a: io.UpdateQueueArgs) -> None:
+        q = self._queue(a.queue_id)
+        if a.queue_percentage > io.KFD_MAX_QUEUE_PERCENTAGE:
+            raise _err(errno.EINVAL, f"queue_percentage {a.queue_percentage} > 100")
+        if a.queue_priority > io.KFD_MAX_QUEUE_PRIORITY:
+            raise _err(errno.EINVAL, f"queue_priority {a.queue_priority} > 15")
+        if a.ring_size and a.ring_size & (a.ring_size - 1):
+            raise _err(errno.EINVAL, f"ring_size {a.ring_size} must be a power of 2")
+        update = {"priority": a.queue_priority, "percentage": a.queue_percentage}
+        if a.ring_base_address:
+            update |= {"ring_base": a.ring_base_address, "ring_size": a.ring_size}
+        pp = q.gpu.queues.get(q.mqd.doorbell_index)
+        q.mqd = q.mqd.model_copy(update=update)
+        if pp is not None:
+            pp.mqd = q.mqd
+            q.gpu.scheduler.queue_progress(pp)
+
+    def _set_cu_mask(self, a: io.SetCuMaskArgs) -> None:
+        q = self._queue(a.queue_id)
+        if a.num_cu_mask == 0 or a.num_cu_mask % 32:
+            raise _err(
+                errno.EINVAL, f"num_cu_mask {a.num_cu_mask} must be a nonzero multiple of 32 (bits)"
+            )
+        raw = self._user_read(a.cu_mask_ptr, a.num_cu_mask // 8)
+        words = [int.from_bytes(raw[i : i + 4], "little") for i in range(0, len(raw), 4)]
+        cus = (
+            {i for i in range(q.gpu.spec.num_cus) if words[i // 32] >> (i % 32) & 1}
+            if len(words) * 32 >= q.gpu.spec.num_cus
+            else None
+        )
+        if cus is not None and not cus:
+            raise _err(errno.EINVAL, "the CU mask enables no CU")
+        q.cu_mask = words
+        pp = q.gpu.queues.get(q.mqd.doorbell_index)
+        if pp is not None:
+            pp.cu_mask = cus
+
+    # -- events ----------------------------------------------------------------------------
+    def _create_event(self, a: io.CreateEventArgs) -> None:
+        if a.event_type == io.KFD_IOC_EVENT_SIGNAL:
+            if a.event_page_offset:
+                if self.event_page is not None:
+                    raise _err(errno.EINVAL, "the event page is already set for this process")
+                bo = self._bo(a.event_page_offset)
+                if bo.size < EVENT_PAGE_SIZE:
+                    raise _err(
+                        errno.EINVAL,
+                        f"event page BO of {bo.size} bytes is smaller "
+                        f"than KFD_SIGNAL_EVENT_LIMIT * 8 = {EVENT_PAGE_SIZE}",
+                    )
+                self.event_page = bo
+                bo.data[:EVENT_PAGE_SIZE] = 0xFF  # every slot UNSIGNALED
+            elif self.event_page is None:
+                raise _err(
+                    errno.EINVAL,
+                    "no event page: pass the handle of a GTT BO of "
+                    f"{EVENT_PAGE_SIZE} bytes in event_page_offset with the first "
+                    "signal event",
+                )
+            used = {e.slot for e in self.events.values() if e.slot is not None}
+            slot = next((i for i in range(io.KFD_SIGNAL_EVENT_LIMIT) if i not in used), None)
+            if slot is None:
+                raise _err(errno.ENOMEM, "all KFD_SIGNAL_EVENT_LIMIT signal event slots used")
+            ev = Event(slot, a.event_type, bool(a.auto_reset), slot)
+            self.event_page.data[slot * 8 : slot * 8 + 8] = 0xFF
+            a.event_slot_index = slot
+            a.event_page_offset = KFD_MMAP_TYPE_EVENTS
+        elif a.event_type in (
+            io.KFD_IOC_EVENT_MEMORY,
+            io.KFD_IOC_EVENT_HW_EXCEPTION,
+            io.KFD_IOC_EVENT_NODECHANGE,
+            io.KFD_IOC_EVENT_DEVICESTATECHANGE,
+            io.KFD_IOC_EVENT_SYSTEM_EVENT,
+            io.KFD_IOC_EVENT_DEBUG_EVENT,
+            io.KFD_IOC_EVENT_PROFILE_EVENT,
+            io.KFD_IOC_EVENT_QUEUE_EVENT,
+        ):
+            ev = Event(self._next_nonsignal, a.event_type, bool(a.auto_reset), None)
+            self._next_nonsignal += 1
+            a.event_slot_index = 0
+        else:
+            raise _err(errno.EINVAL, f"event_type {a.event_type} is not a KFD_IOC_EVENT_*")
+        self.events[ev.event_id] = ev
+        a.event_id = ev.event_id
+        a.event_trigger_data = ev.event_id
+
+    def _event(self, event_id: int) -> Event:
+        ev = self.events.get(event_id)
+        if ev is None:
+            raise _err(errno.EINVAL, f"event id {event_id} does not exist in this process")
+        return ev
+
+    def _destroy_event(self, a: io.DestroyEventArgs) -> None:
+        self._event(a.event_id)
+        del self.events[a.event_id]
+
+    def _set_event(self, a: io.SetEventArgs) -> None:
+        ev = self._event(a.event_id)
+        if ev.event_type != io.KFD_IOC_EVENT_SIGNAL:
+            raise _err(errno.EINVAL, "only signal events can be set from user space")
+        self.signal(ev)
+
+    def _reset_event(self, a: io.ResetEventArgs) -> None:
+        self._event(a.event_id).signaled = False
+
+    def signal(self, ev: Event) -> None:
+        ev.signaled = True
+        tr = self.system.tracer
+        if tr.enabled:
+            tr.instant(
+                "kfd",
+                f"event {ev.event_id} signaled",
+                self.system.engine.now,
+                {"pasid": self.pasid},
+                cat="event",
+            )
+
+    def _wait_events(self, a: io.WaitEventsArgs) -> None:
+        if a.num_events == 0 or a.num_events > io.KFD_SIGNAL_EVENT_LIMIT:
+            raise _err(errno.EINVAL, f"num_events {a.num_events} must be 1..4096")
+        size = io.EventData.SIZE
+        raw = self._user_read(a.events_ptr, size * a.num_events)
+        datas = [
+            io.EventData.from_bytes(raw[i * size : (i + 1) * size]) for i in range(a.num_events)
+        ]
+        events = [self._event(d.event_id) for d in datas]
+        for ev in events:
+            ev.waiters += 1
+
+        def done() -> bool:
+            hits = [e.signaled for e in events]
+            return all(hits) if a.wait_for_all else any(hits)
+
+        timeout = None if a.timeout == KFD_EVENT_TIMEOUT_INFINITE else a.timeout * PS_PER_MS
+        try:
+            outcome = self.system.host_wait(done, timeout, self.system.spec.host.wakeup_ps)
+        finally:
+            for ev in events:
+                ev.waiters -= 1
+        if outcome == WaitOutcome.DEADLOCK:
+            ids = ", ".join(str(e.event_id) for e in events)
+            raise _err(
+                errno.EDEADLK,
+                f"waiting on event(s) {ids} of pasid {self.pasid}, but the GPU has no work "
+                "pending and no other process can run: nothing will ever signal them",
+            )
+        a.wait_result = (
+            io.KFD_IOC_WAIT_RESULT_COMPLETE
+            if outcome == WaitOutcome.SATISFIED
+            else io.KFD_IOC_WAIT_RESULT_TIMEOUT
+        )
+        out = bytearray()
+        for d, ev in zip(datas, events, strict=True):
+            if ev.memory_exception is not None and ev.signaled:
+                d.memory_exception_data = io.HsaMemoryExceptionData(**ev.memory_exception)
+            out += d.to_bytes()
+            if ev.signaled and ev.auto_reset:
+                ev.signaled = False
+        self._user_write(a.events_ptr, bytes(out))
+
+    # -- interrupts ------------------------------------------------------------------------
+    def on_signal_interrupt(self, event_id: int) -> None:
+        ev = self.events.get(event_id)
+        page = self.event_page
+        if ev is None or ev.slot is None or page is None:
+            return
+        slot = page.data[ev.slot * 8 : ev.slot * 8 + 8]
+        if int(slot.view("<u8")[0]) != UNSIGNALED_EVENT_SLOT:
+            slot[:] = 0xFF  # consumed: back to UNSIGNALED
+            self.signal(ev)
+
+    def on_vm_fault(self, node: int, data: dict) -> None:
+        g = self.system.gpu_by_node(node)
+        self.vm_faults.append({"gpu_id": g.gpu_id, **data})
+        for ev in self.events.values():
+            if ev.event_type == io.KFD_IOC_EVENT_MEMORY:
+                ev.memory_exception = {
+                    "failure": io.MemoryExceptionFailure(NotPresent=1),
+                    "va": data["va"] & ~(PAGE_SIZE - 1),
+                    "gpu_id": g.gpu_id,
+                    "ErrorType": 0,
+                }
+                self.signal(ev)
+
+    # -- teardown --------------------------------------------------------------------------
+    def close(self) -> None:
+        """The process exits: its queues are destroyed and all its memory is freed."""
+        if self.closed:
+            return
+        for q in list(self.queues.values()):
+            q.gpu.unregister_queue(q.mqd.doorbell_index)
+        self.queues.clear()
+        for bo in self.doorbell_frames.values():
+            bo.on_write = None
+        self.memory.destroy_vm(self.pasid)
+        self.bos.clear()
+        self.events.clear()
+        self.closed = True
+        self.kfd.release(self)
+
+    def describe(self) -> dict:
+        return {
+            "pasid": self.pasid,
+            "name": self.name,
+            "queues": [
+                {
+                    "queue_id": q.queue_id,
+                    "gpu_id": q.gpu.gpu_id,
+                    "doorbell_index": q.mqd.doorbell_index,
+                    "doorbell_id": q.doorbell_id,
+                    "ring_base": hex(q.mqd.ring_base),
+                    "ring_size": q.mqd.ring_size,
+                    "priority": q.mqd.priority,
+                    "percentage": q.mqd.percentage,
+                }
+                for q in self.queues.values()
+            ],
+            "events": [
+                {
+                    "event_id": e.event_id,
+                    "type": e.event_type,
+                    "slot": e.slot,
+                    "signaled": e.signaled,
+                    "auto_reset": e.auto_reset,
+                }
+                for e in self.events.values()
+            ],
+            "buffer_objects": len(self.bos),
+            "vm_faults": self.vm_faults,
+        }
+
+
+class Kfd:
+    """/dev/kfd of one System: opens processes, owns the topology and the runlist view."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.processes: dict[int, KfdProcess] = {}
+        self._next_pasid = 0x8000  # amdgpu PASIDs are small ints; KFD's start high (guess)
+        self._doorbell_slots: set[int] = set()
+        self.sysfs = render(system)
+        system.register_interrupt_handler(self._interrupt)
+
+    def open(self, name: str = "") -> KfdProcess:
+        pasid = self._next_pasid
+        self._next_pasid += 1
+        p = KfdProcess(self, pasid, name or f"process {pasid:#x}")
+        self.processes[pasid] = p
+        self.note_runlist_change()
+        return p
+
+    def release(self, p: KfdProcess) -> None:
+        self.processes.pop(p.pasid, None)
+        self._doorbell_slots.discard(p.doorbell_slot)
+        self.note_runlist_change()
+
+    def alloc_doorbell_slot(self) -> int:
+        slot = next(i for i in range(1 << 16) if i not in self._doorbell_slots)
+        self._doorbell_slots.add(slot)
+        return slot
+
+    def doorbell_va(self, slot: int, g: Gpu) -> int:
+        # The thunk maps doorbell frames high in the process's space; any free VA works.
+        return 0x7F00_0000_0000 + (g.node << 32) + slot * DOORBELL_FRAME_SIZE
+
+    def read_sysfs(self, path: str) -> str:
+        try:
+            return self.sysfs[path.rstrip("/")]
+        except KeyError:
+            raise FileNotFoundError(f"no such sysfs file: {path}") from None
+
+    # -- runlist ---------------------------------------------------------------------------
+    def note_runlist_change(self) -> None:
+        tr = self.system.tracer
+        if tr.enabled:
+            tr.instant(
+                "kfd", "runlist", self.system.host_now, self.runlist_summary(), cat="runlist"
+            )
+
+    def runlist_summary(self) -> dict:
+        out = {"processes": len(self.processes), "queues": 0, "oversubscribed": False}
+        for g in self.system.gpus:
+            n = len(g.scheduler.runlist)
+            out["queues"] += n
+            if n > g.spec.hqd_slots or len(self.processes) > g.spec.vmids_for_kfd:
+                out["oversubscribed"] = True
+        return out
+
+    def _interrupt(self, node: int, source: str, pasid: int, data: dict) -> None:
+        p = self.processes.get(pasid)
+        if p is None:
+            return
+        if source == IRQ_SIGNAL_EVENT:
+            p.on_signal_interrupt(data["event_id"])
+        elif source == IRQ_VM_FAULT:
+            p.on_vm_fault(node, data)

@@ -1,0 +1,88 @@
+"""CPU mappings of buffer objects: what `mmap()` on /dev/kfd or the DRM render node returns.
+
+A mapping is the process's window onto a BO at its virtual address. Plain loads and stores
+go straight to the backing numpy array (`array`), as ordinary CPU accesses do. Stores that
+others must see at once — signal values, the doorbell's MMIO write — go through `store_*`
+and the atomics, which tell the memory model (the doorbell BAR routes the write to the CP;
+a monitored address wakes whoever watches it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw_model.memory import BufferObject, MemKind, Memory
+
+
+class HostMapping:
+    def __init__(self, memory: Memory, bo: BufferObject, pasid: int) -> None:
+        self._memory = memory
+        self._bo = bo
+        self.pasid = pasid
+        self.address = bo.va
+        self.size = bo.size
+        self.is_mmio = bo.kind in (MemKind.DOORBELL, MemKind.MMIO)
+
+    @property
+    def array(self) -> np.ndarray:
+        """The mapped bytes as a writable uint8 array (not for MMIO pages)."""
+        if self.is_mmio:
+            raise TypeError("an MMIO page has no cacheable view; use store_u64()")
+        return self._bo.data
+
+    def _va(self, offset: int, n: int) -> int:
+        if offset < 0 or offset + n > self.size:
+            raise IndexError(f"offset {offset}+{n} outside the {self.size}-byte mapping")
+        return self.address + offset
+
+    def read(self, offset: int, n: int) -> bytes:
+        return self._memory.read(self.pasid, self._va(offset, n), n)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._memory.write(self.pasid, self._va(offset, len(data)), data)
+
+    def load_i64(self, offset: int) -> int:
+        return self._memory.load_i64(self.pasid, self._va(offset, 8))
+
+    def load_u64(self, offset: int) -> int:
+        return self._memory.load_u64(self.pasid, self._va(offset, 8))
+
+    def store_u64(self, offset: int, value: int) -> None:
+        self._memory.store_u64(self.pasid, self._va(offset, 8), value)
+
+    def store_i64(self, offset: int, value: int) -> None:
+        self._memory.store_i64(self.pasid, self._va(offset, 8), value)
+
+    def atomic_add_i64(self, offset: int, delta: int) -> int:
+        return self._memory.atomic_add_i64(self.pasid, self._va(offset, 8), delta)
+
+    def atomic_exchange_i64(self, offset: int, value: int) -> int:
+        va = self._va(offset, 8)
+        old = self._memory.load_i64(self.pasid, va)
+        self._memory.store_i64(self.pasid, va, value)
+        return old
+
+    def atomic_cas_i64(self, offset: int, expected: int, value: int) -> int:
+        va = self._va(offset, 8)
+        old = self._memory.load_i64(self.pasid, va)
+        if old == expected:
+            self._memory.store_i64(self.pasid, va, value)
+        return old
+
+    def atomic_and_i64(self, offset: int, mask: int) -> int:
+        va = self._va(offset, 8)
+        old = self._memory.load_i64(self.pasid, va)
+        self._memory.store_i64(self.pasid, va, old & mask)
+        return old
+
+    def atomic_or_i64(self, offset: int, mask: int) -> int:
+        va = self._va(offset, 8)
+        old = self._memory.load_i64(self.pasid, va)
+        self._memory.store_i64(self.pasid, va, old | mask)
+        return old
+
+    def atomic_xor_i64(self, offset: int, mask: int) -> int:
+        va = self._va(offset, 8)
+        old = self._memory.load_i64(self.pasid, va)
+        self._memory.store_i64(self.pasid, va, old ^ mask)
+        return old

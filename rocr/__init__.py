@@ -1,0 +1,55 @@
+"""Emulated ROCr: the HSA runtime (libhsa-runtime64) in Python.
+
+import rocr
+with rocr.init(preset="teaching") as rt:
+    gpu = rt.gpus[0]
+    ...
+"""
+
+from hw_model.aql import (
+    AgentDispatchPacket,
+    AmdBarrierValuePacket,
+    BarrierAndPacket,
+    BarrierOrPacket,
+    FenceScope,
+    KernelDispatchPacket,
+    PacketType,
+    make_header,
+)
+from rocr.agent import Agent, DeviceType
+from rocr.errors import HsaError
+from rocr.executable import Executable, KernelSymbol
+from rocr.memory import Buffer, GlobalFlag, MemoryPool, Segment
+from rocr.queue import Queue
+from rocr.runtime import DispatchHandle, Runtime, init
+from rocr.signal import Condition, Signal, WaitState
+from rocr.status import Status, status_string
+
+__all__ = [
+    "Agent",
+    "AgentDispatchPacket",
+    "AmdBarrierValuePacket",
+    "BarrierAndPacket",
+    "BarrierOrPacket",
+    "Buffer",
+    "Condition",
+    "DeviceType",
+    "DispatchHandle",
+    "Executable",
+    "FenceScope",
+    "GlobalFlag",
+    "HsaError",
+    "KernelDispatchPacket",
+    "KernelSymbol",
+    "MemoryPool",
+    "PacketType",
+    "Queue",
+    "Runtime",
+    "Segment",
+    "Signal",
+    "Status",
+    "WaitState",
+    "init",
+    "make_header",
+    "status_string",
+]

@@ -1,0 +1,176 @@
+"""Memory pools and buffers, as ROCr exposes them through hsa_amd_memory_pool_*.
+
+The CPU agent has the system pools (fine-grained with the kernarg flag, fine-grained, and
+coarse-grained); a GPU agent has its VRAM (coarse-grained) and the group segment (LDS). An
+allocation is a KFD buffer object placed by the thunk; it is accessible to the pool's owner
+only until `allow_access` maps it for other agents (hsa_amd_agents_allow_access). The host
+sees a buffer through its CPU mapping: `view()` is a numpy array over the very bytes the GPU
+reads.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from rocr.errors import HsaError
+from rocr.status import Status
+
+if TYPE_CHECKING:
+    from rocr.agent import Agent
+    from rocr.runtime import Runtime
+
+
+class Segment(IntEnum):
+    """hsa_amd_segment_t."""
+
+    GLOBAL = 0
+    READONLY = 1
+    PRIVATE = 2
+    GROUP = 3
+
+
+class GlobalFlag(IntFlag):
+    """hsa_amd_memory_pool_global_flag_t."""
+
+    KERNARG_INIT = 1
+    FINE_GRAINED = 2
+    COARSE_GRAINED = 4
+
+
+class MemoryPool:
+    """hsa_amd_memory_pool_t."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        owner: Agent,
+        segment: Segment,
+        flags: GlobalFlag,
+        size: int,
+        *,
+        vram: bool,
+        name: str,
+    ) -> None:
+        self.rt = rt
+        self.owner = owner
+        self.segment = segment
+        self.global_flags = flags
+        self.size = size
+        self.vram = vram
+        self.name = name
+        self.alloc_granule = 4096  # HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_GRANULE (page)
+        self.alloc_alignment = 4096
+
+    @property
+    def fine_grained(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.FINE_GRAINED)
+
+    @property
+    def coarse_grained(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.COARSE_GRAINED)
+
+    @property
+    def kernarg(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.KERNARG_INIT)
+
+    @property
+    def alloc_allowed(self) -> bool:
+        return self.segment == Segment.GLOBAL
+
+    def info(self) -> dict:
+        return {
+            "segment": self.segment.name,
+            "global_flags": [f.name for f in GlobalFlag if self.global_flags & f],
+            "size": self.size,
+            "alloc_allowed": self.alloc_allowed,
+            "alloc_granule": self.alloc_granule,
+            "alloc_alignment": self.alloc_alignment,
+            "accessible_by_all": False,
+            "name": self.name,
+        }
+
+    def __repr__(self) -> str:
+        return f"MemoryPool({self.name}, {self.segment.name}, size={self.size})"
+
+    def allocate(self, size: int) -> Buffer:
+        """hsa_amd_memory_pool_allocate."""
+        if not self.alloc_allowed:
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION,
+                f"pool {self.name} ({self.segment.name} segment) cannot be allocated "
+                "from; use a GLOBAL pool",
+            )
+        if size <= 0:
+            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"size {size} must be positive")
+        if size > self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION,
+                f"{size} bytes requested from pool {self.name} of {self.size} bytes",
+            )
+        return self.rt._allocate(self, size)
+
+
+class Buffer:
+    """Memory from a pool. `address` is what a kernel argument or packet field takes."""
+
+    def __init__(self, rt: Runtime, pool: MemoryPool, alloc) -> None:
+        self.rt = rt
+        self.pool = pool
+        self._alloc = alloc
+        self.address: int = alloc.address
+        self.size: int = alloc.size
+        self.freed = False
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.address:#x}, {self.size} bytes, {self.pool.name})"
+
+    def __int__(self) -> int:
+        return self.address
+
+    def _check(self) -> None:
+        if self.freed:
+            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"buffer at {self.address:#x} was freed")
+
+    def view(self, dtype: type | str = np.uint8, count: int | None = None) -> np.ndarray:
+        """The host's view of the buffer as a numpy array (no copy)."""
+        self._check()
+        m = self._alloc.mapping
+        if m is None:
+            raise HsaError(
+                Status.ERROR_INVALID_AGENT,
+                f"{self} is in device memory the host cannot map (coarse-grained "
+                "VRAM): copy it with rt.memory_copy() to a system buffer",
+            )
+        dt = np.dtype(dtype)
+        n = self.size // dt.itemsize if count is None else count
+        if n * dt.itemsize > self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT, f"{n} x {dt} does not fit in {self.size} bytes"
+            )
+        return m.array[: n * dt.itemsize].view(dt)
+
+    def read(self, offset: int = 0, size: int | None = None) -> bytes:
+        size = self.size - offset if size is None else size
+        if offset < 0 or offset + size > self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"range [{offset}, {offset + size}) outside the {self.size}-byte buffer",
+            )
+        return bytes(self.view()[offset : offset + size])
+
+    def write(self, data: bytes, offset: int = 0) -> None:
+        if offset < 0 or offset + len(data) > self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{len(data)} bytes at {offset} overflow the {self.size}-byte buffer",
+            )
+        self.view()[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def free(self) -> None:
+        """hsa_amd_memory_pool_free."""
+        if not self.freed:
+            self.rt._free(self)
+            self.freed = True

@@ -1,0 +1,306 @@
+"""AQL user-mode queues: the ring, `amd_queue_t`, the doorbell, and async error reporting.
+
+As ROCR-Runtime's AqlQueue (core/runtime/amd_aql_queue.cpp): the ring and the 256-byte
+`amd_queue_t` (with the embedded `hsa_queue_t`) live in GPU-mapped system memory; the ring's
+headers start INVALID; AMDKFD_IOC_CREATE_QUEUE gets the ring and the addresses of
+`read_dispatch_id`/`write_dispatch_id`, and returns the doorbell. The CP reports queue errors
+by writing error bits into `queue_inactive_signal`; the runtime maps them to hsa_status_t with
+ROCr's table and calls the queue's error callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hw_model import aql
+from hw_model.aql import PacketType
+from hw_model.structs import (
+    AMD_QUEUE_PROPERTIES_ENABLE_PROFILING,
+    AMD_QUEUE_PROPERTIES_IS_PTR64,
+    AMD_QUEUE_READ_DISPATCH_ID_OFFSET,
+    AMD_QUEUE_SIZE,
+    AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET,
+    AmdQueue,
+    HsaQueue,
+    HsaQueueFeature,
+    HsaQueueType,
+)
+from rocr.errors import HsaError
+from rocr.status import Status, status_c_name
+
+if TYPE_CHECKING:
+    from rocr.agent import Agent
+    from rocr.runtime import Runtime
+    from rocr.signal import DoorbellSignal, Signal
+
+Packet = (
+    aql.KernelDispatchPacket
+    | aql.BarrierAndPacket
+    | aql.BarrierOrPacket
+    | aql.AgentDispatchPacket
+    | aql.AmdBarrierValuePacket
+)
+
+# ROCR-Runtime AqlQueue queue-inactive handler: CP error bits -> hsa_status_t (ROCm 5.2).
+ERROR_BITS: list[tuple[int, Status, str]] = [
+    (0x2, Status.ERROR_INCOMPATIBLE_ARGUMENTS, "invalid dimension"),
+    (0x4, Status.ERROR_INVALID_ALLOCATION, "invalid group memory"),
+    (0x8, Status.ERROR_INVALID_CODE_OBJECT, "invalid (or NULL) code"),
+    (0x20, Status.ERROR_INVALID_PACKET_FORMAT, "invalid packet format"),
+    (0x100, Status.ERROR_INVALID_PACKET_FORMAT, "unsupported vendor-specific packet"),
+    (0x40, Status.ERROR_INVALID_ARGUMENT, "workgroup too large"),
+    (0x80, Status.ERROR_INVALID_ISA, "out of VGPRs"),
+    (0x20000000, Status.ERROR_MEMORY_APERTURE_VIOLATION, "memory violation"),
+    (0x40000000, Status.ERROR_ILLEGAL_INSTRUCTION, "illegal instruction"),
+    (0x80000000, Status.ERROR_EXCEPTION, "debug trap"),
+]
+
+
+def status_for_error_code(code: int) -> tuple[Status, str]:
+    for bit, status, what in ERROR_BITS:
+        if code & bit:
+            return status, what
+    return Status.ERROR, f"queue error code {code:#x}"
+
+
+class Queue:
+    """hsa_queue_t of an AQL queue on a GPU agent."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        agent: Agent,
+        size: int,
+        callback: Callable[[HsaError, Queue], None] | None,
+        priority: int,
+    ) -> None:
+        self.rt = rt
+        self.agent = agent
+        self.size = size
+        self.callback = callback
+        self.priority = priority
+        self.error: HsaError | None = None
+        self._error_reported = False
+        self.destroyed = False
+        th = rt.thunk
+        # Ring: GPU-mapped system memory, every header INVALID (ROCr fills the ring so).
+        self._ring = th.alloc_memory(0, size * aql.PACKET_SIZE, aql_queue=True)
+        th.map_memory_to_gpu(self._ring.address, [agent.node])
+        ring = self._ring.mapping.array[: size * aql.PACKET_SIZE].view(np.uint16)
+        ring[:: aql.PACKET_SIZE // 2] = PacketType.INVALID
+        self.base_address = self._ring.address
+        # amd_queue_t (256 bytes, 64-byte aligned: a page of its own here)
+        self._qmem = th.alloc_memory(0, 4096, coherent=True)
+        th.map_memory_to_gpu(self._qmem.address, [agent.node])
+        self.address = self._qmem.address
+        self._q = self._qmem.mapping
+        self.inactive_signal: Signal = rt.create_signal(0, interrupt=True, _internal=True)
+        self.id = rt._next_queue_id()
+        self.resource = th.create_queue(
+            agent.node,
+            ring_base=self.base_address,
+            ring_size=size * aql.PACKET_SIZE,
+            read_ptr=self.address + AMD_QUEUE_READ_DISPATCH_ID_OFFSET,
+            write_ptr=self.address + AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET,
+            priority=priority,
+        )
+        from rocr.signal import DoorbellSignal
+
+        self.doorbell_signal: DoorbellSignal = DoorbellSignal(rt, self.resource)
+        amd = AmdQueue(
+            hsa_queue=HsaQueue(
+                type=HsaQueueType.MULTI,
+                features=HsaQueueFeature.KERNEL_DISPATCH | HsaQueueFeature.AGENT_DISPATCH,
+                base_address=self.base_address,
+                doorbell_signal=self.doorbell_signal.handle,
+                size=size,
+                id=self.id,
+            ),
+            write_dispatch_id=0,
+            read_dispatch_id=0,
+            max_cu_id=agent.compute_unit_count - 1,
+            max_wave_id=agent.props.MaxWavesPerSIMD - 1,
+            queue_properties=AMD_QUEUE_PROPERTIES_IS_PTR64 | AMD_QUEUE_PROPERTIES_ENABLE_PROFILING,
+            queue_inactive_signal=self.inactive_signal.handle,
+        )
+        self._q.write(0, amd.to_bytes()[:AMD_QUEUE_SIZE])
+        self.queue_id = self.resource.QueueId  # the KFD's queue id
+
+    def __repr__(self) -> str:
+        return f"Queue(id={self.id}, kfd queue {self.queue_id}, size={self.size})"
+
+    # -- error handling --------------------------------------------------------------------
+    def _check(self) -> None:
+        if self.destroyed:
+            raise HsaError(Status.ERROR_INVALID_QUEUE, f"queue {self.id} was destroyed")
+        self.rt.poll_async()
+        if self.error is not None and self.callback is None:
+            raise self.error
+
+    def _poll_error(self) -> None:
+        if self._error_reported or self.destroyed:
+            return
+        code = self.inactive_signal.load()
+        if code == 0:
+            return
+        status, what = status_for_error_code(code & 0xFFFFFFFF)
+        detail = self.rt.queue_error_detail(self)
+        err = HsaError(
+            status,
+            f"queue {self.id} stopped by the CP: {what} (error code "
+            f"{code:#x}){': ' + detail if detail else ''}",
+        )
+        self._error_reported = True
+        self.error = err
+        self.rt.trace("rocr", "queue error callback", queue=self.id, status=status_c_name(status))
+        if self.callback is not None:
+            self.callback(err, self)
+
+    # -- indices ---------------------------------------------------------------------------
+    def load_write_index(self) -> int:
+        """hsa_queue_load_write_index_scacquire."""
+        return self._q.load_u64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET)
+
+    def store_write_index(self, value: int) -> None:
+        self._q.store_u64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, value)
+
+    def add_write_index(self, delta: int = 1) -> int:
+        """hsa_queue_add_write_index_scacq_screl: returns the previous write index."""
+        self._check()
+        old = self._q.atomic_add_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, delta)
+        return old
+
+    def cas_write_index(self, expected: int, value: int) -> int:
+        self._check()
+        return self._q.atomic_cas_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, expected, value)
+
+    def load_read_index(self) -> int:
+        """hsa_queue_load_read_index_scacquire: read_dispatch_id, advanced by the CP."""
+        return self._q.load_u64(AMD_QUEUE_READ_DISPATCH_ID_OFFSET)
+
+    # -- packets ---------------------------------------------------------------------------
+    def _slot(self, index: int) -> int:
+        return (index % self.size) * aql.PACKET_SIZE
+
+    def write_packet(self, index: int, packet: Packet | bytes) -> None:
+        """Write a packet into slot `index`: body first, then the header (release)."""
+        self._check()
+        raw = packet if isinstance(packet, bytes | bytearray) else packet.to_bytes()
+        if len(raw) != aql.PACKET_SIZE:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT, f"an AQL packet is 64 bytes, got {len(raw)}"
+            )
+        read = self.load_read_index()
+        if index < read or index >= read + self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"slot for packet {index} is not free: the CP has retired up to "
+                f"{read} and the ring holds {self.size} packets (valid indices "
+                f"{read}..{read + self.size - 1})",
+            )
+        base = self._slot(index)
+        ring = self._ring.mapping
+        ring.array[base + 4 : base + aql.PACKET_SIZE] = np.frombuffer(raw[4:], dtype=np.uint8)
+        # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
+        ring.write(base, bytes(raw[:4]))
+        self.rt.thunk.host_elapse(self.rt.host_cost("packet_write_ps"))
+        ptype = raw[0]
+        self.rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
+
+    def packet_bytes(self, index: int) -> bytes:
+        base = self._slot(index)
+        return bytes(self._ring.mapping.array[base : base + aql.PACKET_SIZE])
+
+    def packet(self, index: int) -> Packet | None:
+        return aql.decode_packet(self.packet_bytes(index))
+
+    def ring_doorbell(self, index: int) -> None:
+        """hsa_signal_store_screlease(queue->doorbell_signal, index)."""
+        self._check()
+        self.rt.trace(
+            "rocr",
+            "ring doorbell",
+            queue=self.id,
+            value=index,
+            doorbell=hex(self.doorbell_signal.doorbell_address),
+        )
+        self.doorbell_signal.store(index)
+        self.rt.poll_async()
+
+    @property
+    def doorbell_value(self) -> int | None:
+        return self.doorbell_signal.last_value
+
+    # -- convenience -----------------------------------------------------------------------
+    def dispatch(
+        self,
+        kernel,
+        grid: tuple[int, ...] | int,
+        workgroup: tuple[int, ...] | int,
+        args: tuple = (),
+        completion_signal: Signal | None = None,
+        *,
+        group_segment_size: int | None = None,
+        barrier: bool = False,
+        acquire: aql.FenceScope = aql.FenceScope.SYSTEM,
+        release: aql.FenceScope = aql.FenceScope.SYSTEM,
+    ):
+        """Pack kernargs, write a kernel dispatch packet, ring the doorbell.
+
+        Returns a DispatchHandle whose `.wait()` waits for the completion signal.
+        """
+        return self.rt._dispatch(
+            self,
+            kernel,
+            grid,
+            workgroup,
+            args,
+            completion_signal,
+            group_segment_size,
+            barrier,
+            acquire,
+            release,
+        )
+
+    def submit(self, packet: Packet | bytes) -> int:
+        """Reserve a slot, write the packet, ring the doorbell; returns the packet index."""
+        i = self.add_write_index(1)
+        self.write_packet(i, packet)
+        self.ring_doorbell(i)
+        return i
+
+    # -- teardown --------------------------------------------------------------------------
+    def set_priority(self, priority: int) -> None:
+        """hsa_amd_queue_set_priority: HSA_AMD_QUEUE_PRIORITY LOW/NORMAL/HIGH as -1/0/1
+        (or the thunk's -3..3)."""
+        self._check()
+        self.rt.thunk.update_queue(self.queue_id, priority=priority)
+        self.priority = priority
+
+    def set_cu_mask(self, mask: list[int]) -> None:
+        """hsa_amd_queue_cu_set_mask: 32-bit words, bit i enables CU i."""
+        self._check()
+        self.rt.thunk.set_queue_cu_mask(self.queue_id, mask)
+
+    def destroy(self) -> None:
+        """hsa_queue_destroy."""
+        if self.destroyed:
+            return
+        th = self.rt.thunk
+        th.destroy_queue(self.queue_id)
+        self.doorbell_signal.release()
+        self.inactive_signal.destroy()
+        for alloc in (self._ring, self._qmem):
+            th.free_memory(alloc.address)
+        self.destroyed = True
+        self.rt._queues.discard(self)
+
+
+def _type_name(ptype: int) -> str:
+    try:
+        return PacketType(ptype).name
+    except ValueError:
+        return f"type {ptype}"

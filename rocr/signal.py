@@ -1,0 +1,289 @@
+"""HSA signals: `amd_signal_t` in fine-grained system memory, optionally backed by a KFD event.
+
+As ROCR-Runtime's core/runtime/default_signal.cpp and interrupt_signal.cpp: a signal's handle
+is the address of its 64-byte `amd_signal_t`; the value lives at offset 8 and the GPU's CP
+decrements it there. An interrupt signal also carries an event mailbox and event id, so the
+CP can raise its KFD event; a host wait first spins (ROCr: up to 200 us) and then sleeps in
+AMDKFD_IOC_WAIT_EVENTS. Host-side modifications of an interrupt signal set the event, to wake
+other waiters, as ROCr's InterruptSignal does.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from hw_model.structs import (
+    AMD_SIGNAL_END_TS_OFFSET,
+    AMD_SIGNAL_EVENT_ID_OFFSET,
+    AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET,
+    AMD_SIGNAL_KIND_OFFSET,
+    AMD_SIGNAL_SIZE,
+    AMD_SIGNAL_START_TS_OFFSET,
+    AMD_SIGNAL_VALUE_OFFSET,
+    AmdSignalKind,
+)
+from rocr.errors import HsaError
+from rocr.status import Status
+
+if TYPE_CHECKING:
+    from rocr.runtime import Runtime
+    from roct import HsaEvent
+
+# ROCr InterruptSignal::WaitRelaxed spins this long before sleeping on the event (kMaxElapsed).
+SPIN_BEFORE_SLEEP_PS = 200_000_000
+INFINITE_MS = 0xFFFFFFFF
+
+
+class Condition(IntEnum):
+    """hsa_signal_condition_t."""
+
+    EQ = 0
+    NE = 1
+    LT = 2
+    GTE = 3
+
+    def test(self, value: int, compare: int) -> bool:
+        if self is Condition.EQ:
+            return value == compare
+        if self is Condition.NE:
+            return value != compare
+        if self is Condition.LT:
+            return value < compare
+        return value >= compare
+
+
+class WaitState(IntEnum):
+    """hsa_wait_state_t."""
+
+    BLOCKED = 0
+    ACTIVE = 1
+
+
+class SignalPool:
+    """Pages of fine-grained system memory, GPU-mapped, carved into 64-byte amd_signal_t."""
+
+    PAGE = 4096
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._free: list[tuple[object, int]] = []
+
+    def take(self) -> tuple[object, int]:
+        if not self._free:
+            alloc = self.rt.thunk.alloc_memory(0, self.PAGE, coherent=True)
+            self.rt.thunk.map_memory_to_gpu(alloc.address)
+            self._free = [
+                (alloc.mapping, off)
+                for off in range(self.PAGE - AMD_SIGNAL_SIZE, -1, -AMD_SIGNAL_SIZE)
+            ]
+        return self._free.pop()
+
+    def give(self, mapping: object, offset: int) -> None:
+        self._free.append((mapping, offset))
+
+
+class Signal:
+    """hsa_signal_t. `handle` is the address of the signal's amd_signal_t."""
+
+    def __init__(self, rt: Runtime, initial: int, event: HsaEvent | None) -> None:
+        self.rt = rt
+        self._map, self._off = rt.signal_pool.take()
+        self.handle: int = self._map.address + self._off
+        self.event = event
+        m = self._map
+        m.array[self._off : self._off + AMD_SIGNAL_SIZE] = 0
+        m.store_i64(self._off + AMD_SIGNAL_KIND_OFFSET, AmdSignalKind.USER)
+        m.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, initial)
+        if event is not None:
+            m.store_u64(self._off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET, event.HWData2)
+            m.store_u64(self._off + AMD_SIGNAL_EVENT_ID_OFFSET, event.EventId)
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        kind = "interrupt" if self.event is not None else "user"
+        return f"Signal({self.handle:#x}, {kind}, value={self.load()})"
+
+    @property
+    def address(self) -> int:
+        return self.handle
+
+    def _live(self) -> None:
+        if self.destroyed:
+            raise HsaError(Status.ERROR_INVALID_SIGNAL, f"signal {self.handle:#x} was destroyed")
+
+    def _changed(self) -> None:
+        """After a host-side modification: wake waiters (ROCr calls hsaKmtSetEvent)."""
+        self.rt.thunk.host_elapse(self.rt.host_cost("memory_op_ps"))
+        if self.event is not None:
+            self.rt.thunk.set_event(self.event)
+
+    # -- hsa_signal_load / store / arithmetic ------------------------------------------------
+    def load(self) -> int:
+        self._live()
+        return self._map.load_i64(self._off + AMD_SIGNAL_VALUE_OFFSET)
+
+    def store(self, value: int) -> None:
+        self._live()
+        self._map.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+
+    def add(self, value: int) -> int:
+        self._live()
+        old = self._map.atomic_add_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+        return old
+
+    def subtract(self, value: int) -> int:
+        return self.add(-value)
+
+    def exchange(self, value: int) -> int:
+        self._live()
+        old = self._map.atomic_exchange_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+        return old
+
+    def cas(self, expected: int, value: int) -> int:
+        self._live()
+        old = self._map.atomic_cas_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, expected, value)
+        self._changed()
+        return old
+
+    def and_(self, value: int) -> int:
+        self._live()
+        old = self._map.atomic_and_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+        return old
+
+    def or_(self, value: int) -> int:
+        self._live()
+        old = self._map.atomic_or_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+        return old
+
+    def xor(self, value: int) -> int:
+        self._live()
+        old = self._map.atomic_xor_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._changed()
+        return old
+
+    # -- hsa_signal_wait_scacquire -----------------------------------------------------------
+    def wait(
+        self,
+        condition: Condition | int,
+        compare_value: int,
+        timeout_ns: int | None = None,
+        wait_state: WaitState = WaitState.BLOCKED,
+    ) -> int:
+        """Wait until `value <condition> compare_value`; returns the value observed.
+
+        On timeout the current value is returned (as hsa_signal_wait does). A wait that can
+        never be satisfied — the GPU is idle and nothing else can change the value — raises
+        HsaError(ERROR) with a diagnosis instead of hanging.
+        """
+        self._live()
+        cond = Condition(condition)
+        rt = self.rt
+        th = rt.thunk
+        start = th.host_now()
+        deadline = None if timeout_ns is None else start + int(timeout_ns) * 1000
+        spin_end = start + SPIN_BEFORE_SLEEP_PS
+        rt.trace(
+            "rocr",
+            "hsa_signal_wait_scacquire",
+            signal=hex(self.handle),
+            condition=cond.name,
+            compare=compare_value,
+        )
+        while True:
+            value = self.load()
+            rt.poll_async()
+            if cond.test(value, compare_value):
+                rt.trace("rocr", "wait returns", value=value)
+                return value
+            now = th.host_now()
+            if deadline is not None and now >= deadline:
+                return value
+            if self.event is None or wait_state == WaitState.ACTIVE or now < spin_end:
+                limit = (
+                    spin_end if self.event is not None and wait_state != WaitState.ACTIVE else None
+                )
+                if deadline is not None:
+                    limit = deadline if limit is None else min(limit, deadline)
+                if not th.host_step(limit):
+                    raise rt.stuck_wait(self, cond, compare_value, value)
+                continue
+            remaining = (
+                INFINITE_MS if deadline is None else max(1, -(-(deadline - now) // 1_000_000_000))
+            )
+            from roct import HsaKmtError, HsaKmtStatus
+
+            try:
+                th.wait_on_multiple_events([self.event, *rt.async_events()], False, remaining)
+            except HsaKmtError as e:
+                if e.status == HsaKmtStatus.WAIT_FAILURE:
+                    raise rt.stuck_wait(self, cond, compare_value, self.load()) from None
+                raise
+
+    # -- profiling ---------------------------------------------------------------------------
+    def dispatch_time(self) -> tuple[float, float]:
+        """hsa_amd_profiling_get_dispatch_time: (start, end) in ns of the system clock.
+
+        The CP wrote GPU timestamps into start_ts/end_ts; they convert with the GPU timestamp
+        frequency and the clock-counter pair from AMDKFD_IOC_GET_CLOCK_COUNTERS.
+        """
+        self._live()
+        start = self._map.load_u64(self._off + AMD_SIGNAL_START_TS_OFFSET)
+        end = self._map.load_u64(self._off + AMD_SIGNAL_END_TS_OFFSET)
+        if start == 0 and end == 0:
+            raise HsaError(
+                Status.ERROR_INVALID_SIGNAL,
+                "no timestamps: the signal was not a completion signal of a retired packet",
+            )
+        return self.rt.gpu_ticks_to_ns(start), self.rt.gpu_ticks_to_ns(end)
+
+    def destroy(self) -> None:
+        if self.destroyed:
+            return
+        if self.event is not None:
+            self.rt.thunk.destroy_event(self.event)
+        self.rt.signal_pool.give(self._map, self._off)
+        self.rt._signals.discard(self)
+        self.destroyed = True
+
+
+class DoorbellSignal:
+    """The queue's doorbell_signal: an amd_signal_t of kind DOORBELL whose store is an MMIO
+    write of the packet index to the doorbell (ROCr's DoorbellSignal)."""
+
+    def __init__(self, rt: Runtime, resource) -> None:
+        self.rt = rt
+        self._db = resource.doorbell
+        self._db_off = resource.doorbell_offset
+        self.doorbell_address = resource.Queue_DoorBell
+        self._map, self._off = rt.signal_pool.take()
+        self.handle = self._map.address + self._off
+        m = self._map
+        m.array[self._off : self._off + AMD_SIGNAL_SIZE] = 0
+        m.store_i64(self._off + AMD_SIGNAL_KIND_OFFSET, AmdSignalKind.DOORBELL)
+        # hardware_doorbell_ptr shares the value slot
+        m.store_u64(self._off + AMD_SIGNAL_VALUE_OFFSET, self.doorbell_address)
+        self.last_value: int | None = None
+
+    def store(self, value: int) -> None:
+        self.rt.thunk.host_elapse(self.rt.host_cost("doorbell_store_ps"))
+        self._db.store_u64(self._db_off, value)
+        self.last_value = value
+
+    def release(self) -> None:
+        self.rt.signal_pool.give(self._map, self._off)
+
+
+__all__ = [
+    "AMD_SIGNAL_END_TS_OFFSET",
+    "Condition",
+    "DoorbellSignal",
+    "Signal",
+    "SignalPool",
+    "WaitState",
+]

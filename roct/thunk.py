@@ -1,0 +1,603 @@
+"""The thunk (ROCT-Thunk-Interface, libhsakmt): hsaKmt* calls turned into KFD ioctls.
+
+Each call builds the `kfd_ioctl_*_args` model, encodes it to the C struct's bytes and hands it
+to the transport, as libhsakmt does with ioctl(2) on /dev/kfd. The thunk also owns the
+process's GPU virtual address space (libhsakmt's fmm.c: it picks VAs inside the GPUVM
+aperture the KFD reports), maps buffer objects for the CPU (mmap), parses the sysfs topology
+(topology.c) and allocates the event page for signal events (events.c). Names are hsaKmt's in
+snake case; structures keep the C field names of hsakmttypes.h.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from pydantic import BaseModel
+
+from rock_emu import ioctl as io
+from rock_emu.ioctl import AllocMemFlags, KfdError
+from rock_emu.mapping import HostMapping
+from rock_emu.topology import TOPOLOGY_ROOT, parse_properties
+from roct.transport import InProcess, Transport
+
+PAGE_SIZE = 4096
+
+
+class HsaKmtStatus(IntEnum):
+    """HSAKMT_STATUS (hsakmttypes.h)."""
+
+    SUCCESS = 0
+    ERROR = 1
+    DRIVER_MISMATCH = 2
+    INVALID_PARAMETER = 3
+    INVALID_HANDLE = 4
+    INVALID_NODE_UNIT = 5
+    NO_MEMORY = 6
+    BUFFER_TOO_SMALL = 7
+    NOT_IMPLEMENTED = 10
+    NOT_SUPPORTED = 11
+    UNAVAILABLE = 12
+    OUT_OF_RESOURCES = 13
+    KERNEL_IO_CHANNEL_NOT_OPENED = 20
+    KERNEL_COMMUNICATION_ERROR = 21
+    KERNEL_ALREADY_OPENED = 22
+    HSAMMU_UNAVAILABLE = 23
+    WAIT_FAILURE = 30
+    WAIT_TIMEOUT = 31
+    MEMORY_ALREADY_REGISTERED = 35
+    MEMORY_NOT_REGISTERED = 36
+    MEMORY_ALIGNMENT = 37
+
+
+_ERRNO_STATUS = {
+    errno.EINVAL: HsaKmtStatus.INVALID_PARAMETER,
+    errno.EFAULT: HsaKmtStatus.INVALID_PARAMETER,
+    errno.ENOMEM: HsaKmtStatus.NO_MEMORY,
+    errno.ENOSPC: HsaKmtStatus.OUT_OF_RESOURCES,
+    errno.ENOTTY: HsaKmtStatus.NOT_SUPPORTED,
+    errno.EPERM: HsaKmtStatus.NOT_SUPPORTED,
+    errno.EDEADLK: HsaKmtStatus.WAIT_FAILURE,
+    errno.EBADF: HsaKmtStatus.KERNEL_IO_CHANNEL_NOT_OPENED,
+}
+
+
+class HsaKmtError(Exception):
+    def __init__(self, status: HsaKmtStatus, message: str, errno_: int | None = None) -> None:
+        super().__init__(f"HSAKMT_STATUS_{status.name}: {message}")
+        self.status = status
+        self.message = message
+        self.errno = errno_
+
+
+# hsakmttypes.h HSA_QUEUE_PRIORITY -> KFD priority (libhsakmt queues.c priority_map)
+QUEUE_PRIORITY_MAP = {-3: 0, -2: 3, -1: 5, 0: 7, 1: 9, 2: 11, 3: 15}
+
+
+class NodeProperties(BaseModel):
+    """HsaNodeProperties (hsakmttypes.h), the fields this emulator fills."""
+
+    NumCPUCores: int
+    NumFComputeCores: int  # SIMD count
+    NumMemoryBanks: int
+    NumCaches: int
+    NumIOLinks: int
+    CComputeIdLo: int
+    FComputeIdLo: int
+    MaxWavesPerSIMD: int
+    LDSSizeInKB: int
+    WaveFrontSize: int
+    NumShaderBanks: int
+    NumArrays: int
+    NumCUPerArray: int
+    NumSIMDPerCU: int
+    MaxSlotsScratchCU: int
+    EngineId: int  # gfx_target_version
+    VendorId: int
+    DeviceId: int
+    LocationId: int
+    LocalMemSize: int
+    MaxEngineClockMhzFCompute: int
+    MaxEngineClockMhzCCompute: int
+    DrmRenderMinor: int
+    NumSdmaEngines: int
+    NumSdmaQueuesPerEngine: int
+    NumCpQueues: int
+    KFDGpuID: int
+    AMDName: str  # the gfx target, e.g. "gfx900"
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.NumFComputeCores > 0
+
+
+class MemoryProperties(BaseModel):
+    """HsaMemoryProperties."""
+
+    HeapType: int
+    SizeInBytes: int
+    Flags: int
+    Width: int
+    MemoryClockMax: int
+
+
+@dataclass
+class Allocation:
+    address: int
+    size: int
+    handle: int
+    node: int
+    vram: bool
+    mapping: HostMapping | None
+    mapped_nodes: set[int] = field(default_factory=set)
+
+
+@dataclass
+class HsaEvent:
+    """HsaEvent: EventId plus HWData (HWData2 = the event's mailbox address)."""
+
+    EventId: int
+    EventType: int
+    HWData2: int  # mailbox pointer: event page + slot * 8
+    HWData3: int  # trigger data
+
+
+@dataclass
+class QueueResource:
+    """HsaQueueResource: what hsaKmtCreateQueue returns."""
+
+    QueueId: int
+    Queue_DoorBell: int  # doorbell address in the process
+    doorbell: HostMapping
+    doorbell_offset: int  # byte offset of this queue's doorbell in the mapping
+    Queue_write_ptr: int
+    Queue_read_ptr: int
+
+
+class Thunk:
+    """An opened KFD: hsaKmtOpenKFD() ... hsaKmtCloseKFD()."""
+
+    # Where fmm starts placing buffers in the GPUVM aperture (guess: above the low 4 GiB).
+    VA_START = 0x1_0000_0000
+    SCRATCH_SIZE = 64 * 1024  # part of the user heap used for ioctl arrays
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.allocations: dict[int, Allocation] = {}
+        self._next_va = self.VA_START
+        self.nodes: list[NodeProperties] = []
+        self.gpu_ids: dict[int, int] = {}
+        self.event_page: Allocation | None = None
+        self.events: dict[int, HsaEvent] = {}
+        self._doorbells: dict[int, HostMapping] = {}
+        self.version = self.get_version()
+        if self.version[0] != io.KFD_IOCTL_MAJOR_VERSION:
+            raise HsaKmtError(
+                HsaKmtStatus.DRIVER_MISMATCH,
+                f"KFD ioctl version {self.version}, thunk built for {io.KFD_IOCTL_MAJOR_VERSION}.x",
+            )
+        self.acquire_system_properties()
+        # The user heap is ordinary process memory: ioctl argument arrays live there.
+        self._heap = transport.mmap(self._heap_offset(), self.SCRATCH_SIZE)
+        for node, props in enumerate(self.nodes):
+            if props.is_gpu:
+                self._ioctl(
+                    io.AMDKFD_IOC_ACQUIRE_VM,
+                    io.AcquireVmArgs(drm_fd=100 + node, gpu_id=props.KFDGpuID),
+                )
+        self.apertures = self._get_apertures()
+
+    def _heap_offset(self) -> int:
+        # The emulated process's heap BO is the first BO the KFD made for it (handle order).
+        proc = getattr(self.transport, "process", None)
+        if proc is None:
+            raise HsaKmtError(HsaKmtStatus.NOT_SUPPORTED, "transport has no process heap")
+        return proc.heap.handle << 12
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _ioctl(self, request: int, args: io.IoctlArgs) -> io.IoctlArgs:
+        buf = io.encode_args(args, request)
+        try:
+            self.transport.ioctl(request, buf)
+        except KfdError as e:
+            status = _ERRNO_STATUS.get(e.errno, HsaKmtStatus.ERROR)
+            raise HsaKmtError(status, f"{io.request_name(request)} failed: {e}", e.errno) from e
+        return type(args).from_bytes(bytes(buf))
+
+    def _scratch_write(self, data: bytes) -> int:
+        if len(data) > self.SCRATCH_SIZE:
+            raise HsaKmtError(HsaKmtStatus.BUFFER_TOO_SMALL, "ioctl array too large")
+        self._heap.array[: len(data)] = memoryview(data)
+        return self._heap.address
+
+    def _scratch_read(self, n: int) -> bytes:
+        return bytes(self._heap.array[:n])
+
+    def trace(self, track: str, name: str, **args: object) -> None:
+        self.transport.trace_marker(track, name, args or None)
+
+    # -- version & topology ----------------------------------------------------------------
+    def get_version(self) -> tuple[int, int]:
+        a = self._ioctl(io.AMDKFD_IOC_GET_VERSION, io.GetVersionArgs())
+        return a.major_version, a.minor_version
+
+    def acquire_system_properties(self) -> int:
+        """hsaKmtAcquireSystemProperties: read the topology; returns the node count."""
+        listing = self.transport.read_sysfs(f"{TOPOLOGY_ROOT}/nodes").split()
+        self.nodes = []
+        for n in sorted(int(x) for x in listing):
+            props = parse_properties(
+                self.transport.read_sysfs(f"{TOPOLOGY_ROOT}/nodes/{n}/properties")
+            )
+            gpu_id = int(self.transport.read_sysfs(f"{TOPOLOGY_ROOT}/nodes/{n}/gpu_id"))
+            name = self.transport.read_sysfs(f"{TOPOLOGY_ROOT}/nodes/{n}/name").strip()
+            self.nodes.append(
+                NodeProperties(
+                    NumCPUCores=props["cpu_cores_count"],
+                    NumFComputeCores=props["simd_count"],
+                    NumMemoryBanks=props["mem_banks_count"],
+                    NumCaches=props["caches_count"],
+                    NumIOLinks=props["io_links_count"],
+                    CComputeIdLo=props["cpu_core_id_base"],
+                    FComputeIdLo=props["simd_id_base"],
+                    MaxWavesPerSIMD=props["max_waves_per_simd"],
+                    LDSSizeInKB=props["lds_size_in_kb"],
+                    WaveFrontSize=props["wave_front_size"],
+                    NumShaderBanks=props["array_count"] // max(props["simd_arrays_per_engine"], 1)
+                    if props["simd_arrays_per_engine"]
+                    else 0,
+                    NumArrays=props["simd_arrays_per_engine"],
+                    NumCUPerArray=props["cu_per_simd_array"],
+                    NumSIMDPerCU=props["simd_per_cu"],
+                    MaxSlotsScratchCU=props["max_slots_scratch_cu"],
+                    EngineId=props["gfx_target_version"],
+                    VendorId=props["vendor_id"],
+                    DeviceId=props["device_id"],
+                    LocationId=props["location_id"],
+                    LocalMemSize=props["local_mem_size"],
+                    MaxEngineClockMhzFCompute=props.get("max_engine_clk_fcompute", 0),
+                    MaxEngineClockMhzCCompute=props.get("max_engine_clk_ccompute", 0),
+                    DrmRenderMinor=props["drm_render_minor"],
+                    NumSdmaEngines=props["num_sdma_engines"],
+                    NumSdmaQueuesPerEngine=props["num_sdma_queues_per_engine"],
+                    NumCpQueues=props["num_cp_queues"],
+                    KFDGpuID=gpu_id,
+                    AMDName=name,
+                )
+            )
+            if gpu_id:
+                self.gpu_ids[n] = gpu_id
+        return len(self.nodes)
+
+    def get_node_properties(self, node: int) -> NodeProperties:
+        try:
+            return self.nodes[node]
+        except IndexError:
+            raise HsaKmtError(
+                HsaKmtStatus.INVALID_NODE_UNIT,
+                f"node {node} does not exist ({len(self.nodes)} nodes)",
+            ) from None
+
+    def get_node_memory_properties(self, node: int) -> list[MemoryProperties]:
+        props = self.get_node_properties(node)
+        out = []
+        for b in range(props.NumMemoryBanks):
+            p = parse_properties(
+                self.transport.read_sysfs(f"{TOPOLOGY_ROOT}/nodes/{node}/mem_banks/{b}/properties")
+            )
+            out.append(
+                MemoryProperties(
+                    HeapType=p["heap_type"],
+                    SizeInBytes=p["size_in_bytes"],
+                    Flags=p["flags"],
+                    Width=p["width"],
+                    MemoryClockMax=p["mem_clk_max"],
+                )
+            )
+        return out
+
+    def _gpu_id(self, node: int) -> int:
+        gid = self.gpu_ids.get(node)
+        if gid is None:
+            raise HsaKmtError(HsaKmtStatus.INVALID_NODE_UNIT, f"node {node} is not a GPU node")
+        return gid
+
+    def _any_gpu_id(self) -> int:
+        if not self.gpu_ids:
+            raise HsaKmtError(HsaKmtStatus.INVALID_NODE_UNIT, "this system has no GPU")
+        return next(iter(self.gpu_ids.values()))
+
+    def _get_apertures(self) -> list[io.ProcessDeviceApertures]:
+        a = self._ioctl(io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, io.GetProcessAperturesNewArgs())
+        n = a.num_of_nodes
+        size = io.ProcessDeviceApertures.SIZE
+        ptr = self._scratch_write(bytes(size * n))
+        self._ioctl(
+            io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW,
+            io.GetProcessAperturesNewArgs(kfd_process_device_apertures_ptr=ptr, num_of_nodes=n),
+        )
+        raw = self._scratch_read(size * n)
+        return [
+            io.ProcessDeviceApertures.from_bytes(raw[i * size : (i + 1) * size]) for i in range(n)
+        ]
+
+    # -- memory ----------------------------------------------------------------------------
+    def _reserve_va(self, size: int) -> int:
+        # fmm: big buffers get a 2 MiB-aligned VA so the GPU can use large pages.
+        align = 2 * 1024 * 1024 if size >= 2 * 1024 * 1024 else PAGE_SIZE
+        va = -(-self._next_va // align) * align
+        self._next_va = va + -(-size // PAGE_SIZE) * PAGE_SIZE
+        return va
+
+    def alloc_memory(
+        self,
+        node: int,
+        size: int,
+        *,
+        vram: bool = False,
+        host_access: bool = True,
+        coherent: bool = False,
+        executable: bool = False,
+        aql_queue: bool = False,
+    ) -> Allocation:
+        """hsaKmtAllocMemory: a BO on `node` (its VRAM, or system memory for node 0)."""
+        if size <= 0:
+            raise HsaKmtError(HsaKmtStatus.INVALID_PARAMETER, f"size {size} must be positive")
+        gpu_id = self._gpu_id(node) if vram else self._any_gpu_id()
+        flags = AllocMemFlags.WRITABLE | AllocMemFlags.NO_SUBSTITUTE
+        if vram:
+            flags |= AllocMemFlags.VRAM
+            if host_access:
+                flags |= AllocMemFlags.PUBLIC
+        else:
+            flags |= AllocMemFlags.GTT
+        if coherent:
+            flags |= AllocMemFlags.COHERENT
+        if executable:
+            flags |= AllocMemFlags.EXECUTABLE
+        if aql_queue:
+            flags |= AllocMemFlags.AQL_QUEUE_MEM
+        va = self._reserve_va(size)
+        a = self._ioctl(
+            io.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU,
+            io.AllocMemoryOfGpuArgs(va_addr=va, size=size, gpu_id=gpu_id, flags=int(flags)),
+        )
+        mapping = self.transport.mmap(a.mmap_offset, size) if host_access else None
+        alloc = Allocation(va, size, a.handle, node, vram, mapping)
+        self.allocations[va] = alloc
+        return alloc
+
+    def _alloc(self, address: int) -> Allocation:
+        a = self.allocations.get(address)
+        if a is None:
+            raise HsaKmtError(
+                HsaKmtStatus.INVALID_PARAMETER,
+                f"{address:#x} is not the start of an allocation of this process",
+            )
+        return a
+
+    def free_memory(self, address: int) -> None:
+        a = self._alloc(address)
+        if a.mapped_nodes:
+            self.unmap_memory_to_gpu(address)
+        self._ioctl(io.AMDKFD_IOC_FREE_MEMORY_OF_GPU, io.FreeMemoryOfGpuArgs(handle=a.handle))
+        del self.allocations[address]
+
+    def _ids_array(self, nodes: list[int]) -> tuple[int, int]:
+        ids = [self._gpu_id(n) for n in nodes]
+        ptr = self._scratch_write(b"".join(i.to_bytes(4, "little") for i in ids))
+        return ptr, len(ids)
+
+    def map_memory_to_gpu(self, address: int, nodes: list[int] | None = None) -> None:
+        """hsaKmtMapMemoryToGPUNodes (all GPU nodes by default)."""
+        a = self._alloc(address)
+        nodes = nodes if nodes is not None else list(self.gpu_ids)
+        todo = [n for n in nodes if n not in a.mapped_nodes]
+        if not todo:
+            return
+        ptr, n = self._ids_array(todo)
+        r = self._ioctl(
+            io.AMDKFD_IOC_MAP_MEMORY_TO_GPU,
+            io.MapMemoryToGpuArgs(
+                handle=a.handle, device_ids_array_ptr=ptr, n_devices=n, n_success=0
+            ),
+        )
+        if r.n_success != n:
+            raise HsaKmtError(HsaKmtStatus.ERROR, f"mapped on {r.n_success} of {n} GPUs")
+        a.mapped_nodes.update(todo)
+
+    def unmap_memory_to_gpu(self, address: int, nodes: list[int] | None = None) -> None:
+        a = self._alloc(address)
+        nodes = [
+            n for n in (nodes if nodes is not None else list(a.mapped_nodes)) if n in a.mapped_nodes
+        ]
+        if not nodes:
+            return
+        ptr, n = self._ids_array(nodes)
+        self._ioctl(
+            io.AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU,
+            io.UnmapMemoryFromGpuArgs(handle=a.handle, device_ids_array_ptr=ptr, n_devices=n),
+        )
+        a.mapped_nodes.difference_update(nodes)
+
+    def available_memory(self, node: int) -> int:
+        a = self._ioctl(
+            io.AMDKFD_IOC_AVAILABLE_MEMORY, io.GetAvailableMemoryArgs(gpu_id=self._gpu_id(node))
+        )
+        return a.available
+
+    # -- queues ----------------------------------------------------------------------------
+    def create_queue(
+        self,
+        node: int,
+        *,
+        ring_base: int,
+        ring_size: int,
+        read_ptr: int,
+        write_ptr: int,
+        percentage: int = 100,
+        priority: int = 0,
+        queue_type: int = io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL,
+    ) -> QueueResource:
+        """hsaKmtCreateQueue. `priority` is HSA_QUEUE_PRIORITY (-3..3), `ring_size` bytes."""
+        if priority not in QUEUE_PRIORITY_MAP:
+            raise HsaKmtError(
+                HsaKmtStatus.INVALID_PARAMETER,
+                f"priority {priority} not in HSA_QUEUE_PRIORITY -3..3",
+            )
+        gpu_id = self._gpu_id(node)
+        a = self._ioctl(
+            io.AMDKFD_IOC_CREATE_QUEUE,
+            io.CreateQueueArgs(
+                ring_base_address=ring_base,
+                ring_size=ring_size,
+                read_pointer_address=read_ptr,
+                write_pointer_address=write_ptr,
+                gpu_id=gpu_id,
+                queue_type=queue_type,
+                queue_percentage=percentage,
+                queue_priority=QUEUE_PRIORITY_MAP[priority],
+            ),
+        )
+        # libhsakmt: mmap the process doorbell frame once per GPU; SOC15 puts the queue's byte
+        # offset inside the frame in the low bits of doorbell_offset.
+        frame_mask = 2 * PAGE_SIZE - 1
+        db = self._doorbells.get(node)
+        if db is None:
+            db = self.transport.mmap(a.doorbell_offset & ~frame_mask, 2 * PAGE_SIZE)
+            self._doorbells[node] = db
+        off = a.doorbell_offset & frame_mask
+        return QueueResource(a.queue_id, db.address + off, db, off, write_ptr, read_ptr)
+
+    def destroy_queue(self, queue_id: int) -> None:
+        self._ioctl(io.AMDKFD_IOC_DESTROY_QUEUE, io.DestroyQueueArgs(queue_id=queue_id))
+
+    def update_queue(
+        self,
+        queue_id: int,
+        *,
+        percentage: int = 100,
+        priority: int = 0,
+        ring_base: int = 0,
+        ring_size: int = 0,
+    ) -> None:
+        if priority not in QUEUE_PRIORITY_MAP:
+            raise HsaKmtError(
+                HsaKmtStatus.INVALID_PARAMETER,
+                f"priority {priority} not in HSA_QUEUE_PRIORITY -3..3",
+            )
+        self._ioctl(
+            io.AMDKFD_IOC_UPDATE_QUEUE,
+            io.UpdateQueueArgs(
+                queue_id=queue_id,
+                queue_percentage=percentage,
+                queue_priority=QUEUE_PRIORITY_MAP[priority],
+                ring_base_address=ring_base,
+                ring_size=ring_size,
+            ),
+        )
+
+    def set_queue_cu_mask(self, queue_id: int, mask: list[int]) -> None:
+        """hsaKmtSetQueueCUMask: `mask` is a list of 32-bit words."""
+        ptr = self._scratch_write(b"".join(w.to_bytes(4, "little") for w in mask))
+        self._ioctl(
+            io.AMDKFD_IOC_SET_CU_MASK,
+            io.SetCuMaskArgs(queue_id=queue_id, num_cu_mask=32 * len(mask), cu_mask_ptr=ptr),
+        )
+
+    # -- events ----------------------------------------------------------------------------
+    def create_event(
+        self,
+        event_type: int = io.KFD_IOC_EVENT_SIGNAL,
+        manual_reset: bool = False,
+        is_signaled: bool = False,
+    ) -> HsaEvent:
+        """hsaKmtCreateEvent. The first signal event also hands the KFD the event page."""
+        page_handle = 0
+        if event_type == io.KFD_IOC_EVENT_SIGNAL and self.event_page is None:
+            size = io.KFD_SIGNAL_EVENT_LIMIT * 8
+            self.event_page = self.alloc_memory(0, size, coherent=True)
+            self.map_memory_to_gpu(self.event_page.address)
+            page_handle = self.event_page.handle
+        a = self._ioctl(
+            io.AMDKFD_IOC_CREATE_EVENT,
+            io.CreateEventArgs(
+                event_page_offset=page_handle,
+                event_type=event_type,
+                auto_reset=int(not manual_reset),
+                node_id=0,
+            ),
+        )
+        mailbox = 0
+        if event_type == io.KFD_IOC_EVENT_SIGNAL and self.event_page is not None:
+            mailbox = self.event_page.address + a.event_slot_index * 8
+        ev = HsaEvent(a.event_id, event_type, mailbox, a.event_trigger_data)
+        self.events[ev.EventId] = ev
+        if is_signaled:
+            self.set_event(ev)
+        return ev
+
+    def destroy_event(self, ev: HsaEvent) -> None:
+        self._ioctl(io.AMDKFD_IOC_DESTROY_EVENT, io.DestroyEventArgs(event_id=ev.EventId))
+        self.events.pop(ev.EventId, None)
+
+    def set_event(self, ev: HsaEvent) -> None:
+        self._ioctl(io.AMDKFD_IOC_SET_EVENT, io.SetEventArgs(event_id=ev.EventId))
+
+    def reset_event(self, ev: HsaEvent) -> None:
+        self._ioctl(io.AMDKFD_IOC_RESET_EVENT, io.ResetEventArgs(event_id=ev.EventId))
+
+    def wait_on_multiple_events(
+        self, events: list[HsaEvent], wait_all: bool, timeout_ms: int
+    ) -> tuple[HsaKmtStatus, list[io.EventData]]:
+        """hsaKmtWaitOnMultipleEvents: SUCCESS or WAIT_TIMEOUT, plus the event data."""
+        size = io.EventData.SIZE
+        data = b"".join(io.EventData(event_id=e.EventId).to_bytes() for e in events)
+        ptr = self._scratch_write(data)
+        a = self._ioctl(
+            io.AMDKFD_IOC_WAIT_EVENTS,
+            io.WaitEventsArgs(
+                events_ptr=ptr,
+                num_events=len(events),
+                wait_for_all=int(wait_all),
+                timeout=min(timeout_ms, 0xFFFFFFFF),
+            ),
+        )
+        raw = self._scratch_read(size * len(events))
+        out = [io.EventData.from_bytes(raw[i * size : (i + 1) * size]) for i in range(len(events))]
+        if a.wait_result == io.KFD_IOC_WAIT_RESULT_COMPLETE:
+            return HsaKmtStatus.SUCCESS, out
+        if a.wait_result == io.KFD_IOC_WAIT_RESULT_TIMEOUT:
+            return HsaKmtStatus.WAIT_TIMEOUT, out
+        return HsaKmtStatus.WAIT_FAILURE, out
+
+    def wait_on_event(self, ev: HsaEvent, timeout_ms: int) -> HsaKmtStatus:
+        return self.wait_on_multiple_events([ev], True, timeout_ms)[0]
+
+    # -- clocks & host ---------------------------------------------------------------------
+    def get_clock_counters(self, node: int) -> io.GetClockCountersArgs:
+        return self._ioctl(
+            io.AMDKFD_IOC_GET_CLOCK_COUNTERS, io.GetClockCountersArgs(gpu_id=self._gpu_id(node))
+        )
+
+    def host_elapse(self, ps: int) -> int:
+        return self.transport.host_elapse(ps)
+
+    def host_now(self) -> int:
+        return self.transport.host_now()
+
+    def host_cost(self, name: str) -> int:
+        return self.transport.host_cost(name)
+
+    def host_step(self, limit_ps: int | None = None) -> bool:
+        return self.transport.host_step(limit_ps)
+
+    def close(self) -> None:
+        """hsaKmtCloseKFD: the process lets go of /dev/kfd (queues and memory go with it)."""
+        self.transport.close()
+
+
+def open_kfd(transport: Transport | None = None, **kwargs: object) -> Thunk:
+    """hsaKmtOpenKFD. Without a transport, a fresh emulated machine in this process."""
+    return Thunk(transport if transport is not None else InProcess(**kwargs))  # type: ignore[arg-type]

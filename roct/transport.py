@@ -1,0 +1,84 @@
+"""How the thunk reaches the KFD: the file descriptor of /dev/kfd, abstracted.
+
+A transport carries exactly what a process has of the kernel driver: `ioctl(request, buf)`
+with the raw bytes of the args struct, `mmap(offset, length)`, reads of sysfs files, and the
+host CPU's clock (time spent in user space, spinning until the device changes, and writes to
+a trace marker like ftrace's `trace_marker`). `InProcess` calls an emulated KFD in this
+Python process; a socket transport to a shared KFD service can implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rock_emu import Kfd, KfdProcess, kfd_for, machine
+from rock_emu.mapping import HostMapping
+
+
+class Transport(Protocol):
+    def ioctl(self, request: int, buf: bytearray) -> int: ...
+
+    def mmap(self, offset: int, length: int) -> HostMapping: ...
+
+    def read_sysfs(self, path: str) -> str: ...
+
+    def host_elapse(self, ps: int) -> int: ...
+
+    def host_now(self) -> int: ...
+
+    def host_cost(self, name: str) -> int: ...
+
+    def host_step(self, limit_ps: int | None) -> bool: ...
+
+    def trace_marker(self, track: str, name: str, args: dict | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InProcess:
+    """The KFD of an emulated machine living in this Python process."""
+
+    def __init__(
+        self,
+        kfd: Kfd | None = None,
+        *,
+        system: Any = None,
+        preset: str | None = None,
+        spec: Any = None,
+        name: str = "",
+    ) -> None:
+        if kfd is None:
+            kfd = kfd_for(system) if system is not None else machine(preset=preset, spec=spec)
+        self.kfd = kfd
+        self.system = self.kfd.system
+        self.process: KfdProcess = self.kfd.open(name)
+
+    def ioctl(self, request: int, buf: bytearray) -> int:
+        return self.process.ioctl(request, buf)
+
+    def mmap(self, offset: int, length: int) -> HostMapping:
+        return self.process.mmap(offset, length)
+
+    def read_sysfs(self, path: str) -> str:
+        return self.kfd.read_sysfs(path)
+
+    def host_elapse(self, ps: int) -> int:
+        return self.system.host_advance(ps)
+
+    def host_now(self) -> int:
+        return self.system.host_now
+
+    def host_cost(self, name: str) -> int:
+        """Modeled host time of a named action (HostCosts field, e.g. 'doorbell_store_ps')."""
+        return int(getattr(self.system.spec.host, name))
+
+    def host_step(self, limit_ps: int | None) -> bool:
+        return self.system.host_step(limit_ps)
+
+    def trace_marker(self, track: str, name: str, args: dict | None = None) -> None:
+        tr = self.system.tracer
+        if tr.enabled:
+            tr.instant(track, name, self.system.host_now, args, cat="api")
+
+    def close(self) -> None:
+        self.process.close()
