@@ -80,11 +80,14 @@ class ComputeUnit:
         """SIMD index for each wave if the whole workgroup fits now, else None."""
         if req.lds > self.free_lds or (req.barrier and self.free_barriers == 0):
             return None
+        simds = self.simds
+        if sum(s.free_slots for s in simds) < req.waves:
+            return None
         # Waves of a workgroup go round-robin over SIMDs, starting at the least loaded one,
         # as the SPI spreads them (each SIMD must keep a slot and registers per wave).
-        simds = self.simds
         n = len(simds)
-        start = min(range(n), key=lambda i: (simds[i].waves, i))
+        loads = [s.waves for s in simds]
+        start = loads.index(min(loads))
         slots = [s.free_slots for s in simds]
         vgprs = [s.free_vgprs for s in simds]
         sgprs = [s.free_sgprs for s in simds]

@@ -84,8 +84,13 @@ class PlacementPolicy:
         self.cus = cus
 
     def place(
-        self, launch: KernelLaunch, active: list[KernelLaunch]
+        self, launch: KernelLaunch, active: list[KernelLaunch], candidates: set[int] | None
     ) -> tuple[ComputeUnit, list[int]] | None:
+        """A CU (and the SIMD of each wave) for the next workgroup of `launch`, or None.
+
+        `candidates`, when given, are the only CUs whose resources changed since every other
+        CU was last found full; a policy need not look elsewhere.
+        """
         raise NotImplementedError
 
 
@@ -98,11 +103,14 @@ class RoundRobinPlacement(PlacementPolicy):
         super().__init__(cus)
         self._next = 0
 
-    def place(self, launch, active):
+    def place(self, launch, active, candidates):
         n = len(self.cus)
         mask = launch.cu_mask
-        for k in range(n):
-            i = (self._next + k) % n
+        if candidates is not None:
+            order = sorted(candidates, key=lambda i: (i - self._next) % n)
+        else:
+            order = [(self._next + k) % n for k in range(n)]
+        for i in order:
             if mask is not None and i not in mask:
                 continue
             cu = self.cus[i]
@@ -118,10 +126,12 @@ class GreedyPlacement(PlacementPolicy):
 
     name = "greedy"
 
-    def place(self, launch, active):
+    def place(self, launch, active, candidates):
         mask = launch.cu_mask
         for cu in self.cus:
             if mask is not None and cu.index not in mask:
+                continue
+            if candidates is not None and cu.index not in candidates:
                 continue
             p = cu.try_place(launch.req)
             if p is not None:
@@ -138,7 +148,7 @@ class PartitionPlacement(PlacementPolicy):
         super().__init__(cus)
         self._rr = RoundRobinPlacement(cus)
 
-    def place(self, launch, active):
+    def place(self, launch, active, candidates):
         running = [k for k in active if not k.aborted]
         parts = max(len(running), 1)
         slot = running.index(launch) if launch in running else 0
@@ -147,7 +157,7 @@ class PartitionPlacement(PlacementPolicy):
         saved = launch.cu_mask
         launch.cu_mask = set(range(lo, max(hi, lo + 1))) & (saved if saved else set(range(n)))
         try:
-            return self._rr.place(launch, active)
+            return self._rr.place(launch, active, candidates)
         finally:
             launch.cu_mask = saved
 
@@ -173,9 +183,14 @@ class Dispatcher:
         self.active: list[KernelLaunch] = []
         self.wgs_dispatched = 0
         self._pending_kick = False
+        # Set when the last pass left workgroups unplaced: then only CUs that released
+        # resources since (`_dirty`) can take one, and the next pass looks only there.
+        self._blocked = False
+        self._dirty: set[int] = set()
 
     def launch(self, k: KernelLaunch) -> None:
         self.active.append(k)
+        self._blocked = False
         self.kick()
 
     def kick(self) -> None:
@@ -190,9 +205,11 @@ class Dispatcher:
         now = engine.now
         spec = self.spec
         tracer = self.gpu.tracer
+        candidates = self._dirty if self._blocked else None
+        self._dirty = set()
         for k in list(self.active):
             while not k.aborted and k.next_wg < k.total_wgs:
-                placed = self.policy.place(k, self.active)
+                placed = self.policy.place(k, self.active, candidates)
                 if placed is None:
                     break
                 cu, simds = placed
@@ -218,6 +235,7 @@ class Dispatcher:
                 engine.schedule(start - now + dur, self._wg_done, k, cu, simds, coords, priority=1)
                 if k.next_wg == k.total_wgs:
                     k.on_dispatched(k)
+        self._blocked = any(not k.aborted and k.next_wg < k.total_wgs for k in self.active)
 
     def _wg_done(
         self,
@@ -228,6 +246,7 @@ class Dispatcher:
     ) -> None:
         now = self.gpu.engine.now
         cu.release(k.req, simds, now)
+        self._dirty.add(cu.index)
         if not k.aborted and self.gpu.functional:
             try:
                 self._run_body(k, coords)

@@ -150,6 +150,9 @@ class Memory:
         # (pasid, va) -> callbacks run after a store to that address: how the CP (barrier
         # packets) and spinning hosts learn that a signal changed, like a monitored cache line.
         self._watchers: dict[tuple[int, int], list[Callable[[], None]]] = {}
+        # Counts checked stores (signals, queue indices, MMIO): a spinning host only needs to
+        # look again after one of these, not after every device event.
+        self.store_epoch = 0
 
     # -- VMs -------------------------------------------------------------------------------
     def create_vm(self, pasid: int) -> AddressSpace:
@@ -267,6 +270,7 @@ class Memory:
         elif node not in bo.gpu_nodes:
             raise MemoryFault(va, n, f"not mapped for GPU node {node}: {bo.describe()}")
         bo.data[off : off + n] = np.frombuffer(bytes(data), dtype=np.uint8)
+        self.store_epoch += 1
         if bo.on_write is not None:
             bo.on_write(off, n)
         if self._watchers:

@@ -83,17 +83,20 @@ class System:
         return WaitOutcome.DEADLOCK
 
     def host_step(self, limit_ps: int | None = None) -> bool:
-        """The host spins until the next device event (or `limit_ps`). False: engine idle."""
-        nxt = self.engine.peek()
+        """The host spins until memory it could be polling changes (a checked store by the
+        device), or until `limit_ps`. False: the engine is idle, nothing will ever change."""
+        eng = self.engine
+        nxt = eng.peek()
         if nxt is None:
             return False
-        if limit_ps is not None and nxt > limit_ps:
+        epoch = self.memory.store_epoch
+        mem = self.memory
+        eng.run_while(lambda: mem.store_epoch == epoch, limit_ps)
+        if mem.store_epoch == epoch and limit_ps is not None:
             self.host_now = max(self.host_now, limit_ps)
-            self.engine.run_until(self.host_now)
-            return True
-        self.engine.step()
-        self.host_now = max(self.host_now, self.engine.now)
-        self.engine.run_until(self.host_now)
+        else:
+            self.host_now = max(self.host_now, eng.now)
+        eng.run_until(self.host_now)
         return True
 
     def run_for(self, duration_ps: int) -> None:
