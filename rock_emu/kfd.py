@@ -630,7 +630,11 @@ class KfdProcess:
 
         timeout = None if a.timeout == KFD_EVENT_TIMEOUT_INFINITE else a.timeout * PS_PER_MS
         try:
-            outcome = self.system.host_wait(done, timeout, self.system.spec.host.wakeup_ps)
+            if a.timeout == KFD_EVENT_TIMEOUT_IMMEDIATE:
+                self.system.host_advance(0)
+                outcome = WaitOutcome.SATISFIED if done() else WaitOutcome.TIMEOUT
+            else:
+                outcome = self.system.host_wait(done, timeout, self.system.spec.host.wakeup_ps)
         finally:
             for ev in events:
                 ev.waiters -= 1
