@@ -47,13 +47,13 @@ class Narrator:
 
     LAYER = {"rocr": "rocr", "kfd": "KFD", "HWS": "HWS", "CP": "CP", "dispatcher": "SPI"}
 
-    def __init__(self, system, out=sys.stdout) -> None:
+    def __init__(self, system, out=None) -> None:
         self.system = system
         self.seen = 0
         self.out = out
 
     def say(self, text: str) -> None:
-        print(text, file=self.out)
+        print(text, file=self.out or sys.stdout)
 
     def step(self, title: str) -> None:
         self.say(f"\n== {title}")
@@ -63,6 +63,7 @@ class Narrator:
         events = self.system.tracer.events[self.seen :]
         self.seen += len(events)
         wgs: dict[str, list] = {}
+        lines: list[tuple[int, str]] = []
         for ev in events:
             if ev.cat == "wg":
                 wgs.setdefault(ev.name, []).append(ev)
@@ -73,15 +74,20 @@ class Narrator:
             args = ""
             if ev.args:
                 args = "  " + " ".join(f"{k}={v}" for k, v in ev.args.items() if k != "pasid")
-            self.say(f"  [{ev.ts / 1e6:10.3f} us] {layer:<9} {ev.name}{args}")
+            lines.append((ev.ts, f"{layer:<9} {ev.name}{args}"))
         for name, evs in wgs.items():
             cus = {e.track for e in evs}
             first = min(e.ts for e in evs)
             last = max(e.ts + e.dur for e in evs)
-            self.say(
-                f"  [{first / 1e6:10.3f} us] CUs       {len(evs)} workgroups of {name} ran on "
-                f"{len(cus)} CUs until {last / 1e6:.3f} us"
+            lines.append(
+                (
+                    first,
+                    f"{'CUs':<9} {len(evs)} workgroups of {name} ran on "
+                    f"{len(cus)} CUs, the last finishing at {last / 1e6:.3f} us",
+                )
             )
+        for ts, text in sorted(lines, key=lambda x: x[0]):
+            self.say(f"  [{ts / 1e6:10.3f} us] {text}")
 
 
 def _demo_setup(p: argparse.ArgumentParser) -> None:
@@ -99,8 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rt = rocr.init(preset=args.preset)
     nar = Narrator(rt.system)
     gpu = rt.gpus[0]
-    nar.say(f"hsaemu demo: square over {n} floats on {gpu.name} ({args.preset} preset, "
-            f"{gpu.compute_unit_count} CUs)")
+    nar.say(
+        f"hsaemu demo: square over {n} floats on {gpu.name} ({args.preset} preset, "
+        f"{gpu.compute_unit_count} CUs)"
+    )
     nar.step("1. hsa_init: the runtime opens /dev/kfd through the thunk")
     nar.say(f"  agents: {', '.join(repr(a) for a in rt.agents())}")
 
@@ -116,13 +124,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     exe = rt.load_code_object("builtin:square")
     k = exe.kernel("square")
     nar.step("3. code object: the loader writes the kernel descriptor into GPU memory")
-    nar.say(f"  kernel_object = {k.kernel_object:#x}: {k.kernarg_size} kernarg bytes, "
-            f"{k.vgprs} VGPRs, {k.sgprs} SGPRs")
+    nar.say(
+        f"  kernel_object = {k.kernel_object:#x}: {k.kernarg_size} kernarg bytes, "
+        f"{k.vgprs} VGPRs, {k.sgprs} SGPRs"
+    )
 
     q = gpu.create_queue(256)
     nar.step("4. hsa_queue_create: ring + amd_queue_t in memory, CREATE_QUEUE, doorbell")
-    nar.say(f"  ring at {q.base_address:#x}, amd_queue_t at {q.address:#x}, doorbell at "
-            f"{q.doorbell_signal.doorbell_address:#x} (KFD queue id {q.queue_id})")
+    nar.say(
+        f"  ring at {q.base_address:#x}, amd_queue_t at {q.address:#x}, doorbell at "
+        f"{q.doorbell_signal.doorbell_address:#x} (KFD queue id {q.queue_id})"
+    )
 
     done = rt.create_signal(1)
     nar.step("5. hsa_signal_create: amd_signal_t + a KFD signal event (interrupt signal)")
@@ -132,31 +144,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     pkt = aql.KernelDispatchPacket(
         header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
         setup=1,
-        workgroup_size_x=args.workgroup, workgroup_size_y=1, workgroup_size_z=1,
-        grid_size_x=n, grid_size_y=1, grid_size_z=1,
-        kernel_object=k.kernel_object, kernarg_address=kernarg,
+        workgroup_size_x=args.workgroup,
+        workgroup_size_y=1,
+        workgroup_size_z=1,
+        grid_size_x=n,
+        grid_size_y=1,
+        grid_size_z=1,
+        kernel_object=k.kernel_object,
+        kernarg_address=kernarg,
         completion_signal=done.handle,
     )
     q.write_packet(i, pkt)
     nar.step(f"6. write the AQL packet into slot {i} (body first, header last)")
     raw = q.packet_bytes(i)
     for off in range(0, 64, 16):
-        nar.say(f"  +{off:02d}: {raw[off:off + 16].hex(' ')}")
+        nar.say(f"  +{off:02d}: {raw[off : off + 16].hex(' ')}")
     nar.say(f"  header {pkt.header:#06x}: type KERNEL_DISPATCH, acquire/release SYSTEM scope")
 
     q.ring_doorbell(i)
     nar.step("7. ring the doorbell: one MMIO store, no system call")
 
     done.wait(rocr.Condition.LT, 1)
-    nar.step("8. hsa_signal_wait: the host spins, then sleeps in WAIT_EVENTS; the GPU works")
+    nar.step(
+        "8. hsa_signal_wait: the GPU works; the host polls the signal (ROCr spins up to "
+        "200 us, then sleeps in AMDKFD_IOC_WAIT_EVENTS until the interrupt)"
+    )
     start, end = done.dispatch_time()
-    nar.say(f"  kernel ran {start / 1000:.3f} .. {end / 1000:.3f} us of system time "
-            f"({(end - start) / 1000:.3f} us); host woke at {rt.now_ns / 1000:.3f} us")
+    nar.say(
+        f"  kernel ran {start / 1000:.3f} .. {end / 1000:.3f} us of system time "
+        f"({(end - start) / 1000:.3f} us); host woke at {rt.now_ns / 1000:.3f} us"
+    )
 
     out = dst.view(np.float32)
     ok = bool(np.array_equal(out, x * x))
-    nar.say(f"\n== 9. result: out[i] == in[i]^2 for all {n} elements: "
-            f"{'CORRECT' if ok else 'WRONG'}")
+    nar.say(
+        f"\n== 9. result: out[i] == in[i]^2 for all {n} elements: {'CORRECT' if ok else 'WRONG'}"
+    )
     if args.trace:
         with open(args.trace, "w") as f:
             f.write(rt.system.tracer.dumps())
