@@ -239,6 +239,14 @@ class PacketProcessor:
             self.waiting_barrier_bit = True
             return
         self.waiting_barrier_bit = False
+        if gpu.tracer.enabled:
+            gpu.tracer.instant(
+                self._track,
+                f"fetch packet {idx}",
+                gpu.engine.now,
+                {"slot": idx % mqd.ring_packets, "header": hex(header)},
+                cat="cp",
+            )
         self.read_index = idx + 1
         self.packets_processed += 1
         acquire = aql.header_acquire(header)

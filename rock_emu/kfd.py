@@ -764,6 +764,12 @@ class Kfd:
         # The thunk maps doorbell frames high in the process's space; any free VA works.
         return 0x7F00_0000_0000 + (g.node << 32) + slot * DOORBELL_FRAME_SIZE
 
+    def write_reports(self, directory: str) -> list[str]:
+        """What a profiler attached to this machine writes (trace, kernel trace, stats)."""
+        from hw_model.reports import write_reports
+
+        return [str(p) for p in write_reports(self.system, directory)]
+
     def read_sysfs(self, path: str) -> str:
         try:
             return self.sysfs[path.rstrip("/")]

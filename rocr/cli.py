@@ -217,6 +217,38 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-d",
+        "--output-directory",
+        default="hsaemu-trace",
+        help="where trace.json, kernel_trace.csv and stats.txt go",
+    )
+    p.add_argument("script", help="a Python script that uses rocr")
+    p.add_argument("script_args", nargs=argparse.REMAINDER)
+
+
+@command("trace", "run a rocr script and write trace.json, kernel_trace.csv, stats.txt")
+@arguments(_trace_setup)
+def cmd_trace(args: argparse.Namespace) -> int:
+    import os
+    import runpy
+
+    os.environ["HSAEMU_TRACE_DIR"] = args.output_directory
+    sys.argv = [args.script, *args.script_args]
+    try:
+        runpy.run_path(args.script, run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    else:
+        code = 0
+    print(
+        f"reports in {args.output_directory}/: trace.json (Perfetto), kernel_trace.csv, stats.txt",
+        file=sys.stderr,
+    )
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hsaemu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -121,6 +121,10 @@ class Runtime:
         self.trace("rocr", "hsa_shut_down")
         for q in list(self._queues):
             q.destroy()
+        out = os.environ.get("HSAEMU_TRACE_DIR")
+        if out and hasattr(self.transport, "write_reports"):
+            # Like a profiler injected with rocprofv3: the run's reports land in that folder.
+            self.transport.write_reports(out)
         self.thunk.close()
         self.closed = True
 

@@ -80,5 +80,8 @@ class InProcess:
         if tr.enabled:
             tr.instant(track, name, self.system.host_now, args, cat="api")
 
+    def write_reports(self, directory: str) -> list[str]:
+        return self.kfd.write_reports(directory)
+
     def close(self) -> None:
         self.process.close()
