@@ -132,12 +132,17 @@ class PacketProcessor:
         self.packets_processed = 0
         self.destroyed = False
         self.cu_mask: set[int] | None = None  # AMDKFD_IOC_SET_CU_MASK
-        # stats
-        self.mapped_ps = 0
-        self.mapped_since: int | None = None
-        self.runnable_unmapped_ps = 0
-        self._unmapped_runnable_since: int | None = None
-        self.swaps = 0
+        # HW scheduler bookkeeping (hw_model/scheduler.py owns these)
+        self.active = True  # in the runlist (queue_percentage > 0)
+        self.sched_serial = 0  # position in the runlist, for round-robin
+        self.swaps_in = 0  # times a quantum swap mapped this queue
+        self.swaps_out = 0  # times a quantum swap unmapped it
+        self.time_in_state: dict[str, int] = {}  # ps per state (see HwScheduler._acct)
+        self.acct_state = "unmapped"
+        self.acct_slot: int | None = None
+        self.acct_since = gpu.engine.now
+        self._processing = False  # a fetched packet is in its processing delay
+        self._head_watch: _Barrier | None = None  # unmapped: watches the head barrier's deps
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -154,9 +159,29 @@ class PacketProcessor:
         return self.doorbell_value + 1 > self.read_index
 
     @property
+    def pasid(self) -> int:
+        return self.mqd.pasid
+
+    @property
+    def priority(self) -> int:
+        """KFD queue priority, 0..15 (CREATE_QUEUE / UPDATE_QUEUE)."""
+        return self.mqd.priority
+
+    @property
     def busy(self) -> bool:
         """Something dispatched and unfinished (gem5's notion of a non-idle queue)."""
         return any(not e.done for e in self.inflight if e.kind == "kernel")
+
+    @property
+    def idle(self) -> bool:
+        """May leave its HQD (gem5 `isRLQIdle`: `inFlightPkts == dispIdx - rdIdx == 0`): no
+        kernel dispatched and unfinished. gem5 advances `dispIdx` only once a packet has been
+        processed and submitted, so a packet still in its processing delay, or a barrier that
+        is blocked, is not in flight: unmapping abandons that processing, and the packet is
+        fetched again when the queue is mapped."""
+        if self.error is not None:
+            return True
+        return self.dispatching is None and not self.busy
 
     @property
     def state(self) -> str:
@@ -166,18 +191,117 @@ class PacketProcessor:
             return "unmapped"
         if self.blocked_barrier is not None:
             return "blocked-on-barrier"
-        if self.inflight or (self.has_unfetched and not self.stalled_invalid):
+        if self.inflight or self._processing or (self.has_unfetched and not self.stalled_invalid):
             return "mapped-running"
         return "mapped-idle"
 
     @property
     def runnable(self) -> bool:
-        """Would make progress if mapped now."""
+        """Its next packet could start now: not empty, not stalled on an INVALID header, not
+        behind the barrier bit, not a barrier whose dependencies are unmet. For an unmapped
+        queue this peeks at the ring in memory (an oracle the ready_first policy uses)."""
         if self.error is not None or self.destroyed:
             return False
+        if self._processing and self.slot is not None:
+            return True  # the CP is working on its next packet right now
+        try:
+            if self.blocked_barrier is not None:
+                return self.blocked_barrier.satisfied()
+            if not self.has_unfetched or self.stalled_invalid:
+                return False
+            raw = self._peek(self.read_index)
+            header = _U16.unpack_from(raw, 0)[0]
+            if header & 0xFF == PacketType.INVALID:
+                return False
+            if aql.header_barrier(header) and self.inflight:
+                return False
+            b = self._barrier_of(raw, self.read_index)
+            return b is None or b.satisfied()
+        except MemoryFault:
+            return True  # mapping it shows the fault as a queue error
+
+    def _peek(self, idx: int) -> bytes:
+        mqd = self.mqd
+        va = mqd.ring_base + (idx % mqd.ring_packets) * aql.PACKET_SIZE
+        return self.gpu.memory.gpu_view(mqd.pasid, self.gpu.node, va, aql.PACKET_SIZE).tobytes()
+
+    def _barrier_of(self, raw: bytes, idx: int) -> _Barrier | None:
+        """A (not armed) _Barrier for a barrier-AND/OR/value packet's bytes, else None."""
+        ptype = raw[0]
+        completion = _U64.unpack_from(raw, aql.COMPLETION_SIGNAL_OFFSET)[0]
+        if ptype in (PacketType.BARRIER_AND, PacketType.BARRIER_OR):
+            entry = _InFlight(idx, "barrier", completion, 0)
+            entry.name = "barrier-AND" if ptype == PacketType.BARRIER_AND else "barrier-OR"
+            deps = [d for d in struct.unpack_from("<5Q", raw, aql.BARRIER_DEP_SIGNAL_OFFSET) if d]
+            return _Barrier(self, entry, deps, ptype == PacketType.BARRIER_AND)
+        if (
+            ptype == PacketType.VENDOR_SPECIFIC
+            and raw[aql.AMD_VENDOR_FORMAT_OFFSET] == aql.HSA_AMD_PACKET_TYPE_BARRIER_VALUE
+        ):
+            entry = _InFlight(idx, "barrier", completion, 0)
+            entry.name = "barrier-value"
+            sig, value, mask, cond = struct.unpack_from(
+                "<QqqI", raw, aql.AMD_BARRIER_VALUE_SIGNAL_OFFSET
+            )
+            return _Barrier(self, entry, [sig], True, (value, mask, cond))
+        return None
+
+    def head_barrier(self) -> _Barrier | None:
+        """The barrier holding this queue up: the blocked one, or (unmapped) the next packet's."""
         if self.blocked_barrier is not None:
-            return self.blocked_barrier.satisfied()
-        return self.has_unfetched and not self.stalled_invalid
+            return self.blocked_barrier
+        if not self.has_unfetched:
+            return None
+        try:
+            return self._barrier_of(self._peek(self.read_index), self.read_index)
+        except MemoryFault:
+            return None
+
+    # -- mapping (called by the HW scheduler) ----------------------------------------------
+    def on_mapped(self) -> None:
+        """The queue got an HQD: resume where it stopped, re-checking a blocked barrier."""
+        self._drop_head_watch()
+        b = self.blocked_barrier
+        if b is not None and self.error is None:
+            try:
+                ok = b.satisfied()
+            except MemoryFault:
+                ok = False
+            if ok:
+                b.disarm()
+                self._barrier_done(b)
+            elif not b._armed:
+                b.arm()
+        self.kick()
+
+    def on_unmapped(self) -> None:
+        """The queue lost its HQD. Its state stays here; its dependencies stay watched, so the
+        scheduler hears when it could run again."""
+        self._watch_head()
+
+    def _watch_head(self) -> None:
+        """Unmapped, with a barrier packet at the head not yet started: watch its signals."""
+        self._drop_head_watch()
+        if self.slot is not None or self.blocked_barrier is not None or self.error is not None:
+            return
+        if self.destroyed or not self.has_unfetched:
+            return
+        b = self.head_barrier()
+        if b is None:
+            return
+        try:
+            if b.satisfied():
+                return
+        except MemoryFault:
+            return
+        b.peek_only = True
+        b.arm()
+        self._head_watch = b
+
+    def _drop_head_watch(self) -> None:
+        if self._head_watch is not None:
+            self._head_watch.disarm()
+            self._head_watch = None
 
     # -- doorbell --------------------------------------------------------------------------
     def ring(self, value: int) -> None:
@@ -195,9 +319,10 @@ class PacketProcessor:
                 cat="doorbell",
             )
         if self.slot is None:
-            self.gpu.scheduler.queue_became_runnable(self)
-            return
-        self.kick()
+            self._watch_head()
+        else:
+            self.kick()
+        self.gpu.scheduler.queue_changed(self)
 
     @property
     def _track(self) -> str:
@@ -234,6 +359,7 @@ class PacketProcessor:
                 gpu.tracer.instant(
                     self._track, "stall: header INVALID", gpu.engine.now, {"index": idx}
                 )
+            gpu.scheduler.queue_changed(self)
             return
         if aql.header_barrier(header) and self.inflight:
             self.waiting_barrier_bit = True
@@ -252,11 +378,21 @@ class PacketProcessor:
         acquire = aql.header_acquire(header)
         latency = gpu.spec.cp_packet_latency_ps + gpu.fence_ps(acquire, acquire=True)
         # Not a real event: the packet's processing occupies the packet processor.
+        self._processing = True
         self._fetch_event = gpu.engine.schedule(latency, self._process, idx, raw, priority=3)
 
     def _process(self, idx: int, raw: bytes) -> None:
         self._fetch_event = None
+        self._processing = False
         if self.error is not None or self.destroyed:
+            return
+        if self.slot is None:
+            # Unmapped mid-packet (the HWS swapped the queue out, or the KFD deactivated it):
+            # the CP drops the work in progress and fetches the packet again when mapped.
+            self.read_index = idx
+            self.packets_processed -= 1
+            self._watch_head()
+            self.gpu.scheduler.queue_changed(self)
             return
         header = _U16.unpack_from(raw, 0)[0]
         ptype = header & 0xFF
@@ -418,9 +554,21 @@ class PacketProcessor:
                     fault=f,
                 )
                 return
-        from hw_model.compute_unit import wg_requirements
+        from hw_model.occupancy import occupancy_of, wg_requirements
 
-        req = wg_requirements(spec, wg_items, vgprs, sgprs, lds)
+        private = max(p.private_segment_size, kd.private_segment_fixed_size)
+        req = wg_requirements(spec, wg_items, vgprs, sgprs, lds, private)
+        occ = occupancy_of(spec, req, wg_items)
+        if occ.workgroups_per_cu == 0:
+            # Otherwise no CU could ever take a workgroup and the queue would hang.
+            self._queue_error(
+                QueueErrorBits.OUT_OF_VGPRS,
+                f"packet {idx}: a workgroup of {wg_items} work-items ({req.waves} waves x "
+                f"{req.vgprs} VGPRs, {req.sgprs} SGPRs) does not fit on a CU of {spec.name} "
+                f"(limited by {', '.join(occ.limited_by)}); use a smaller workgroup or a "
+                "kernel built for it (launch bounds)",
+            )
+            return
         launch = KernelLaunch(
             name=kernel.name,
             pasid=self.mqd.pasid,
@@ -623,6 +771,7 @@ class PacketProcessor:
     def stop(self) -> None:
         """Queue destroyed: forget everything in flight."""
         self.destroyed = True
+        self._drop_head_watch()
         if self._fetch_event is not None:
             self._fetch_event.cancel()
             self._fetch_event = None
@@ -662,7 +811,12 @@ class _Barrier:
     """A barrier-AND/OR (or AMD barrier-value) packet waiting on its dependency signals.
 
     Evaluated when a dependency's value is stored to (the memory model's watch), not by
-    polling: gem5's packet processor instead re-checks blocked barriers on a timer.
+    polling: gem5's packet processor instead re-reads the dependency signals every packet
+    processing delay (4.4 us) while the queue is mapped. A dependency may live in another
+    process's memory that this process maps too (IPC): every mapping of those bytes is
+    watched. While the queue is unmapped the barrier does not complete (the CP is not looking
+    at the queue); a change only tells the HW scheduler the queue may be ready.
+    `peek_only`: the barrier is the next, not yet fetched, packet of an unmapped queue.
     """
 
     def __init__(
@@ -680,6 +834,8 @@ class _Barrier:
         self.value_cond = value_cond
         self._armed = False
         self._pending = False
+        self.peek_only = False
+        self._keys: list[tuple[int, int]] = []
 
     def _value(self, handle: int) -> int:
         g = self.pp.gpu
@@ -695,17 +851,37 @@ class _Barrier:
         hits = [self._value(d) == 0 for d in self.deps]
         return all(hits) if self.is_and else any(hits)
 
+    def _watch_keys(self) -> list[tuple[int, int]]:
+        """(pasid, va) of each dependency's value in every VM that maps the same bytes."""
+        mem = self.pp.gpu.memory
+        pasid = self.pp.mqd.pasid
+        keys = []
+        for d in self.deps:
+            va = d + AMD_SIGNAL_VALUE_OFFSET
+            keys.append((pasid, va))
+            bo = mem.find(pasid, va)
+            if bo is None:
+                continue
+            for o in mem.bos.values():
+                if o is not bo and _same_backing(o.data, bo.data):
+                    keys.append((o.pasid, o.va + va - bo.va))
+        return keys
+
     def arm(self) -> None:
+        if self._armed:
+            return
         self._armed = True
         mem = self.pp.gpu.memory
-        for d in self.deps:
-            mem.watch(self.pp.mqd.pasid, d + AMD_SIGNAL_VALUE_OFFSET, self._changed)
+        self._keys = self._watch_keys()
+        for pasid, va in self._keys:
+            mem.watch(pasid, va, self._changed)
 
     def disarm(self) -> None:
         if self._armed:
             mem = self.pp.gpu.memory
-            for d in self.deps:
-                mem.unwatch(self.pp.mqd.pasid, d + AMD_SIGNAL_VALUE_OFFSET, self._changed)
+            for pasid, va in self._keys:
+                mem.unwatch(pasid, va, self._changed)
+            self._keys = []
             self._armed = False
 
     def _changed(self) -> None:
@@ -715,7 +891,11 @@ class _Barrier:
 
     def _reevaluate(self) -> None:
         self._pending = False
-        if not self._armed or self.pp.error is not None:
+        pp = self.pp
+        if not self._armed or pp.error is not None:
+            return
+        if self.peek_only or pp.slot is None:
+            pp.gpu.scheduler.queue_changed(pp)  # it may be ready now (or no longer)
             return
         try:
             ok = self.satisfied()
@@ -723,8 +903,8 @@ class _Barrier:
             ok = False
         if ok:
             self.disarm()
-            self.pp._barrier_done(self)
-            self.pp.gpu.scheduler.queue_progress(self.pp)
+            pp._barrier_done(self)
+            pp.gpu.scheduler.queue_progress(pp)
 
     def describe(self) -> dict:
         kind = self.entry.name
@@ -735,6 +915,11 @@ class _Barrier:
             except MemoryFault:
                 vals[hex(d)] = None
         return {"packet": self.entry.dispatch_id, "kind": kind, "signals": vals}
+
+
+def _same_backing(a, b) -> bool:
+    """Two BOs over the same physical pages (an imported / IPC mapping shares the array)."""
+    return a is b or (a.base is not None and a.base is b) or (b.base is not None and b.base is a)
 
 
 def signal_timestamps(mem, pasid: int, node: int, handle: int, start: int, end: int) -> None:

@@ -1,191 +1,371 @@
-"""Compute unit: its resources (wave slots, VGPRs, SGPRs, LDS, barriers) and WG timing.
+"""Compute unit: its resources (wave slots, VGPRs, SGPRs, LDS, barriers, scratch slots) and
+the timing of the workgroups it runs; the GPU's DRAM as one shared bandwidth server.
 
-Models a GCN/CDNA CU as AMD's ISA manuals and the ROCm occupancy guide describe it: four
-SIMD16 units, each with a fixed number of wave slots and a VGPR file allocated per wave in
-granules; SGPRs per SIMD; LDS and barrier slots per CU. A workgroup is resident only when
-every one of its waves holds a slot and registers, and the group holds its LDS and a barrier.
+Resources are those of a GCN/CDNA CU as AMD's ISA manuals and the ROCm occupancy guide
+describe them: four SIMD16 units, each with wave slots, a VGPR file allocated per wave in
+granules, and SGPRs; LDS, barrier slots and scratch wave slots per CU. A workgroup is resident
+only when every one of its waves holds a slot and registers on some SIMD and the group holds its
+LDS, a barrier (if it has more than one wave) and scratch slots (if it uses scratch); amounts
+are rounded by `hw_model.occupancy.wg_requirements`, so an idle CU takes exactly the number of
+workgroups `hw_model.occupancy` computes.
 
-Timing (first model, refined in docs/timing.md): a wave issues its VALU ops on a SIMD16 at
-4 cycles each (wave64), scalar ops at 1 cycle; the waves resident on a SIMD share its issue
-slot; each dependent global-memory round trip costs the memory latency unless enough other
-waves have work to hide it; and the bytes a workgroup moves go through one memory channel
-with the preset's bandwidth, shared by every CU (so a busy GPU becomes memory-bound).
+Timing is a fluid model, event-driven and cheap (docs/timing.md has the equations and what
+they leave out). From a kernel's cost profile each wave has B, the time it keeps the CU's
+busiest pipe busy (VALU: 4 clocks per op on its SIMD16; the CU's scalar ALU, LDS and vector
+memory pipes are shared by the four SIMDs), and T, the time it takes alone (one issue every
+4 clocks per instruction plus the memory latency of each dependent round trip). The waves
+resident on a CU share its pipes max-min fairly: each progresses at min(1/T, s/B) with
+sum(s * waves) <= 1 over the CU. Rates change only when a workgroup arrives or finishes, so the
+CU recomputes them then and schedules one event: its next workgroup to finish computing. A
+workgroup's global bytes go through `MemoryChannel`, the DRAM bandwidth shared by all CUs,
+and it finishes when both its compute and its last byte (plus latency) are done.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from hw_model.config import GpuSpec
 from hw_model.kernels.base import CostProfile
+from hw_model.occupancy import WgRequirements, round_up, wg_requirements
+
+if TYPE_CHECKING:
+    from hw_model.engine import Engine, Event
+
+__all__ = [
+    "ComputeUnit",
+    "MemoryChannel",
+    "WaveTiming",
+    "WgRequirements",
+    "WgRun",
+    "round_up",
+    "wave_timing",
+    "wg_requirements",
+]
+
+# Progress is a fraction of a workgroup's work; a float compared with this tolerance.
+_EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
-class WgRequirements:
-    """What one workgroup of a dispatch needs, already rounded to allocation granules."""
+class WaveTiming:
+    """What one wave of a kernel asks of a CU (docs/timing.md, "Per wave")."""
 
-    waves: int
-    vgprs: int  # per wave, per lane, rounded to the VGPR granule
-    sgprs: int  # per wave, rounded to the SGPR granule
-    lds: int  # bytes per workgroup, rounded to the LDS granule
-    barrier: bool  # needs a barrier slot (more than one wave)
+    busy_ps: float  # B: time the wave keeps the CU's busiest pipe busy
+    alone_ps: float  # T: time the wave takes when it has the CU to itself
+    bytes_per_item: int  # global bytes read + written per work-item
+    latency_ps: int  # DRAM latency added after a workgroup's last byte
+
+    @property
+    def cap(self) -> float:
+        """Largest share of the CU one wave can use (it waits for itself the rest)."""
+        return self.busy_ps / self.alone_ps
 
 
-def round_up(x: int, granule: int) -> int:
-    return -(-x // granule) * granule if granule > 1 else x
-
-
-def wg_requirements(
-    spec: GpuSpec, workitems: int, vgprs: int, sgprs: int, lds_bytes: int
-) -> WgRequirements:
-    waves = -(-workitems // spec.wavefront_size)
-    return WgRequirements(
-        waves=waves,
-        vgprs=round_up(max(vgprs, 1), spec.vgpr_alloc_granule),
-        sgprs=round_up(max(sgprs, 1), spec.sgpr_alloc_granule),
-        lds=round_up(lds_bytes, spec.lds_alloc_granule),
-        barrier=waves > 1,
+def wave_timing(spec: GpuSpec, cost: CostProfile) -> WaveTiming:
+    """B and T of one wave of `cost` on a CU of `spec`."""
+    simds = spec.simds_per_cu
+    cyc = spec.cycle_ps
+    pass_cycles = spec.wavefront_size // spec.simd_width  # 4: a wave64 op on a SIMD16
+    # CU clocks of each pipe per wave; the VALU pipes are four (one per SIMD).
+    valu = cost.valu * pass_cycles / simds
+    salu = cost.salu / spec.salu_per_clock
+    lds = cost.lds * spec.wavefront_size * 4 / spec.lds_bytes_per_clock
+    vmem = cost.vmem * spec.wavefront_size / spec.vmem_lanes_per_clock
+    busy = max(valu, salu, lds, vmem) * cyc
+    # Alone, a wave issues one instruction each time its SIMD's turn comes (every 4 clocks),
+    # and waits a full memory latency for each dependent round trip.
+    instrs = cost.valu + cost.salu + cost.lds + cost.vmem
+    latency = spec.memory_latency_ns * 1000
+    alone = max(instrs * max(simds, pass_cycles) * cyc + cost.mem_rounds * latency, cyc)
+    return WaveTiming(
+        busy_ps=float(busy),
+        alone_ps=float(alone),
+        bytes_per_item=cost.load_bytes + cost.store_bytes,
+        latency_ps=latency,
     )
 
 
-class Simd:
-    __slots__ = ("free_slots", "free_vgprs", "free_sgprs", "waves")
+class WgRun:
+    """One workgroup from placement to completion."""
 
-    def __init__(self, spec: GpuSpec) -> None:
-        self.free_slots = spec.wave_slots_per_simd
-        self.free_vgprs = spec.vgprs_per_simd_lane
-        self.free_sgprs = spec.sgprs_per_simd
+    __slots__ = (
+        "launch",
+        "cu",
+        "index",
+        "coords",
+        "items",
+        "req",
+        "simds",
+        "start",
+        "mem_done",
+    )
+
+    def __init__(
+        self,
+        launch: Any,
+        cu: ComputeUnit,
+        index: int,
+        coords: tuple[int, int, int],
+        items: int,
+        req: WgRequirements,
+        simds: list[int],
+        start: int,
+    ) -> None:
+        self.launch = launch  # the KernelLaunch (a dispatcher object)
+        self.cu = cu
+        self.index = index
+        self.coords = coords
+        self.items = items
+        self.req = req
+        self.simds = simds  # waves placed on each SIMD
+        self.start = start
+        self.mem_done = start
+
+
+class _Group:
+    """The resident workgroups of one kernel on one CU: their waves all progress alike."""
+
+    __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo")
+
+    def __init__(self, timing: WaveTiming) -> None:
+        self.timing = timing
+        self.cap = timing.cap
         self.waves = 0
+        self.v = 0.0  # work done by each resident wave since the group formed
+        self.rate = 0.0  # work per ps of each wave
+        # (v at which it finishes, run); equal work and equal rates keep arrival order
+        self.fifo: deque[tuple[float, WgRun]] = deque()
 
 
 class ComputeUnit:
-    """Resource bookkeeping of one CU; placement returns the SIMD of each wave."""
+    """Resources and workgroup timing of one CU."""
 
     def __init__(self, spec: GpuSpec, index: int) -> None:
         self.spec = spec
         self.index = index
-        self.simds = [Simd(spec) for _ in range(spec.simds_per_cu)]
+        self.shader_engine = index % spec.shader_engines  # KFD CU-mask bit order: SEs interleave
+        n = spec.simds_per_cu
+        self.free_slots = [spec.wave_slots_per_simd] * n
+        self.free_vgprs = [spec.vgprs_per_simd_lane] * n
+        self.free_sgprs = [spec.sgprs_per_simd] * n
+        self.free_wave_slots = n * spec.wave_slots_per_simd
         self.free_lds = spec.lds_per_cu
         self.free_barriers = spec.barrier_slots_per_cu
+        self.free_scratch_slots = spec.scratch_slots_per_cu
         self.resident_wgs = 0
         self.busy_ps = 0  # time with at least one resident workgroup
         self._busy_since = 0
         self.wgs_run = 0
+        # timing
+        self._engine: Engine | None = None
+        self._on_compute_done: Callable[[WgRun], None] | None = None
+        self._groups: dict[Any, _Group] = {}
+        self._t = 0  # tick the groups' progress was last brought up to
+        self._event: Event | None = None
 
+    def attach(self, engine: Engine, on_compute_done: Callable[[WgRun], None]) -> None:
+        """Connect the CU to the clock and to whoever retires its workgroups."""
+        self._engine = engine
+        self._on_compute_done = on_compute_done
+
+    # -- resources -------------------------------------------------------------------------
     @property
     def waves(self) -> int:
-        return sum(s.waves for s in self.simds)
+        return self.spec.max_waves_per_cu - self.free_wave_slots
 
     def try_place(self, req: WgRequirements) -> list[int] | None:
-        """SIMD index for each wave if the whole workgroup fits now, else None."""
-        if req.lds > self.free_lds or (req.barrier and self.free_barriers == 0):
-            return None
-        simds = self.simds
-        if sum(s.free_slots for s in simds) < req.waves:
-            return None
-        # Waves of a workgroup go round-robin over SIMDs, starting at the least loaded one,
-        # as the SPI spreads them (each SIMD must keep a slot and registers per wave).
-        n = len(simds)
-        loads = [s.waves for s in simds]
-        start = loads.index(min(loads))
-        slots = [s.free_slots for s in simds]
-        vgprs = [s.free_vgprs for s in simds]
-        sgprs = [s.free_sgprs for s in simds]
-        out: list[int] = []
-        i = start
-        for _ in range(req.waves):
-            for _try in range(n):
-                if slots[i] > 0 and vgprs[i] >= req.vgprs and sgprs[i] >= req.sgprs:
-                    break
-                i = (i + 1) % n
-            else:
-                return None
-            slots[i] -= 1
-            vgprs[i] -= req.vgprs
-            sgprs[i] -= req.sgprs
-            out.append(i)
-            i = (i + 1) % n
-        return out
+        """Waves per SIMD if the whole workgroup fits now, else None.
 
-    def allocate(self, req: WgRequirements, placement: list[int], now: int) -> None:
+        Waves go round-robin over the SIMDs that have room, starting at the one with the most
+        room, as the SPI spreads a workgroup (each wave needs a slot and registers there).
+        """
+        w = req.waves
+        if w > self.free_wave_slots or req.lds > self.free_lds:
+            return None
+        if req.barrier and self.free_barriers <= 0:
+            return None
+        if req.scratch and self.free_scratch_slots < w:
+            return None
+        rv, rs = req.vgprs, req.sgprs
+        vg, sg = self.free_vgprs, self.free_sgprs
+        room = [min(s, vg[i] // rv, sg[i] // rs) for i, s in enumerate(self.free_slots)]
+        if sum(room) < w:
+            return None
+        n = len(room)
+        counts = [0] * n
+        i = room.index(max(room))
+        while w:
+            if room[i]:
+                room[i] -= 1
+                counts[i] += 1
+                w -= 1
+            i = (i + 1) % n
+        return counts
+
+    def allocate(self, req: WgRequirements, counts: list[int], now: int) -> None:
         if self.resident_wgs == 0:
             self._busy_since = now
-        for i in placement:
-            s = self.simds[i]
-            s.free_slots -= 1
-            s.free_vgprs -= req.vgprs
-            s.free_sgprs -= req.sgprs
-            s.waves += 1
+        slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
+        rv, rs = req.vgprs, req.sgprs
+        for i, c in enumerate(counts):
+            if c:
+                slots[i] -= c
+                vg[i] -= c * rv
+                sg[i] -= c * rs
+        self.free_wave_slots -= req.waves
         self.free_lds -= req.lds
         if req.barrier:
             self.free_barriers -= 1
+        if req.scratch:
+            self.free_scratch_slots -= req.waves
         self.resident_wgs += 1
 
-    def release(self, req: WgRequirements, placement: list[int], now: int) -> None:
-        for i in placement:
-            s = self.simds[i]
-            s.free_slots += 1
-            s.free_vgprs += req.vgprs
-            s.free_sgprs += req.sgprs
-            s.waves -= 1
+    def release(self, req: WgRequirements, counts: list[int], now: int) -> None:
+        slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
+        rv, rs = req.vgprs, req.sgprs
+        for i, c in enumerate(counts):
+            if c:
+                slots[i] += c
+                vg[i] += c * rv
+                sg[i] += c * rs
+        self.free_wave_slots += req.waves
         self.free_lds += req.lds
         if req.barrier:
             self.free_barriers += 1
+        if req.scratch:
+            self.free_scratch_slots += req.waves
         self.resident_wgs -= 1
         self.wgs_run += 1
         if self.resident_wgs == 0:
             self.busy_ps += now - self._busy_since
 
+    # -- timing ----------------------------------------------------------------------------
+    def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:
+        """`run`'s waves start issuing: it joins its kernel's group and shares the CU."""
+        self._advance(now)
+        g = self._groups.get(run.launch)
+        if g is None:
+            g = self._groups[run.launch] = _Group(timing)
+        g.waves += run.req.waves
+        g.fifo.append((g.v + 1.0, run))
+        self._set_rates()
+        self._reschedule(now)
+
+    def _advance(self, now: int) -> None:
+        dt = now - self._t
+        if dt:
+            for g in self._groups.values():
+                g.v += g.rate * dt
+            self._t = now
+
+    def _set_rates(self) -> None:
+        """Max-min fair shares of the CU's busiest pipe, each capped at what a wave can use."""
+        groups = self._groups
+        if len(groups) == 1:
+            for g in groups.values():
+                fair = 1.0 / g.waves
+                share = g.cap if g.cap < fair else fair
+                busy = g.timing.busy_ps
+                g.rate = share / busy if busy else 1.0 / g.timing.alone_ps
+            return
+        order = sorted(groups.values(), key=_cap_key)
+        left = 1.0
+        waves = sum(g.waves for g in order)
+        for g in order:
+            fair = left / waves
+            share = g.cap if g.cap < fair else fair
+            busy = g.timing.busy_ps
+            g.rate = share / busy if busy else 1.0 / g.timing.alone_ps
+            left -= share * g.waves
+            waves -= g.waves
+
+    def _reschedule(self, now: int) -> None:
+        """Keep one event: the next workgroup of any group to finish computing."""
+        best = -1
+        for g in self._groups.values():
+            if g.fifo:
+                dt = (g.fifo[0][0] - g.v) / g.rate
+                t = now + math.ceil(dt) if dt > 0 else now
+                if best < 0 or t < best:
+                    best = t
+        ev = self._event
+        if ev is not None:
+            if ev.tick == best:
+                return
+            ev.cancel()
+            self._event = None
+        if best >= 0:
+            self._event = self._engine.schedule_at(best, self._fire, priority=1)  # type: ignore[union-attr]
+
+    def _fire(self) -> None:
+        self._event = None
+        now = self._engine.now  # type: ignore[union-attr]
+        self._advance(now)
+        done: list[WgRun] = []
+        groups = self._groups
+        for key in list(groups):
+            g = groups[key]
+            fifo = g.fifo
+            while fifo and fifo[0][0] <= g.v + _EPS:
+                run = fifo.popleft()[1]
+                g.waves -= run.req.waves
+                done.append(run)
+            if not fifo:
+                del groups[key]
+        self._set_rates()
+        self._reschedule(now)
+        for run in done:
+            self._on_compute_done(run)  # type: ignore[misc]
+
     def state(self) -> dict:
         return {
             "index": self.index,
+            "shader_engine": self.shader_engine,
             "resident_wgs": self.resident_wgs,
-            "waves": [s.waves for s in self.simds],
-            "free_wave_slots": [s.free_slots for s in self.simds],
-            "free_vgprs": [s.free_vgprs for s in self.simds],
+            "waves": [self.spec.wave_slots_per_simd - free for free in self.free_slots],
+            "free_wave_slots": list(self.free_slots),
+            "free_vgprs": list(self.free_vgprs),
+            "free_sgprs": list(self.free_sgprs),
             "free_lds": self.free_lds,
             "free_barriers": self.free_barriers,
+            "free_scratch_slots": self.free_scratch_slots,
+            "kernels": [
+                {
+                    "kernel": getattr(k, "name", str(k)),
+                    "waves_computing": g.waves,
+                    "workgroups_computing": len(g.fifo),
+                    "cu_share_per_wave": g.rate * g.timing.busy_ps,
+                }
+                for k, g in self._groups.items()
+            ],
         }
+
+
+def _cap_key(g: _Group) -> float:
+    return g.cap
 
 
 class MemoryChannel:
     """The GPU's DRAM bandwidth as one FIFO server shared by all CUs."""
 
     def __init__(self, spec: GpuSpec) -> None:
-        # bytes per picosecond = GB/s / 1000
-        self.bytes_per_ps = spec.memory_bandwidth_gbps / 1000.0
-        self.free_at = 0
+        self.ps_per_byte = 1000.0 / spec.memory_bandwidth_gbps  # GB/s = bytes per ns
+        self.free_at = 0.0
         self.bytes_moved = 0
+        self.busy_ps = 0.0
 
     def transfer(self, now: int, nbytes: int) -> int:
-        """Reserve the channel for `nbytes`; returns the tick the last byte arrives."""
+        """Reserve the channel for `nbytes`; returns the tick the last byte has moved."""
         if nbytes <= 0:
             return now
-        start = max(now, self.free_at)
-        self.free_at = start + int(nbytes / self.bytes_per_ps)
+        start = now if now > self.free_at else self.free_at
+        t = nbytes * self.ps_per_byte
+        self.free_at = start + t
+        self.busy_ps += t
         self.bytes_moved += nbytes
-        return self.free_at
-
-
-def wg_duration(
-    spec: GpuSpec,
-    cu: ComputeUnit,
-    placement: list[int],
-    cost: CostProfile,
-    workitems: int,
-    channel: MemoryChannel,
-    now: int,
-) -> int:
-    """Picoseconds from placement to completion of one workgroup on `cu`."""
-    cyc = spec.cycle_ps
-    issue_cycles = spec.wavefront_size // spec.simd_width  # 4 for wave64 on SIMD16
-    wave_cycles = cost.valu * issue_cycles + cost.salu + cost.lds * issue_cycles
-    # Waves resident on the busiest SIMD this WG uses share its issue port.
-    sharing = max(cu.simds[i].waves for i in placement) if placement else 1
-    compute_ps = wave_cycles * max(sharing, 1) * cyc
-    latency_ps = cost.mem_ops * spec.memory_latency_ns * 1000
-    # Latency is hidden when other resident waves have issue work to fill it.
-    wave_ps = max(compute_ps, wave_cycles * cyc + latency_ps)
-    nbytes = (cost.load_bytes + cost.store_bytes) * workitems
-    mem_done = channel.transfer(now, nbytes)
-    return max(wave_ps, mem_done - now + (latency_ps if nbytes else 0)) + cyc
+        return math.ceil(self.free_at)

@@ -30,30 +30,41 @@ class GpuSpec(Frozen):
     gfx_target_version: int  # KFD topology "gfx_target_version", e.g. 90000 for gfx900
     device_id: int  # PCI device id (topology "device_id")
     # Shader layout
-    num_cus: int = Field(gt=0)
-    shader_engines: int = Field(gt=0)
-    arrays_per_engine: int = Field(gt=0, default=1)
+    num_cus: int = Field(gt=0)  # active CUs (rocminfo "Compute Unit")
+    shader_engines: int = Field(gt=0)  # rocminfo "Shader Engines" (summed over XCCs)
+    arrays_per_engine: int = Field(gt=0, default=1)  # rocminfo "Shader Arrs. per Eng."
+    cu_per_simd_array: int = Field(gt=0, default=16)  # KFD topology: CUs per array incl. harvested
+    num_xcc: int = Field(gt=0, default=1)  # compute dies (KFD topology "num_xcc")
     simds_per_cu: int = 4  # GCN/CDNA: 4 SIMD16 units per CU (GCN3 ISA manual, CDNA whitepapers)
-    wave_slots_per_simd: int = 10  # gfx9: 10 wave slots per SIMD (Vega ISA manual)
+    wave_slots_per_simd: int = 10  # LLVM getMaxWavesPerEU: 10 on gfx9, 8 on gfx90a/gfx942
     wavefront_size: int = 64  # GCN/CDNA wave64
     simd_width: int = 16  # lanes per SIMD: a wave64 VALU op issues over 4 cycles (GCN3 ISA)
-    vgprs_per_simd_lane: int = 256  # gfx9: 256 VGPRs x 64 lanes x 4 B = 64 KiB per SIMD
-    vgpr_alloc_granule: int = 4  # LLVM AMDGPUBaseInfo getVGPRAllocGranule: 4 on gfx9
-    max_vgprs_per_wave: int = 256
-    sgprs_per_simd: int = 800  # gfx9: 800 SGPRs per SIMD (Vega ISA manual, sec. 3.6)
-    sgpr_alloc_granule: int = 16  # LLVM getSGPRAllocGranule: 16 on gfx8+
-    max_sgprs_per_wave: int = 102  # LLVM getAddressableNumSGPRs on gfx9 (with VCC: 104)
+    vgprs_per_simd_lane: int = 256  # LLVM getTotalNumVGPRs: 256 on gfx9, 512 on gfx90a/gfx942
+    vgpr_alloc_granule: int = 4  # LLVM getVGPRAllocGranule: 4 on gfx9 wave64, 8 on gfx90a/gfx942
+    max_vgprs_per_wave: int = 256  # LLVM getAddressableNumVGPRs: 256; 512 with AGPRs on gfx90a+
+    sgprs_per_simd: int = 800  # LLVM getTotalNumSGPRs: 800 on GFX8/GFX9
+    sgpr_alloc_granule: int = 16  # LLVM getSGPRAllocGranule: 16 on GFX8/GFX9
+    max_sgprs_per_wave: int = 112  # LLVM getMaxNumSGPRs: 102 addressable + VCC/FLAT/XNACK = 112
     lds_per_cu: int = 64 * KiB  # 64 KiB LDS per CU (Vega ISA manual; CDNA2/3 whitepapers)
-    lds_alloc_granule: int = 512  # rsrc2 GRANULATED_LDS_SIZE unit on gfx9: 128 dwords
-    barrier_slots_per_cu: int = 16  # 16 workgroup barriers per CU (gem5 GPU model; guess)
+    lds_alloc_granule: int = 512  # LLVM getSIProgramInfo: LDS allocated in 128-dword blocks
+    barrier_slots_per_cu: int = 16  # LLVM getMaxWorkGroupsPerCU: MaxBarriers = 16 (gem5 too)
+    scratch_slots_per_cu: int = 32  # amdgpu gfx_v9_0_get_cu_info max_scratch_slots_per_cu
+    scratch_alloc_granule: int = 1024  # LLVM getSIProgramInfo: scratch in 256-dword wave blocks
     max_workgroup_size: int = 1024  # HSA_AGENT_INFO_WORKGROUP_MAX_SIZE on every gfx9 (ROCr)
     max_grid_size: int = 0xFFFFFFFF  # HSA_AGENT_INFO_GRID_MAX_SIZE (ROCr: UINT32_MAX)
+    # CU pipes shared by the four SIMDs (GCN whitepaper: one scalar ALU issuing one instruction
+    # per clock; LDS of 32 banks x 4 B = 128 B/clk; the texture addresser takes 16 lanes/clk,
+    # i.e. the 64 B/clk vector L1)
+    salu_per_clock: int = 1
+    lds_bytes_per_clock: int = 128
+    vmem_lanes_per_clock: int = 16
     # Clocks and memory
     engine_clock_mhz: int
     memory_clock_mhz: int
     memory_bandwidth_gbps: float  # GB/s, peak
-    memory_latency_ns: int  # load-to-use latency of a DRAM access
-    l2_size: int
+    memory_latency_ns: int  # load-to-use latency of a DRAM access by one wave, unloaded
+    l2_size: int  # per L2 instance (rocminfo "L2"; one per XCC)
+    l3_size: int = 0  # Infinity Cache / MALL (rocminfo "L3"); not modeled in timing
     cacheline_size: int = 64  # HSA_AMD_AGENT_INFO_CACHELINE_SIZE on gfx9 (ROCr topology)
     vram_size: int
     # Queues
@@ -68,7 +79,9 @@ class GpuSpec(Frozen):
     # Latencies
     cp_packet_latency_ps: int  # fetch+decode+launch of one AQL packet by the packet processor
     cp_retire_latency_ps: int  # end-of-kernel: release fence, signal write
-    wg_dispatch_latency_ps: int  # dispatcher: one workgroup onto a CU
+    # SPI: launching one workgroup's waves on a CU. Each shader engine's SPI launches one
+    # workgroup at a time, so this is also the per-engine launch interval.
+    wg_dispatch_latency_ps: int
     hqd_switch_latency_ps: int  # HW scheduler: unmap one queue and map another
     quantum_ps: int  # HW scheduler timeslice when oversubscribed
     interrupt_latency_ps: int  # CP raises interrupt -> KFD handler runs
@@ -91,6 +104,16 @@ class GpuSpec(Frozen):
     @property
     def vgpr_file_per_simd(self) -> int:
         return self.vgprs_per_simd_lane
+
+    @property
+    def valu_flops_per_second(self) -> float:
+        """FP32 FMA peak of the vector ALUs (2 flops per lane per clock, no packed math)."""
+        lanes = self.num_cus * self.simds_per_cu * self.simd_width
+        return 2.0 * lanes * self.engine_clock_mhz * 1e6
+
+    @property
+    def memory_bytes_per_second(self) -> float:
+        return self.memory_bandwidth_gbps * 1e9
 
 
 class HostCosts(Frozen):
@@ -125,18 +148,19 @@ TEACHING = GpuSpec(
     gfx_target_version=90000,
     device_id=0x6860,  # Vega 10 device id (pci.ids), kept so tools recognise the ISA
     num_cus=2,  # small on purpose: every CU and slot fits on a screen
-    shader_engines=1,
+    shader_engines=1,  # one engine, one array of the 2 CUs
+    cu_per_simd_array=2,
     engine_clock_mhz=1000,  # round number for readable timelines (guess)
-    memory_clock_mhz=500,
-    memory_bandwidth_gbps=64.0,  # guess: a quarter of a low-end card, so memory limits show
-    memory_latency_ns=500,  # ~500 cycles at 1 GHz, GCN-era DRAM latency (guess)
-    l2_size=256 * KiB,
-    vram_size=1 * GiB,
+    memory_clock_mhz=500,  # guess, round number
+    memory_bandwidth_gbps=64.0,  # guess: low, so the memory wall shows with 2 CUs
+    memory_latency_ns=500,  # guess: 500 cycles at 1 GHz, GCN-era DRAM latency
+    l2_size=256 * KiB,  # guess: small teaching GPU
+    vram_size=1 * GiB,  # guess: small teaching GPU
     hqd_slots=2,  # two HW queue slots: oversubscription with the third queue
-    vmids_for_kfd=8,
+    vmids_for_kfd=8,  # as gfx9: amdgpu gives KFD VMIDs 8..15
     cp_packet_latency_ps=2 * PS_PER_US,  # within the 5-10 us dispatch latency (ROCm blog, Fiji)
     cp_retire_latency_ps=1 * PS_PER_US,  # guess
-    wg_dispatch_latency_ps=40 * PS_PER_NS,  # guess: ~40 cycles per workgroup launch
+    wg_dispatch_latency_ps=40 * PS_PER_NS,  # guess: ~40 cycles to launch a workgroup's waves
     hqd_switch_latency_ps=10 * PS_PER_US,  # guess: HWS unmap/map of one HQD
     quantum_ps=100 * PS_PER_US,  # gem5 default HW queue quantum
     interrupt_latency_ps=2 * PS_PER_US,  # guess: IH ring -> KFD interrupt handler
@@ -146,22 +170,33 @@ GFX900 = GpuSpec(
     name="gfx900",
     marketing_name="Radeon Instinct MI25 (Vega 10)",
     gfx_target_version=90000,
-    device_id=0x6860,
+    device_id=0x6860,  # Vega 10 (pci.ids; gem5 hsaTopology createVegaTopology: 26720)
     num_cus=64,  # Vega 10: 64 CUs (AMD Vega whitepaper)
-    shader_engines=4,  # Vega 10: 4 shader engines x 16 CUs
-    engine_clock_mhz=1500,  # MI25 peak engine clock (AMD product page)
+    shader_engines=4,  # gem5 createVegaTopology: array_count 4, 1 array per engine
+    cu_per_simd_array=16,  # gem5 createVegaTopology: cu_per_simd_array 16
+    engine_clock_mhz=1500,  # MI25 peak engine clock (gem5 createVegaTopology fcompute 1500)
     memory_clock_mhz=945,  # MI25 HBM2 (AMD product page)
-    memory_bandwidth_gbps=484.0,  # MI25: 2048-bit HBM2 at 945 MHz = 484 GB/s
-    memory_latency_ns=470,  # ~700 cycles at 1.5 GHz (microbenchmarks of Vega; approximate)
-    l2_size=4 * MiB,  # Vega 10: 4 MiB L2 (whitepaper)
+    memory_bandwidth_gbps=484.0,  # MI25: 2048-bit HBM2 at 945 MHz DDR = 484 GB/s
+    memory_latency_ns=470,  # guess: ~700 cycles at 1.5 GHz, GCN global load latency
+    l2_size=4 * MiB,  # Vega 10: 4 MiB L2 (Vega whitepaper)
     vram_size=16 * GiB,  # MI25: 16 GB HBM2
     hqd_slots=24,  # KFD on gfx9: 3 pipes x 8 queues for compute it manages (DESIGN)
     cp_packet_latency_ps=2 * PS_PER_US,  # within the 5-10 us dispatch latency (ROCm blog, Fiji)
     cp_retire_latency_ps=1 * PS_PER_US,  # guess
-    wg_dispatch_latency_ps=25 * PS_PER_NS,  # guess: ~40 cycles per workgroup launch
+    wg_dispatch_latency_ps=10 * PS_PER_NS,  # guess: ~15 cycles per workgroup launch per SE
     hqd_switch_latency_ps=10 * PS_PER_US,  # guess
     quantum_ps=100 * PS_PER_US,  # gem5 default; the real HWS uses a similar ms-scale slice
     interrupt_latency_ps=2 * PS_PER_US,  # guess
+)
+
+# CDNA2 and CDNA3 keep gfx9's CU but with a unified 512-entry VGPR+AGPR file per lane,
+# allocated in blocks of 8, and 8 wave slots per SIMD (LLVM getTotalNumVGPRs,
+# getVGPRAllocGranule and getMaxWavesPerEU for FeatureGFX90AInsts).
+_CDNA_CU = dict(
+    wave_slots_per_simd=8,
+    vgprs_per_simd_lane=512,
+    vgpr_alloc_granule=8,
+    max_vgprs_per_wave=512,
 )
 
 GFX90A = GFX900.model_copy(
@@ -169,21 +204,20 @@ GFX90A = GFX900.model_copy(
         name="gfx90a",
         marketing_name="AMD Instinct MI250X (one GCD)",
         gfx_target_version=90010,
-        device_id=0x740C,
-        num_cus=110,  # MI250X: 220 CUs over 2 GCDs (CDNA2 whitepaper)
-        shader_engines=8,  # CDNA2 GCD: 8 shader engines (amdgpu gfx_v9_4_2 config; approx.)
-        wave_slots_per_simd=8,  # CDNA2: 8 waves per SIMD (CDNA2 ISA manual)
-        vgprs_per_simd_lane=512,  # unified VGPR+AGPR file, 512 per lane (CDNA2 ISA)
-        vgpr_alloc_granule=8,  # LLVM getVGPRAllocGranule: 8 on gfx90a
-        max_vgprs_per_wave=512,
-        engine_clock_mhz=1700,  # MI250X peak engine clock
-        memory_clock_mhz=1600,
-        memory_bandwidth_gbps=1638.4,  # MI250X 3.2768 TB/s over 2 GCDs
-        memory_latency_ns=400,  # guess: HBM2e load latency, CDNA microbenchmarks ~ 650 cycles
-        l2_size=8 * MiB,  # CDNA2 GCD: 8 MiB L2
+        device_id=0x740C,  # Aldebaran MI250X/MI250 (pci.ids; rocminfo Chip ID 0x740c)
+        num_cus=110,  # rocminfo on MI250X: "Compute Unit: 110" per GCD
+        shader_engines=8,  # rocminfo on MI250X: "Shader Engines: 8", 1 array per engine
+        cu_per_simd_array=16,  # 8 x 16 = 128 CUs per GCD of which 110 are enabled
+        **_CDNA_CU,
+        engine_clock_mhz=1700,  # rocminfo on MI250X: "Max Clock Freq. (MHz): 1700"
+        memory_clock_mhz=1600,  # MI250X HBM2e 1.6 GHz (AMD product page)
+        memory_bandwidth_gbps=1638.4,  # MI250X: 3.2768 TB/s over 2 GCDs (AMD product page)
+        memory_latency_ns=550,  # guess: HBM2e load latency, several hundred ns
+        l2_size=8 * MiB,  # rocminfo on MI250X: "L2: 8192 KB" (CDNA2 whitepaper: 8 MB per GCD)
         vram_size=64 * GiB,  # 128 GB per MI250X, 64 GB per GCD
-        hqd_slots=24,
-        sdma_engines=5,  # gfx90a: 5 SDMA engines (amdgpu sdma_v4_4_2? approx.; guess)
+        hqd_slots=24,  # KFD on gfx9: 3 pipes x 8 queues for compute it manages (DESIGN)
+        wg_dispatch_latency_ps=7 * PS_PER_NS,  # guess: ~12 clocks per workgroup launch per SE
+        sdma_engines=5,  # guess: gfx90a has 5 SDMA engines (amdgpu sdma_v4_4_2), approx.
     )
 )
 
@@ -192,46 +226,60 @@ GFX942 = GFX900.model_copy(
         name="gfx942",
         marketing_name="AMD Instinct MI300X",
         gfx_target_version=90402,
-        device_id=0x74A1,
-        num_cus=304,  # MI300X: 304 CUs over 8 XCDs (CDNA3 whitepaper)
-        shader_engines=32,  # 8 XCDs x 4 shader arrays (CDNA3 whitepaper)
-        wave_slots_per_simd=8,  # CDNA3: 8 waves per SIMD (CDNA3 ISA manual)
-        vgprs_per_simd_lane=512,  # unified VGPR+AGPR, 512 per lane (CDNA3 ISA)
-        vgpr_alloc_granule=8,  # LLVM getVGPRAllocGranule: 8 on gfx942
-        max_vgprs_per_wave=512,
-        engine_clock_mhz=2100,  # MI300X peak engine clock
-        memory_clock_mhz=2600,
-        memory_bandwidth_gbps=5300.0,  # MI300X: 5.3 TB/s HBM3
-        memory_latency_ns=400,  # guess
-        l2_size=4 * MiB,  # 4 MiB L2 per XCD (CDNA3 whitepaper); Infinity Cache not modeled
-        vram_size=192 * GiB,
-        hqd_slots=24,
+        device_id=0x74A1,  # rocminfo on MI300X: "Chip ID: 29857(0x74a1)"
+        num_cus=304,  # rocminfo on MI300X: "Compute Unit: 304" (8 XCDs x 38)
+        shader_engines=32,  # rocminfo on MI300X: "Shader Engines: 32", 1 array per engine
+        cu_per_simd_array=10,  # 4 arrays x 10 CUs = 40 per XCD, 38 enabled (CDNA3 whitepaper)
+        num_xcc=8,  # 8 XCDs (CDNA3 whitepaper)
+        **_CDNA_CU,
+        engine_clock_mhz=2100,  # rocminfo on MI300X: "Max Clock Freq. (MHz): 2100"
+        memory_clock_mhz=1300,  # approx.: rocm-smi MCLK on MI300X (HBM3 at 5.2 Gb/s per pin)
+        memory_bandwidth_gbps=5300.0,  # MI300X: 5.3 TB/s HBM3 (AMD product page)
+        memory_latency_ns=650,  # guess: HBM3 behind Infinity Fabric and MALL, several hundred ns
+        l2_size=4 * MiB,  # rocminfo on MI300X: "L2: 4096 KB" (one per XCD)
+        l3_size=256 * MiB,  # rocminfo on MI300X: "L3: 262144 KB" (Infinity Cache)
+        vram_size=192 * GiB,  # MI300X: 192 GB HBM3
+        hqd_slots=24,  # KFD on gfx9: 3 pipes x 8 queues for compute it manages (DESIGN)
+        wg_dispatch_latency_ps=6 * PS_PER_NS,  # guess: ~12 clocks per workgroup launch per SE
         sdma_engines=14,  # guess: MI300X exposes many SDMA engines (xGMI + PCIe)
     )
 )
 
+# gem5's GPU model as configs/example/apu_se.py builds it by default (gem5 v24): a gfx902
+# APU with 4 CUs; register files sized in gem5's own units (2048 per SIMD).
 GEM5 = GpuSpec(
-    name="gfx801",  # gem5's GPU model in apu_se.py runs Carrizo/gfx801-era code objects
+    name="gfx902",  # apu_se.py --gfx-version default gfx902 (Raven)
     marketing_name="gem5 APU (apu_se.py defaults)",
-    gfx_target_version=80001,
-    device_id=0x9870,  # Carrizo (gem5's default dGPU device id for the APU)
+    gfx_target_version=90002,
+    device_id=0x15DD,  # gem5 hsaTopology createRavenTopology: device_id 5597
     num_cus=4,  # apu_se.py --num-compute-units default 4
-    shader_engines=1,
+    shader_engines=1,  # apu_se.py --num-gpu-complexes 1 x --sa-per-complex 1
+    cu_per_simd_array=4,  # apu_se.py --cu-per-sa default 4
+    simds_per_cu=4,  # apu_se.py --simds-per-cu default 4
     wave_slots_per_simd=10,  # apu_se.py --wfs-per-simd default 10
+    vgprs_per_simd_lane=2048,  # apu_se.py --vreg-file-size default 2048 per SIMD
+    vgpr_alloc_granule=4,  # apu_se.py --vreg-min-alloc default 4
+    sgprs_per_simd=2048,  # apu_se.py --sreg-file-size default 2048 per SIMD
+    sgpr_alloc_granule=4,  # apu_se.py --sreg-min-alloc default 4
+    lds_per_cu=65536,  # apu_se.py --lds-size default 65536
+    barrier_slots_per_cu=16,  # gem5 GPU.py ComputeUnit num_barrier_slots default 16
+    scratch_slots_per_cu=40,  # gem5's hasDispResources has no scratch limit: every wave slot
     engine_clock_mhz=1000,  # apu_se.py --gpu-clock default 1GHz
-    memory_clock_mhz=800,
-    memory_bandwidth_gbps=12.8,  # gem5 default DDR3_1600_8x8: 12.8 GB/s
-    memory_latency_ns=100,  # gem5 classic memory latency, order of magnitude (guess)
-    l2_size=256 * KiB,  # apu_se.py --l2_size default 256kB
-    vram_size=512 * MiB,
+    memory_clock_mhz=800,  # DDR3-1600 (gem5 DDR3_1600_8x8: tCK 1.25 ns)
+    memory_bandwidth_gbps=12.8,  # gem5 Options.py --mem-type DDR3_1600_8x8: 1600 MT/s x 8 B
+    # approx.: GPU.py mem_req_latency + mem_resp_latency = 100 cycles at 1 GHz, plus DRAM
+    # tRCD + tCL = 27.5 ns (DDR3_1600_8x8) and Ruby cache lookups
+    memory_latency_ns=150,
+    l2_size=256 * KiB,  # configs/ruby/GPU_VIPER.py --tcc-size default 256kB
+    vram_size=512 * MiB,  # gem5 Options.py --mem-size default 512MB (shared with the CPU)
     hqd_slots=10,  # apu_se.py --num-hw-queues default 10
-    cp_packet_latency_ps=4400 * PS_PER_NS,  # gem5 pkt-process latency 4.4 us (Kaveri, tutorial)
+    cp_packet_latency_ps=4400 * PS_PER_NS,  # gem5 HSADevice.py pktProcessDelay 4400000 ticks
     cp_retire_latency_ps=0,  # gem5 decrements the signal without extra latency
     acquire_fence_agent_ps=0,  # gem5's packet processor charges no separate fence cost
     acquire_fence_system_ps=0,
     release_fence_agent_ps=0,
     release_fence_system_ps=0,
-    wg_dispatch_latency_ps=1 * PS_PER_NS,  # gem5 dispatcher: one cycle per WG (approx.)
+    wg_dispatch_latency_ps=1 * PS_PER_NS,  # gem5 dispatcher: one shader clock per attempt
     hqd_switch_latency_ps=0,  # gem5's scheduler remaps instantly at the quantum
     quantum_ps=100 * PS_PER_US,  # gem5 HW queue scheduler quantum (tutorial)
     interrupt_latency_ps=1 * PS_PER_US,  # guess

@@ -1,18 +1,34 @@
 """Workgroup dispatcher: places the workgroups of running kernels onto compute units.
 
-Models the SPI/dispatcher of gem5's `src/gpu-compute/dispatcher.cc` and MGPUSim's
-dispatcher: kernels handed over by the packet processors are served oldest first; a workgroup
-goes onto a CU only when all its waves get wave slots and VGPRs/SGPRs on SIMDs, its LDS and a
-barrier slot; otherwise it waits for a workgroup to finish. Later kernels may fill what the
-older ones leave free. Where on the GPU a workgroup goes is a pluggable placement policy.
+Models the SPI/dispatcher of gem5's `src/gpu-compute/dispatcher.cc` and MGPUSim's dispatcher:
+kernels handed over by the packet processors are served oldest first; a workgroup goes onto a
+CU only when all its waves get wave slots, VGPRs and SGPRs on SIMDs, and the group its LDS, a
+barrier slot and scratch slots (`ComputeUnit.try_place`, with the amounts of
+`hw_model.occupancy`); otherwise it waits for a workgroup to finish. Later kernels fill what
+the older ones leave free, so two kernels from two queues run side by side when both fit.
+
+Where a workgroup goes is a pluggable placement policy: round-robin over CUs (gem5's
+`Shader::dispatchWorkgroups`), greedy fill of the lowest CU (MGPUSim's greedy), or an even
+partition of the CUs between the kernels running at once (spatial partitioning; MGPUSim's
+"partition" splits a grid's workgroups between CUs instead, see docs/timing.md).
+
+Each shader engine's SPI launches one workgroup at a time: a workgroup starts issuing
+`wg_dispatch_latency_ps` after its engine's previous launch. CU i belongs to engine
+i mod engines, the order in which the KFD's CU masks interleave engines.
+
+Cost: a pass runs only when something changed (a launch, a workgroup done), and after a pass
+that left workgroups waiting, the next one looks only at CUs that freed resources since. So the
+model's work grows with the number of workgroups, not with simulated time.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hw_model.compute_unit import ComputeUnit, WgRequirements, wg_duration
+from hw_model.compute_unit import ComputeUnit, WaveTiming, WgRequirements, WgRun, wave_timing
 from hw_model.kernels.base import KernelSpec, WorkgroupContext
 from hw_model.memory import MemoryFault
 
@@ -48,17 +64,23 @@ class KernelLaunch:
         self.workgroup = workgroup
         self.counts = tuple(-(-g // w) for g, w in zip(grid, workgroup, strict=True))
         self.total_wgs = self.counts[0] * self.counts[1] * self.counts[2]
+        self.wg_items = workgroup[0] * workgroup[1] * workgroup[2]
+        self.ragged = any(g % w for g, w in zip(grid, workgroup, strict=True))
         self.req = req
         self.kernarg = kernarg
+        self.cost = kernel.cost_for(kernarg)
+        self.timing: WaveTiming | None = None  # set by the dispatcher for its GPU
         self.next_wg = 0
         self.done_wgs = 0
         self.aborted = False
         self.start_ps: int | None = None
+        self.dispatched_ps: int | None = None  # last workgroup placed
         self.end_ps: int | None = None
         self.on_dispatched = on_dispatched
         self.on_complete = on_complete
         self.on_fault = on_fault
-        self.cu_mask: set[int] | None = None  # CUs this launch may use (partition, CU mask)
+        self.cu_mask: set[int] | None = None  # CUs this launch may use (AMDKFD_IOC_SET_CU_MASK)
+        self._edge_reqs: dict[int, WgRequirements] = {}
 
     def wg_coords(self, index: int) -> tuple[int, int, int]:
         nx, ny, _ = self.counts
@@ -70,9 +92,23 @@ class KernelLaunch:
             n *= min(w, g - c * w)
         return n
 
+    def req_for(self, items: int, wavefront_size: int = 64) -> WgRequirements:
+        """Requirements of a workgroup of `items` work-items: a partial workgroup at the
+        grid's edge launches only the waves it has (LDS and registers per wave unchanged)."""
+        if items == self.wg_items:
+            return self.req
+        waves = -(-items // wavefront_size)
+        r = self._edge_reqs.get(waves)
+        if r is None:
+            r = self._edge_reqs[waves] = replace(self.req, waves=waves, barrier=waves > 1)
+        return r
+
     @property
     def fully_dispatched(self) -> bool:
         return self.next_wg >= self.total_wgs
+
+    def __repr__(self) -> str:
+        return f"KernelLaunch({self.name}, queue {self.queue_id}, packet {self.dispatch_id})"
 
 
 class PlacementPolicy:
@@ -84,14 +120,23 @@ class PlacementPolicy:
         self.cus = cus
 
     def place(
-        self, launch: KernelLaunch, active: list[KernelLaunch], candidates: set[int] | None
+        self,
+        launch: KernelLaunch,
+        req: WgRequirements,
+        active: list[KernelLaunch],
+        candidates: set[int] | None,
     ) -> tuple[ComputeUnit, list[int]] | None:
-        """A CU (and the SIMD of each wave) for the next workgroup of `launch`, or None.
+        """A CU (and the waves on each of its SIMDs) for a workgroup needing `req`, or None.
 
-        `candidates`, when given, are the only CUs whose resources changed since every other
-        CU was last found full; a policy need not look elsewhere.
+        `active` lists the kernels being served, oldest first. `candidates`, when given, are
+        the only CUs whose resources were freed since every other CU was last found full; a
+        policy need not look elsewhere.
         """
         raise NotImplementedError
+
+    def allowed(self, launch: KernelLaunch, active: list[KernelLaunch]) -> range | None:
+        """CUs `launch` may use under this policy (None: all); the CU mask applies on top."""
+        return None
 
 
 class RoundRobinPlacement(PlacementPolicy):
@@ -103,20 +148,27 @@ class RoundRobinPlacement(PlacementPolicy):
         super().__init__(cus)
         self._next = 0
 
-    def place(self, launch, active, candidates):
-        n = len(self.cus)
+    def place(self, launch, req, active, candidates):
+        return self._scan(launch, req, candidates, None)
+
+    def _scan(self, launch, req, candidates, allowed):
+        cus = self.cus
+        n = len(cus)
         mask = launch.cu_mask
-        if candidates is not None:
-            order = sorted(candidates, key=lambda i: (i - self._next) % n)
+        nxt = self._next
+        if candidates is None:
+            order = itertools.chain(range(nxt, n), range(nxt))
+        elif len(candidates) == 1:
+            order = candidates
         else:
-            order = [(self._next + k) % n for k in range(n)]
+            order = sorted(candidates, key=lambda i: (i - nxt) % n)
         for i in order:
-            if mask is not None and i not in mask:
+            if (mask is not None and i not in mask) or (allowed is not None and i not in allowed):
                 continue
-            cu = self.cus[i]
-            p = cu.try_place(launch.req)
+            cu = cus[i]
+            p = cu.try_place(req)
             if p is not None:
-                self._next = (i + 1) % n
+                self._next = i + 1 if i + 1 < n else 0
                 return cu, p
         return None
 
@@ -126,40 +178,38 @@ class GreedyPlacement(PlacementPolicy):
 
     name = "greedy"
 
-    def place(self, launch, active, candidates):
+    def place(self, launch, req, active, candidates):
         mask = launch.cu_mask
-        for cu in self.cus:
+        order = self.cus if candidates is None else [self.cus[i] for i in sorted(candidates)]
+        for cu in order:
             if mask is not None and cu.index not in mask:
                 continue
-            if candidates is not None and cu.index not in candidates:
-                continue
-            p = cu.try_place(launch.req)
+            p = cu.try_place(req)
             if p is not None:
                 return cu, p
         return None
 
 
-class PartitionPlacement(PlacementPolicy):
-    """Split CUs evenly between the kernels running at once (MGPUSim's partition)."""
+class PartitionPlacement(RoundRobinPlacement):
+    """Split the CUs evenly between the kernels being served, oldest kernel first in CU
+    order; round-robin inside each share. A kernel alone gets every CU; workgroups already
+    running where a new share begins finish there (no preemption). A kernel whose queue has a
+    CU mask keeps to its mask instead."""
 
     name = "partition"
 
-    def __init__(self, cus: list[ComputeUnit]) -> None:
-        super().__init__(cus)
-        self._rr = RoundRobinPlacement(cus)
+    def place(self, launch, req, active, candidates):
+        return self._scan(launch, req, candidates, self.allowed(launch, active))
 
-    def place(self, launch, active, candidates):
+    def allowed(self, launch, active):
+        if launch.cu_mask is not None:
+            return None  # a queue's CU mask is already a partition chosen by software
         running = [k for k in active if not k.aborted]
         parts = max(len(running), 1)
         slot = running.index(launch) if launch in running else 0
         n = len(self.cus)
         lo, hi = slot * n // parts, (slot + 1) * n // parts
-        saved = launch.cu_mask
-        launch.cu_mask = set(range(lo, max(hi, lo + 1))) & (saved if saved else set(range(n)))
-        try:
-            return self._rr.place(launch, active, candidates)
-        finally:
-            launch.cu_mask = saved
+        return range(lo, max(hi, lo + 1))
 
 
 PLACEMENT_POLICIES: dict[str, type[PlacementPolicy]] = {
@@ -180,6 +230,8 @@ class Dispatcher:
             raise ValueError(
                 f"unknown placement policy {policy!r}; one of {sorted(PLACEMENT_POLICIES)}"
             ) from None
+        for cu in self.cus:
+            cu.attach(gpu.engine, self._compute_done)
         self.active: list[KernelLaunch] = []
         self.wgs_dispatched = 0
         self._pending_kick = False
@@ -187,8 +239,10 @@ class Dispatcher:
         # resources since (`_dirty`) can take one, and the next pass looks only there.
         self._blocked = False
         self._dirty: set[int] = set()
+        self._se_free = [0] * self.spec.shader_engines  # each engine's SPI: next launch tick
 
     def launch(self, k: KernelLaunch) -> None:
+        k.timing = wave_timing(self.spec, k.cost)
         self.active.append(k)
         self._blocked = False
         self.kick()
@@ -201,65 +255,103 @@ class Dispatcher:
 
     def _dispatch(self) -> None:
         self._pending_kick = False
+        if not self.active:
+            return
         engine = self.gpu.engine
         now = engine.now
-        spec = self.spec
-        tracer = self.gpu.tracer
+        wave = self.spec.wavefront_size
+        launch_ps = self.spec.wg_dispatch_latency_ps
+        se_free = self._se_free
+        place = self.policy.place
+        active = self.active
         candidates = self._dirty if self._blocked else None
         self._dirty = set()
-        for k in list(self.active):
+        waiting = False
+        for k in list(active):
             while not k.aborted and k.next_wg < k.total_wgs:
-                placed = self.policy.place(k, self.active, candidates)
+                index = k.next_wg
+                if k.ragged:
+                    coords = k.wg_coords(index)
+                    items = k.wg_workitems(coords)
+                    req = k.req_for(items, wave)
+                else:
+                    coords = None
+                    items = k.wg_items
+                    req = k.req
+                placed = place(k, req, active, candidates)
                 if placed is None:
+                    waiting = True
                     break
                 cu, simds = placed
-                index = k.next_wg
-                k.next_wg += 1
+                if coords is None:
+                    coords = k.wg_coords(index)
+                k.next_wg = index + 1
                 if k.start_ps is None:
                     k.start_ps = now
-                coords = k.wg_coords(index)
-                items = k.wg_workitems(coords)
-                cu.allocate(k.req, simds, now)
+                cu.allocate(req, simds, now)
                 self.wgs_dispatched += 1
-                start = now + spec.wg_dispatch_latency_ps
-                dur = wg_duration(spec, cu, simds, k.kernel.cost, items, self.gpu.channel, start)
-                if tracer.enabled:
-                    tracer.complete(
-                        f"CU{cu.index}",
-                        k.name,
-                        start,
-                        dur,
-                        {"wg": coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id},
-                        cat="wg",
-                    )
-                engine.schedule(start - now + dur, self._wg_done, k, cu, simds, coords, priority=1)
+                se = cu.shader_engine
+                start = (now if now > se_free[se] else se_free[se]) + launch_ps
+                se_free[se] = start
+                run = WgRun(k, cu, index, coords, items, req, simds, start)
+                engine.schedule_at(start, self._wg_start, run, priority=1)
                 if k.next_wg == k.total_wgs:
+                    k.dispatched_ps = now
                     k.on_dispatched(k)
-        self._blocked = any(not k.aborted and k.next_wg < k.total_wgs for k in self.active)
+        self._blocked = waiting
 
-    def _wg_done(
-        self,
-        k: KernelLaunch,
-        cu: ComputeUnit,
-        simds: list[int],
-        coords: tuple[int, int, int],
-    ) -> None:
+    def _wg_start(self, run: WgRun) -> None:
+        """The workgroup's waves are launched: reserve its DRAM traffic, start computing."""
+        k = run.launch
         now = self.gpu.engine.now
-        cu.release(k.req, simds, now)
+        timing: WaveTiming = k.timing
+        nbytes = timing.bytes_per_item * run.items
+        if nbytes:
+            run.mem_done = self.gpu.channel.transfer(now, nbytes) + timing.latency_ps
+        run.cu.begin(run, timing, now)
+
+    def _compute_done(self, run: WgRun) -> None:
+        now = self.gpu.engine.now
+        if run.mem_done > now:
+            self.gpu.engine.schedule_at(run.mem_done, self._wg_done, run, priority=1)
+        else:
+            self._wg_done(run)
+
+    def _wg_done(self, run: WgRun) -> None:
+        k = run.launch
+        cu = run.cu
+        now = self.gpu.engine.now
+        cu.release(run.req, run.simds, now)
         self._dirty.add(cu.index)
+        tracer = self.gpu.tracer
+        if tracer.enabled:
+            tracer.complete(
+                f"CU{cu.index}",
+                k.name,
+                run.start,
+                now - run.start,
+                {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id},
+                cat="wg",
+            )
         if not k.aborted and self.gpu.functional:
             try:
-                self._run_body(k, coords)
+                self._run_body(k, run.coords)
             except MemoryFault as fault:
                 self._abort(k, fault)
         k.done_wgs += 1
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
             if k in self.active:
                 self.active.remove(k)
+                # Shares of the partition policy change with the set of kernels: look at all
+                # CUs in the next pass.
+                self._blocked = False
+                self._dispatch()
             if not k.aborted:
                 k.end_ps = now
                 k.on_complete(k)
-        self.kick()
+        elif self._blocked:
+            # The SPI sees freed resources at once: place waiting workgroups in this event.
+            self._dispatch()
 
     def _run_body(self, k: KernelLaunch, coords: tuple[int, int, int]) -> None:
         mem = self.gpu.memory

@@ -1,218 +1,609 @@
-"""HW queue scheduler: the runlist of every user queue versus the few HQD slots.
+"""HW queue scheduler (HWS): the runlist of every user queue versus the few HQD slots.
 
-Models the CP's hardware scheduler (HWS) as gem5's `src/dev/hsa/hw_scheduler.cc` does and as
-the amdkfd runlist describes it: the KFD registers every queue of every process; the HWS maps
-as many as it has hardware queue descriptors (HQDs); when there are more, it is oversubscribed
-and swaps queues on a quantum. Which queue leaves a slot and which one takes it is a policy.
-A doorbell rung on an unmapped queue is remembered (in its packet processor) and served once
-the queue is mapped; unmapping keeps the queue's ring state, and work already handed to the
-dispatcher finishes.
+Models the CP's hardware scheduler as gem5's `src/dev/hsa/hw_scheduler.cc` does, inside the
+frame amdkfd gives it (`kfd_device_queue_manager.c`, `kfd_packet_manager.c`):
+
+- The runlist holds every *active* queue of every process on the device (amdkfd's
+  `QUEUE_IS_ACTIVE`: a ring and `queue_percentage` > 0). It is oversubscribed when it has more
+  compute queues than HQD slots, or more processes than the VMIDs the KFD owns
+  (`pm_calc_rlib_size`).
+- While a slot is free, a queue is mapped into it at once (runlist submission; gem5's
+  `mapQIfSlotAvlbl`). When oversubscribed, the scheduler wakes on a quantum grid (gem5:
+  100 us) and a pluggable policy swaps queues: which unmapped queue gets a slot, and whose.
+- Only an *idle* queue may leave its slot (gem5 `isRLQIdle`: no packet dispatched and not yet
+  retired, `inFlightPkts == dispIdx - rdIdx == 0`). A queue blocked on a barrier-AND/OR counts
+  as idle: gem5's `processPkt` returns `BLOCKED_BPKT` without advancing `dispIdx`, so a
+  blocked barrier is not in flight, and `removeQCntxt` drops its pending dependency reads. A
+  packet still in its processing delay is not in flight either; unmapping abandons it and it
+  is fetched again later. Work handed to the dispatcher is never lost, because a queue
+  holding such work is never unmapped.
+- A doorbell rung on an unmapped queue is remembered in its packet processor and served once
+  the queue is mapped; the ring state (read index, in-flight list) stays with the queue.
+
+Differences from gem5, on purpose: gem5 wakes every quantum while oversubscribed and maps the
+next unmapped queue even if it is empty; here the timer is armed only when the policy would
+swap something now (a dry run), so an engine with nothing left to do goes quiet and a host
+wait can report a deadlock instead of spinning on quanta forever. `round_robin` does not
+swap in queues with nothing to do; `gem5_round_robin` does, as gem5. Queue priority here
+steers mapping (as in Puthoor et al., GPGPU-11 2018); on real gfx9 it programs the HQD's
+pipe/queue priority registers, i.e. arbitration among queues that are already mapped.
+See docs/scheduling.md.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from hw_model.command_processor import PacketProcessor
     from hw_model.gpu import Gpu
 
+# Accounting states (PacketProcessor.state, with unmapped split by readiness).
+RUNNING_STATES = frozenset({"mapped-running"})
+MAPPED_STATES = frozenset({"mapped-idle", "mapped-running", "blocked-on-barrier"})
+
+
+@dataclass(frozen=True)
+class Swap:
+    """Put `queue` (unmapped) into HQD `slot`, unmapping whatever queue holds it."""
+
+    slot: int
+    queue: PacketProcessor
+
 
 class SchedulerPolicy:
-    """Decides swaps at each quantum. Subclass, set `name`, add to SCHEDULER_POLICIES.
+    """How the HW scheduler swaps queues when the runlist is oversubscribed.
 
-    `pick(sched)` returns a list of (slot, successor) pairs: put `successor` (an unmapped
-    queue) into `slot`, unmapping whatever queue holds it. Return [] to keep the mapping.
+    Subclass it, give it a `name` and register it with `register_policy` (or pass an instance
+    to `HwScheduler.set_policy`). Two methods decide everything; both must only *look*: the
+    scheduler also calls them as a dry run, to know whether a quantum timer is worth arming.
+
+    - `successors(sched)` -> unmapped queues that deserve a slot, best first. The default is
+      `sched.waiting()`: unmapped queues with unretired packets, in round-robin order.
+    - `victim(sched, queue, slots)` -> the slot `queue` should take, from `slots` (free slots
+      first, then slots whose queue is idle, in round-robin order; already filtered for the
+      VMID limit), or None to leave `queue` unmapped for now.
+
+    `pick(sched)` combines them, at most `swaps_per_quantum` swaps per quantum (gem5 switches
+    one queue per wakeup). Useful facts about a queue `q` (a PacketProcessor): `q.has_work`,
+    `q.runnable` (its next packet could run now), `q.idle`, `q.priority` (KFD 0..15),
+    `q.state`, `q.pasid`, `q.queue_id`; about the scheduler: `sched.slots`, `sched.runlist`.
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
 
-    def pick(self, sched: HwScheduler) -> list[tuple[int, PacketProcessor]]:
-        raise NotImplementedError
+    def __init__(self, swaps_per_quantum: int = 1) -> None:
+        if swaps_per_quantum < 1:
+            raise ValueError(f"swaps_per_quantum must be at least 1, got {swaps_per_quantum}")
+        self.swaps_per_quantum = swaps_per_quantum
 
-    @staticmethod
-    def victim_ok(pp: PacketProcessor | None) -> bool:
-        """gem5's rule: only a queue with nothing dispatched and unfinished may be unmapped."""
-        return pp is None or not pp.busy
+    def successors(self, sched: HwScheduler) -> list[PacketProcessor]:
+        return sched.waiting()
 
+    def victim(self, sched: HwScheduler, queue: PacketProcessor, slots: list[int]) -> int | None:
+        return slots[0] if slots else None
 
-class RoundRobinPolicy(SchedulerPolicy):
-    """gem5 baseline: map the next unmapped queue (runlist order) into an idle slot."""
-
-    name = "round_robin"
-
-    def pick(self, sched):
-        out = []
-        waiting = sched.unmapped_in_rr_order()
+    def pick(self, sched: HwScheduler) -> list[Swap]:
+        out: list[Swap] = []
         taken: set[int] = set()
-        for succ in waiting:
-            if not succ.has_work:
+        candidates = sched.swappable_slots()
+        for q in self.successors(sched):
+            if len(out) >= self.swaps_per_quantum:
+                break
+            slots = [s for s in candidates if s not in taken and sched.can_map(q, s)]
+            if not slots:
                 continue
-            for slot, cur in enumerate(sched.slots):
-                if slot in taken:
-                    continue
-                if self.victim_ok(cur) and (cur is None or cur is not succ):
-                    out.append((slot, succ))
-                    taken.add(slot)
-                    break
+            s = self.victim(sched, q, slots)
+            if s is not None:
+                out.append(Swap(s, q))
+                taken.add(s)
         return out
 
 
-SCHEDULER_POLICIES: dict[str, type[SchedulerPolicy]] = {RoundRobinPolicy.name: RoundRobinPolicy}
+class RoundRobinPolicy(SchedulerPolicy):
+    """gem5's baseline: each quantum, map the next unmapped queue (runlist order) into the next
+    slot whose queue is idle. No idle slot, no swap."""
+
+    name = "round_robin"
+
+
+class Gem5RoundRobinPolicy(RoundRobinPolicy):
+    """gem5's baseline to the letter: the next unmapped queue is swapped in even when it has
+    nothing to do (`findNextActiveALQ` does not look at the ring). While the runlist is
+    oversubscribed the timer therefore never goes quiet, and a host wait cannot tell a
+    deadlock from work: give waits a timeout. For comparisons with gem5 only."""
+
+    name = "gem5_round_robin"
+
+    def successors(self, sched):
+        return sched.unmapped()
+
+
+class PriorityPolicy(SchedulerPolicy):
+    """Higher `queue_priority` first, round-robin within a level. A queue takes a free slot, a
+    slot whose queue has no work, or else the idle slot of the lowest priority not above its
+    own; it never pushes out a higher-priority queue that still has work (even one blocked on
+    a barrier: that is how priority inversion deadlocks arise)."""
+
+    name = "priority"
+
+    def successors(self, sched):
+        return sorted(sched.waiting(), key=lambda q: -q.priority)  # stable: RR within a level
+
+    def victim(self, sched, queue, slots):
+        for s in slots:
+            cur = sched.slots[s]
+            if cur is None or not cur.has_work:
+                return s
+        eligible = [s for s in slots if sched.slots[s].priority <= queue.priority]
+        return min(eligible, key=lambda s: sched.slots[s].priority, default=None)
+
+
+class ReadyFirstPolicy(SchedulerPolicy):
+    """Map only queues whose next packet can run now; a queue that is empty, or blocked on a
+    barrier whose dependencies are unmet, yields its slot. A runnable queue is never pushed
+    out. Knowing that an *unmapped* queue is ready needs a look at its ring and dependency
+    signals: an oracle the real HWS does not have (it is what the paper's proposals assume)."""
+
+    name = "ready_first"
+
+    def successors(self, sched):
+        return [q for q in sched.waiting() if q.runnable]
+
+    def victim(self, sched, queue, slots):
+        for want in ("free", "empty", "blocked"):
+            for s in slots:
+                cur = sched.slots[s]
+                if want == "free" and cur is None:
+                    return s
+                if cur is None:
+                    continue
+                if want == "empty" and not cur.has_work:
+                    return s
+                if want == "blocked" and not cur.runnable:
+                    return s
+        return None
+
+
+SCHEDULER_POLICIES: dict[str, type[SchedulerPolicy]] = {}
+
+
+def register_policy(cls: type[SchedulerPolicy]) -> type[SchedulerPolicy]:
+    """Make a policy class choosable by name (`SystemSpec.scheduler_policy`, `set_policy`)."""
+    if not (isinstance(cls, type) and issubclass(cls, SchedulerPolicy)):
+        raise TypeError(f"{cls!r} is not a SchedulerPolicy subclass")
+    if not cls.name or cls.name == "base":
+        raise ValueError(f"{cls.__name__} needs a class attribute `name`")
+    SCHEDULER_POLICIES[cls.name] = cls
+    return cls
+
+
+for _cls in (RoundRobinPolicy, Gem5RoundRobinPolicy, PriorityPolicy, ReadyFirstPolicy):
+    register_policy(_cls)
 
 
 class HwScheduler:
-    def __init__(self, gpu: Gpu, policy: str = "round_robin") -> None:
+    """The HWS of one GPU: HQD slots, the runlist, the quantum timer and the statistics."""
+
+    def __init__(self, gpu: Gpu, policy: str | SchedulerPolicy = "round_robin") -> None:
         self.gpu = gpu
-        self.slots: list[PacketProcessor | None] = [None] * gpu.spec.hqd_slots
-        self.runlist: list[PacketProcessor] = []
-        self.set_policy(policy)
+        self.engine = gpu.engine
+        spec = gpu.spec
+        self.quantum_ps = spec.quantum_ps
+        self.switch_ps = spec.hqd_switch_latency_ps
+        self.vmids = spec.vmids_for_kfd
+        self.slots: list[PacketProcessor | None] = [None] * spec.hqd_slots
+        self._loading: dict[int, PacketProcessor] = {}  # slot -> queue whose MQD is loading
+        self.queues: list[PacketProcessor] = []  # every registered queue, runlist order
+        self._serial = 0
+        self._al_next = 0  # gem5 nextALId: runlist position to look at first
+        self._rl_next = 0  # gem5 nextRLId: slot to look at first for a victim
         self._timer = None
-        self._rr = 0
+        self._t0 = self.engine.now
         self.context_switches = 0
+        self.maps = 0  # queues put into free slots (runlist submission, no unmap)
+        self.quanta = 0  # quantum wakeups
         self.oversubscribed_ps = 0
         self._oversub_since: int | None = None
-        self.slot_busy_ps = [0] * len(self.slots)
+        self.slot_occupied_ps = [0] * len(self.slots)
+        self.slot_running_ps = [0] * len(self.slots)
+        self.set_policy(policy)
 
-    def set_policy(self, name: str) -> None:
-        try:
-            self.policy: SchedulerPolicy = SCHEDULER_POLICIES[name]()
-        except KeyError:
+    # -- policy ----------------------------------------------------------------------------
+    def set_policy(self, policy: str | SchedulerPolicy) -> None:
+        """Choose the swap policy by name or as an instance (takes effect at the next quantum)."""
+        if isinstance(policy, SchedulerPolicy):
+            self.policy = policy
+        elif isinstance(policy, str) and policy in SCHEDULER_POLICIES:
+            self.policy = SCHEDULER_POLICIES[policy]()
+        else:
             raise ValueError(
-                f"unknown scheduler policy {name!r}; one of {sorted(SCHEDULER_POLICIES)}"
-            ) from None
+                f"unknown scheduler policy {policy!r}; one of {sorted(SCHEDULER_POLICIES)} "
+                "or an instance of a SchedulerPolicy subclass"
+            )
+        self._arm()
 
     # -- runlist ---------------------------------------------------------------------------
     @property
+    def runlist(self) -> list[PacketProcessor]:
+        """The queues the KFD hands the HWS: active queues of every process."""
+        return [q for q in self.queues if q.active]
+
+    @property
+    def processes(self) -> list[int]:
+        return sorted({q.pasid for q in self.queues if q.active})
+
+    @property
     def oversubscribed(self) -> bool:
-        return len(self.runlist) > len(self.slots)
+        rl = self.runlist
+        return len(rl) > len(self.slots) or len({q.pasid for q in rl}) > self.vmids
 
     def add_queue(self, pp: PacketProcessor) -> None:
-        self.runlist.append(pp)
-        free = next((i for i, s in enumerate(self.slots) if s is None), None)
-        if free is not None:
-            self._map(free, pp)
-        self._update_oversub()
-        self._arm()
+        pp.sched_serial = self._serial
+        self._serial += 1
+        pp.active = pp.mqd.percentage > 0 and pp.mqd.ring_size > 0
+        self.queues.append(pp)
+        self._acct(pp)
+        self._changed()
 
     def remove_queue(self, pp: PacketProcessor) -> None:
         if pp.slot is not None:
             self._unmap(pp.slot)
-        if pp in self.runlist:
-            self.runlist.remove(pp)
+        for s, q in list(self._loading.items()):
+            if q is pp:
+                del self._loading[s]
+        self._acct(pp)
+        if pp in self.queues:
+            self.queues.remove(pp)
         pp.stop()
-        # A freed slot goes to the first unmapped queue right away, as a new runlist would.
-        for succ in self.unmapped_in_rr_order():
-            free = next((i for i, s in enumerate(self.slots) if s is None), None)
-            if free is None:
-                break
-            self._map(free, succ)
-        self._update_oversub()
+        self._changed()
 
-    def unmapped_in_rr_order(self) -> list[PacketProcessor]:
-        un = [q for q in self.runlist if q.slot is None]
-        if not un:
-            return []
-        k = self._rr % len(un)
-        return un[k:] + un[:k]
+    def set_active(self, pp: PacketProcessor, active: bool) -> None:
+        """AMDKFD_IOC_UPDATE_QUEUE: a queue with queue_percentage 0 (or no ring) leaves the
+        runlist; it keeps its ring state and doorbells, and comes back when made active."""
+        if pp.active == active:
+            return
+        pp.active = active
+        if not active:
+            if pp.slot is not None:
+                self._unmap(pp.slot)
+            for s, q in list(self._loading.items()):
+                if q is pp:
+                    del self._loading[s]
+        self._acct(pp)
+        self._changed()
+
+    def unmapped(self) -> list[PacketProcessor]:
+        """Unmapped active queues (not in error), round-robin order: gem5's findNextActiveALQ
+        scans the runlist from the queue after the last one it mapped."""
+        loading = set(map(id, self._loading.values()))
+        out = [
+            q
+            for q in self.queues
+            if q.slot is None and q.active and q.error is None and id(q) not in loading
+        ]
+        k = self._al_next
+        return [q for q in out if q.sched_serial >= k] + [q for q in out if q.sched_serial < k]
+
+    def waiting(self) -> list[PacketProcessor]:
+        """Unmapped active queues with unretired packets, in round-robin order."""
+        return [q for q in self.unmapped() if q.has_work]
+
+    def swappable_slots(self) -> list[int]:
+        """Free slots, then slots whose queue is idle, each in round-robin order from the next
+        slot (gem5's findEmptyHWQ, then findNextIdleRLQ)."""
+        n = len(self.slots)
+        order = [(self._rl_next + i) % n for i in range(n)]
+        order = [s for s in order if s not in self._loading]
+        free = [s for s in order if self.slots[s] is None]
+        idle = [s for s in order if self.slots[s] is not None and self.slots[s].idle]
+        return free + idle
+
+    def can_map(self, q: PacketProcessor, slot: int) -> bool:
+        """The VMID limit: queues of at most `vmids` processes can be mapped at once."""
+        pasids = {p.pasid for i, p in enumerate(self.slots) if p is not None and i != slot}
+        pasids |= {p.pasid for i, p in self._loading.items() if i != slot}
+        return q.pasid in pasids or len(pasids) < self.vmids
 
     def mapped(self) -> list[PacketProcessor]:
         return [s for s in self.slots if s is not None]
 
     # -- notifications from packet processors ----------------------------------------------
-    def queue_became_runnable(self, pp: PacketProcessor) -> None:
-        free = next((i for i, s in enumerate(self.slots) if s is None), None)
-        if free is not None and pp.slot is None:
-            self._map(free, pp)
-            return
-        self._arm()
+    def queue_changed(self, pp: PacketProcessor) -> None:
+        """Something about `pp` changed (doorbell, packet retired, blocked, unblocked, error)."""
+        self._acct(pp)
+        self._changed()
 
-    def queue_blocked(self, pp: PacketProcessor) -> None:
-        self._arm()
-
-    def queue_progress(self, pp: PacketProcessor) -> None:
-        self._arm()
+    queue_became_runnable = queue_changed
+    queue_blocked = queue_changed
+    queue_progress = queue_changed
 
     # -- mapping ---------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._fill_free_slots()
+        self._update_oversub()
+        self._arm()
+
+    def _fill_free_slots(self) -> None:
+        """Free HQDs take unmapped queues at once: policy's successors first, then any other
+        active queue, as a runlist that fits the HQDs maps everything."""
+        free = [s for s in range(len(self.slots)) if self.slots[s] is None]
+        free = [s for s in free if s not in self._loading]
+        if not free:
+            return
+        rest = self.unmapped()
+        if not rest:
+            return
+        first = self.policy.successors(self)
+        seen = set(map(id, first))
+        for q in first + [q for q in rest if id(q) not in seen]:
+            if not free:
+                break
+            if q.slot is not None:
+                continue
+            s = next((s for s in free if self.can_map(q, s)), None)
+            if s is None:
+                continue
+            free.remove(s)
+            self.maps += 1
+            self._map(s, q)
+
     def _map(self, slot: int, pp: PacketProcessor) -> None:
-        now = self.gpu.engine.now
         self.slots[slot] = pp
         pp.slot = slot
-        pp.mapped_since = now
-        if self.gpu.tracer.enabled:
-            self.gpu.tracer.instant(
-                "HWS", f"map queue {pp.queue_id} -> HQD {slot}", now, {"pasid": pp.mqd.pasid}
+        self._al_next = pp.sched_serial + 1  # gem5 updateRRVars
+        self._rl_next = (slot + 1) % len(self.slots)
+        tr = self.gpu.tracer
+        if tr.enabled:
+            tr.instant(
+                "HWS",
+                f"map queue {pp.queue_id} -> HQD {slot}",
+                self.engine.now,
+                {"pasid": pp.pasid, "queue": pp.queue_id, "hqd": slot},
+                cat="hws",
             )
-        pp.kick()
+        self._acct(pp)
+        pp.on_mapped()
 
     def _unmap(self, slot: int) -> None:
         pp = self.slots[slot]
         if pp is None:
             return
-        now = self.gpu.engine.now
-        if pp.mapped_since is not None:
-            pp.mapped_ps += now - pp.mapped_since
-            self.slot_busy_ps[slot] += now - pp.mapped_since
-            pp.mapped_since = None
+        was = pp.state
         self.slots[slot] = None
         pp.slot = None
-        if self.gpu.tracer.enabled:
-            self.gpu.tracer.instant("HWS", f"unmap queue {pp.queue_id} from HQD {slot}", now)
+        tr = self.gpu.tracer
+        if tr.enabled:
+            tr.instant(
+                "HWS",
+                f"unmap queue {pp.queue_id} from HQD {slot}",
+                self.engine.now,
+                {"pasid": pp.pasid, "queue": pp.queue_id, "hqd": slot, "state": was},
+                cat="hws",
+            )
+        self._acct(pp)
+        pp.on_unmapped()
 
-    def _update_oversub(self) -> None:
-        now = self.gpu.engine.now
-        if self.oversubscribed and self._oversub_since is None:
-            self._oversub_since = now
-        elif not self.oversubscribed and self._oversub_since is not None:
-            self.oversubscribed_ps += now - self._oversub_since
-            self._oversub_since = None
+    def _swap(self, sw: Swap) -> None:
+        slot, succ = sw.slot, sw.queue
+        victim = self.slots[slot]
+        if victim is not None:
+            self._unmap(slot)
+            victim.swaps_out += 1
+        self.context_switches += 1
+        succ.swaps_in += 1
+        if self.switch_ps:
+            # The slot is busy while the HWS saves one MQD and loads the other.
+            self._loading[slot] = succ
+            self.engine.schedule(self.switch_ps, self._finish_map, slot, succ, priority=6)
+        else:
+            self._map(slot, succ)
 
+    def _finish_map(self, slot: int, pp: PacketProcessor) -> None:
+        if self._loading.get(slot) is not pp:
+            return  # destroyed or deactivated while loading
+        del self._loading[slot]
+        self._map(slot, pp)
+        self._changed()
+
+    def _valid(self, sw: object, used: set[int]) -> bool:
+        if not isinstance(sw, Swap) or sw.slot in used:
+            return False
+        if not 0 <= sw.slot < len(self.slots) or sw.slot in self._loading:
+            return False
+        q = sw.queue
+        if q not in self.queues or q.slot is not None or not q.active or q.error is not None:
+            return False
+        if q in self._loading.values():
+            return False
+        cur = self.slots[sw.slot]
+        return (cur is None or cur.idle) and self.can_map(q, sw.slot)
+
+    # -- the quantum -----------------------------------------------------------------------
     def _arm(self) -> None:
-        """Start the quantum timer when a swap could help: an unmapped queue has work."""
-        if self._timer is not None:
+        """Arm the quantum timer if the policy would swap something now. Otherwise stay
+        quiet: whatever could change that (a doorbell, a retired packet, a satisfied barrier)
+        calls back here."""
+        if self._timer is not None or all(q.slot is not None for q in self.queues):
             return
-        if not any(q.has_work and q.error is None for q in self.runlist if q.slot is None):
+        if not self.policy.pick(self):
             return
-        self._timer = self.gpu.engine.schedule(self.gpu.spec.quantum_ps, self._quantum, priority=6)
+        q = self.quantum_ps
+        # Quanta fall on a fixed grid, as gem5's periodic wakeup does.
+        self._timer = self.engine.schedule_at(
+            (self.engine.now // q + 1) * q, self._quantum, priority=6
+        )
 
     def _quantum(self) -> None:
         self._timer = None
-        swaps = self.policy.pick(self)
-        switch = self.gpu.spec.hqd_switch_latency_ps
-        for slot, succ in swaps:
-            if succ.slot is not None:
-                continue
-            victim = self.slots[slot]
-            if victim is not None:
-                self._unmap(slot)
-                victim.swaps += 1
-            self.context_switches += 1
-            succ.swaps += 1
-            if switch:
-                self.slots[slot] = succ  # reserved while the HQD is reloaded
-                succ.slot = slot
-                self.gpu.engine.schedule(switch, self._finish_map, slot, succ, priority=6)
-            else:
-                self._map(slot, succ)
-            self._rr += 1
-        # Re-arm only if mapped work is in flight (something will change) or swaps happened.
-        if swaps or any(s is not None and s.busy for s in self.slots):
-            self._arm()
+        self.quanta += 1
+        used: set[int] = set()
+        for sw in self.policy.pick(self):
+            if self._valid(sw, used):
+                used.add(sw.slot)
+                self._swap(sw)
+        self._changed()
 
-    def _finish_map(self, slot: int, pp: PacketProcessor) -> None:
-        self.slots[slot] = None
-        pp.slot = None
-        self._map(slot, pp)
+    # -- statistics ------------------------------------------------------------------------
+    def _acct(self, pp: PacketProcessor) -> None:
+        """Close the time interval `pp` spent in its last recorded state; record the new one."""
+        now = self.engine.now
+        dt = now - pp.acct_since
+        if dt:
+            st = pp.acct_state
+            pp.time_in_state[st] = pp.time_in_state.get(st, 0) + dt
+            slot = pp.acct_slot
+            if slot is not None and slot < len(self.slots):
+                self.slot_occupied_ps[slot] += dt
+                if st in RUNNING_STATES:
+                    self.slot_running_ps[slot] += dt
+        state = pp.state
+        if state == "unmapped" and pp.active and pp.runnable:
+            state = "unmapped-runnable"
+        pp.acct_state = state
+        pp.acct_slot = pp.slot
+        pp.acct_since = now
+
+    def _update_oversub(self) -> None:
+        now = self.engine.now
+        over = self.oversubscribed
+        if over and self._oversub_since is None:
+            self._oversub_since = now
+        elif not over and self._oversub_since is not None:
+            self.oversubscribed_ps += now - self._oversub_since
+            self._oversub_since = None
+
+    def queue_stats(self, pp: PacketProcessor) -> dict:
+        """Per-queue figures up to now (ps)."""
+        self._acct(pp)
+        t = pp.time_in_state
+        return {
+            "mapped_ps": sum(v for k, v in t.items() if k in MAPPED_STATES),
+            "running_ps": t.get("mapped-running", 0),
+            "blocked_mapped_ps": t.get("blocked-on-barrier", 0),
+            "runnable_unmapped_ps": t.get("unmapped-runnable", 0),
+            "swaps_in": pp.swaps_in,
+            "swaps_out": pp.swaps_out,
+            "packets": pp.packets_processed,
+        }
+
+    def stats(self) -> dict:
+        """Per-slot utilisation and scheduler-wide counters up to now."""
+        now = self.engine.now
+        for q in self.queues:
+            self._acct(q)
+        elapsed = max(now - self._t0, 1)
+        over = self.oversubscribed_ps
+        if self._oversub_since is not None:
+            over += now - self._oversub_since
+        return {
+            "context_switches": self.context_switches,
+            "maps": self.maps,
+            "quanta": self.quanta,
+            "oversubscribed_ps": over,
+            "elapsed_ps": now - self._t0,
+            "hqd_stats": [
+                {
+                    "hqd": i,
+                    "occupied_ps": self.slot_occupied_ps[i],
+                    "running_ps": self.slot_running_ps[i],
+                    "utilization": self.slot_running_ps[i] / elapsed,
+                }
+                for i in range(len(self.slots))
+            ],
+        }
+
+    # -- inspection ------------------------------------------------------------------------
+    def mapped_queues(self) -> list[dict]:
+        """Which queue each HQD holds now (None: free)."""
+        out: list[dict] = []
+        for i, q in enumerate(self.slots):
+            if q is None:
+                loading = self._loading.get(i)
+                out.append(
+                    {"hqd": i, "pasid": None, "queue_id": None, "state": "free"}
+                    if loading is None
+                    else {
+                        "hqd": i,
+                        "pasid": loading.pasid,
+                        "queue_id": loading.queue_id,
+                        "state": "loading",
+                    }
+                )
+            else:
+                out.append({"hqd": i, "pasid": q.pasid, "queue_id": q.queue_id, "state": q.state})
+        return out
 
     def describe(self) -> dict:
-        now = self.gpu.engine.now
+        st = self.stats()
+        runlist = []
+        for q in self.queues:
+            d = q.describe()
+            d["active"] = q.active
+            d["runnable"] = q.runnable
+            d.update(self.queue_stats(q))
+            runlist.append(d)
         return {
             "policy": self.policy.name,
             "hqd_slots": len(self.slots),
+            "vmids": self.vmids,
+            "quantum_ps": self.quantum_ps,
             "oversubscribed": self.oversubscribed,
-            "slots": [None if s is None else s.queue_id for s in self.slots],
-            "runlist": [q.describe() for q in self.runlist],
-            "context_switches": self.context_switches,
-            "oversubscribed_ps": self.oversubscribed_ps
-            + (now - self._oversub_since if self._oversub_since is not None else 0),
+            "processes": self.processes,
+            "slots": self.mapped_queues(),
+            "runlist": runlist,
+            "timer_armed": self._timer is not None,
+            **st,
         }
+
+    def diagnose(self) -> list[str]:
+        """Why queues with work are not progressing, one line each (for deadlock reports)."""
+        lines: list[str] = []
+        for q in self.queues:
+            if not q.has_work or q.error is not None:
+                continue
+            who = f"pasid {q.pasid:#x} queue {q.queue_id}"
+            if not q.active:
+                lines.append(f"{who}: inactive (queue_percentage 0), not in the runlist")
+            elif q.slot is None:
+                why = "runnable" if q.runnable else _wait_reason(q)
+                lines.append(
+                    f"{who}: unmapped with work ({why}); policy {self.policy.name} will not "
+                    "swap it in: no HQD holds a queue it may replace"
+                )
+            elif q.blocked_barrier is not None:
+                b = q.blocked_barrier.describe()
+                sigs = ", ".join(f"{k}={v}" for k, v in b["signals"].items())
+                lines.append(
+                    f"{who} on HQD {q.slot}: blocked on packet {b['packet']} ({b['kind']}) "
+                    f"waiting for {sigs}"
+                )
+            elif q.stalled_invalid:
+                lines.append(
+                    f"{who} on HQD {q.slot}: stalled on an INVALID header at packet {q.read_index}"
+                )
+        return lines
+
+
+def _wait_reason(q: PacketProcessor) -> str:
+    b = q.head_barrier()
+    if b is not None:
+        d = b.describe()
+        sigs = ", ".join(f"{k}={v}" for k, v in d["signals"].items())
+        return f"its next packet {d['packet']} is a {d['kind']} waiting for {sigs}"
+    if q.stalled_invalid:
+        return "its next packet has an INVALID header"
+    return "its next packet cannot start yet"
+
+
+__all__ = [
+    "SCHEDULER_POLICIES",
+    "HwScheduler",
+    "PriorityPolicy",
+    "ReadyFirstPolicy",
+    "RoundRobinPolicy",
+    "SchedulerPolicy",
+    "Swap",
+    "register_policy",
+]

@@ -12,6 +12,7 @@ what was wrong.
 from __future__ import annotations
 
 import errno
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ KFD_EVENT_TIMEOUT_IMMEDIATE = 0
 KFD_EVENT_TIMEOUT_INFINITE = 0xFFFFFFFF
 KFD_FIRST_NONSIGNAL_EVENT_ID = 0x80000000  # ids above the signal-event range (guess)
 EVENT_PAGE_SIZE = io.KFD_SIGNAL_EVENT_LIMIT * 8
+DEBUGFS_ROOT = "/sys/kernel/debug/kfd"  # kfd_debugfs.c: mqds, hqds, rls
 # Where a process's ordinary (malloc) memory lives; the GPU cannot see it. Linux x86-64
 # heaps sit around 0x55.. (ASLR); any address below the 47-bit user limit would do.
 USER_HEAP_VA = 0x5555_0000_0000
@@ -77,6 +79,12 @@ class Queue:
     queue_type: int
     doorbell_id: int
     cu_mask: list[int] = field(default_factory=list)
+
+
+def _hw_queue_state(q: Queue) -> dict | None:
+    """The MQD's view of a queue: where the CP is in its ring, and whether it holds an HQD."""
+    pp = q.gpu.queues.get(q.mqd.doorbell_index)
+    return None if pp is None else pp.describe()
 
 
 class KfdProcess:
@@ -510,7 +518,11 @@ class KfdProcess:
         q.mqd = q.mqd.model_copy(update=update)
         if pp is not None:
             pp.mqd = q.mqd
-            q.gpu.scheduler.queue_progress(pp)
+            # kfd_device_queue_manager.c update_queue: QUEUE_IS_ACTIVE decides whether the
+            # queue stays in the runlist (percentage 0 takes it out, keeping its state).
+            q.gpu.scheduler.set_active(pp, q.mqd.percentage > 0 and q.mqd.ring_size > 0)
+            q.gpu.scheduler.queue_changed(pp)
+        self.kfd.note_runlist_change()
 
     def _set_cu_mask(self, a: io.SetCuMaskArgs) -> None:
         q = self._queue(a.queue_id)
@@ -640,10 +652,12 @@ class KfdProcess:
                 ev.waiters -= 1
         if outcome == WaitOutcome.DEADLOCK:
             ids = ", ".join(str(e.event_id) for e in events)
+            stuck = [line for g in self.system.gpus for line in g.scheduler.diagnose()]
             raise _err(
                 errno.EDEADLK,
                 f"waiting on event(s) {ids} of pasid {self.pasid}, but the GPU has no work "
-                "pending and no other process can run: nothing will ever signal them",
+                "pending and no other process can run: nothing will ever signal them"
+                + ("".join(f"\n  {line}" for line in stuck) if stuck else ""),
             )
         a.wait_result = (
             io.KFD_IOC_WAIT_RESULT_COMPLETE
@@ -713,6 +727,7 @@ class KfdProcess:
                     "ring_size": q.mqd.ring_size,
                     "priority": q.mqd.priority,
                     "percentage": q.mqd.percentage,
+                    "hw": _hw_queue_state(q),
                 }
                 for q in self.queues.values()
             ],
@@ -771,8 +786,11 @@ class Kfd:
         return [str(p) for p in write_reports(self.system, directory)]
 
     def read_sysfs(self, path: str) -> str:
+        p = path.rstrip("/")
+        if p.startswith(DEBUGFS_ROOT + "/"):
+            return self.read_debugfs(p[len(DEBUGFS_ROOT) + 1 :])
         try:
-            return self.sysfs[path.rstrip("/")]
+            return self.sysfs[p]
         except KeyError:
             raise FileNotFoundError(f"no such sysfs file: {path}") from None
 
@@ -785,13 +803,87 @@ class Kfd:
             )
 
     def runlist_summary(self) -> dict:
-        out = {"processes": len(self.processes), "queues": 0, "oversubscribed": False}
+        """What pm_calc_rlib_size weighs: processes with queues and active compute queues per
+        device against max_proc_per_quantum (the KFD's VMIDs) and the HQDs it owns."""
+        out: dict = {"processes": len(self.processes), "queues": 0, "oversubscribed": False}
+        gpus = []
         for g in self.system.gpus:
-            n = len(g.scheduler.runlist)
-            out["queues"] += n
-            if n > g.spec.hqd_slots or len(self.processes) > g.spec.vmids_for_kfd:
-                out["oversubscribed"] = True
+            sched = g.scheduler
+            rl = sched.runlist
+            over = sched.oversubscribed
+            out["queues"] += len(rl)
+            out["oversubscribed"] |= over
+            gpus.append(
+                {
+                    "gpu_id": g.gpu_id,
+                    "processes": len(sched.processes),
+                    "queues": len(rl),
+                    "hqds": len(sched.slots),
+                    "vmids": sched.vmids,
+                    "oversubscribed": over,
+                    "policy": sched.policy.name,
+                }
+            )
+        out["gpus"] = gpus
         return out
+
+    def runlist(self) -> list[dict]:
+        """Every active queue of every process, per device: what the KFD hands the HWS."""
+        out = []
+        for g in self.system.gpus:
+            sched = g.scheduler
+            out.append(
+                {
+                    "node": g.node,
+                    "gpu_id": g.gpu_id,
+                    "policy": sched.policy.name,
+                    "hqds": len(sched.slots),
+                    "vmids": sched.vmids,
+                    "oversubscribed": sched.oversubscribed,
+                    "processes": sched.processes,
+                    "queues": [
+                        {
+                            "pasid": q.pasid,
+                            "process": self._process_name(q.pasid),
+                            "queue_id": q.queue_id,
+                            "priority": q.priority,
+                            "percentage": q.mqd.percentage,
+                            "hqd": q.slot,
+                            "state": q.state,
+                            "runnable": q.runnable,
+                            **sched.queue_stats(q),
+                        }
+                        for q in sched.runlist
+                    ],
+                    "stats": sched.stats(),
+                    "stuck": sched.diagnose(),
+                }
+            )
+        return out
+
+    def hqds(self) -> list[dict]:
+        """Which queue each HQD of each device holds now."""
+        return [
+            {"node": g.node, "gpu_id": g.gpu_id, "hqds": g.scheduler.mapped_queues()}
+            for g in self.system.gpus
+        ]
+
+    def _process_name(self, pasid: int) -> str:
+        p = self.processes.get(pasid)
+        return p.name if p is not None else ""
+
+    def read_debugfs(self, name: str) -> str:
+        """/sys/kernel/debug/kfd/{rls,hqds,mqds}. The real files dump the runlist IB and HQD
+        registers in hex; these are JSON summaries of the same facts."""
+        if name == "rls":
+            return json.dumps(self.runlist(), indent=1)
+        if name == "hqds":
+            return json.dumps(self.hqds(), indent=1)
+        if name == "mqds":
+            return json.dumps([p.describe() for p in self.processes.values()], indent=1)
+        raise FileNotFoundError(
+            f"no such debugfs file: {DEBUGFS_ROOT}/{name} (there are rls, hqds, mqds)"
+        )
 
     def _interrupt(self, node: int, source: str, pasid: int, data: dict) -> None:
         p = self.processes.get(pasid)

@@ -118,9 +118,9 @@ def render(system: System) -> dict[str, str]:
             "wave_front_size": s.wavefront_size,
             "array_count": s.shader_engines * s.arrays_per_engine,
             "simd_arrays_per_engine": s.arrays_per_engine,
-            "cu_per_simd_array": s.num_cus // (s.shader_engines * s.arrays_per_engine),
+            "cu_per_simd_array": s.cu_per_simd_array,
             "simd_per_cu": s.simds_per_cu,
-            "max_slots_scratch_cu": 32,
+            "max_slots_scratch_cu": s.scratch_slots_per_cu,
             "gfx_target_version": s.gfx_target_version,
             "vendor_id": VENDOR_AMD,
             "device_id": s.device_id,
@@ -139,7 +139,7 @@ def render(system: System) -> dict[str, str]:
             "debug_prop": 0,
             "sdma_fw_version": 0,
             "unique_id": 0x1000 + n,
-            "num_xcc": 1,
+            "num_xcc": s.num_xcc,
             "max_engine_clk_ccompute": 3000,
         }
         files[f"{root}/nodes/{n}/gpu_id"] = f"{g.gpu_id}\n"

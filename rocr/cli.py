@@ -249,6 +249,168 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return code
 
 
+# -- occupancy -------------------------------------------------------------------------------
+
+
+def _occupancy_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="gfx900", choices=sorted(PRESETS))
+    p.add_argument("--vgprs", type=int, required=True, help="VGPRs per work-item (.vgpr_count)")
+    p.add_argument("--sgprs", type=int, default=16, help="SGPRs per wave (.sgpr_count)")
+    p.add_argument("--lds", type=int, default=0, help="LDS bytes per workgroup")
+    p.add_argument("--workgroup", type=int, default=256, help="work-items per workgroup")
+    p.add_argument("--scratch", type=int, default=0, help="private segment bytes per work-item")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("occupancy", "waves and workgroups per CU for a kernel's resources, and what limits them")
+@arguments(_occupancy_setup)
+def cmd_occupancy(args: argparse.Namespace) -> int:
+    # hw_model.occupancy is pure spec arithmetic (like hw_model.config), the one hw_model
+    # module besides the format modules that rocr imports; the dispatcher uses the same rules.
+    from hw_model.occupancy import format_occupancy, occupancy
+
+    spec = PRESETS[args.preset]
+    try:
+        occ = occupancy(
+            spec,
+            workgroup_size=args.workgroup,
+            vgprs=args.vgprs,
+            sgprs=args.sgprs,
+            lds=args.lds,
+            private_segment_size=args.scratch,
+        )
+    except ValueError as e:
+        print(f"hsaemu occupancy: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(occ.model_dump_json(indent=2))
+    else:
+        print(format_occupancy(occ, f"{args.preset} ({spec.marketing_name}, {spec.name})"))
+    return 0
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _serve_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--preset", default="gfx900", choices=sorted(PRESETS), help="default for new systems"
+    )
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a server limit, e.g. max_systems=100 or idle_timeout_s=3600 (GET /v1/limits)",
+    )
+    p.add_argument("--admin-token", help="a token that may list and delete every system")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
+
+
+@command("serve", "HTTP API: an emulated machine per client, interactive docs at /docs")
+@arguments(_serve_setup)
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rocr.service.server import parse_limits, serve
+
+    try:
+        limits = parse_limits(args.limit)
+    except ValueError as e:
+        print(f"hsaemu serve: {e}", file=sys.stderr)
+        return 2
+    print(f"hsaemu API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    serve(
+        args.host,
+        args.port,
+        preset=args.preset,
+        limits=limits,
+        admin_token=args.admin_token,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+# -- hws -------------------------------------------------------------------------------------
+
+
+def _hws_setup(p: argparse.ArgumentParser) -> None:
+    from hw_model.scheduler import SCHEDULER_POLICIES
+
+    p.add_argument("--preset", default="teaching", choices=sorted(PRESETS))
+    p.add_argument("--policy", default="round_robin", choices=sorted(SCHEDULER_POLICIES))
+    p.add_argument("--processes", type=int, default=1, help="rocr processes (default 1)")
+    p.add_argument("--queues", type=int, default=3, help="queues per process (default 3)")
+    p.add_argument("--kernels", type=int, default=2, help="kernels per queue (default 2)")
+    p.add_argument("-n", type=int, default=1 << 14, help="elements per kernel (default 16384)")
+
+
+@command("hws", "watch the HW queue scheduler map, swap and unmap oversubscribed queues")
+@arguments(_hws_setup)
+def cmd_hws(args: argparse.Namespace) -> int:
+    import json
+
+    from hw_model.config import system_spec
+    from hw_model.scheduler import SCHEDULER_POLICIES
+
+    if min(args.processes, args.queues, args.kernels, args.n) < 1:
+        print("hsaemu hws: --processes, --queues, --kernels and -n must be at least 1")
+        return 2
+    first = rocr.init(spec=system_spec(args.preset))
+    sched = first.system.gpus[0].scheduler
+    sched.set_policy(SCHEDULER_POLICIES[args.policy]())
+    rts = [first] + [rocr.init(system=first.system) for _ in range(args.processes - 1)]
+    spec = first.system.spec.gpu
+    print(
+        f"HW scheduler: {args.preset} preset, {spec.hqd_slots} HQDs, quantum "
+        f"{spec.quantum_ps / 1e6:g} us, policy {args.policy}; {args.processes} process(es) x "
+        f"{args.queues} queue(s) x {args.kernels} kernel(s) of square over {args.n} floats"
+    )
+    n = args.n
+    handles = []
+    for rt in rts:
+        k = rt.load_code_object("builtin:square").kernel("square")
+        pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+        for _ in range(args.queues):
+            q = rt.gpus[0].create_queue(64)
+            a, b = pool.allocate(4 * n), pool.allocate(4 * n)
+            rt.allow_access(rt.gpus, a)
+            rt.allow_access(rt.gpus, b)
+            a.view(np.float32)[:] = 2
+            for _ in range(args.kernels):
+                handles.append((b, q.dispatch(k, grid=n, workgroup=256, args=(b, a, n))))
+    for _, h in handles:
+        h.wait()
+    ok = all(np.all(b.view(np.float32) == 4) for b, _ in handles)
+    print("\ntimeline (HWS events):")
+    for ev in first.system.tracer.events:
+        if ev.track == "HWS":
+            print(f"  [{ev.ts / 1e6:10.3f} us] {ev.name}  (pasid {ev.args['pasid']:#x})")
+    dev = json.loads(first.thunk.read_debugfs("rls"))[0]
+    print("\nrunlist (from /sys/kernel/debug/kfd/rls):")
+    print(
+        f"  {'pasid':>7} {'queue':>5} {'prio':>4} {'HQD':>4} {'state':<19}{'mapped us':>10}"
+        f"{'ready-unmapped us':>18}{'in/out':>8}{'packets':>8}"
+    )
+    for q in dev["queues"]:
+        hqd = "-" if q["hqd"] is None else q["hqd"]
+        print(
+            f"  {q['pasid']:>#7x} {q['queue_id']:>5} {q['priority']:>4} {hqd:>4} "
+            f"{q['state']:<19}{q['mapped_ps'] / 1e6:>10.1f}{q['runnable_unmapped_ps'] / 1e6:>18.1f}"
+            f"{str(q['swaps_in']) + '/' + str(q['swaps_out']):>8}{q['packets']:>8}"
+        )
+    st = dev["stats"]
+    util = ", ".join(f"HQD {h['hqd']} {100 * h['utilization']:.0f}%" for h in st["hqd_stats"])
+    print(
+        f"\ncontext switches {st['context_switches']}, oversubscribed for "
+        f"{st['oversubscribed_ps'] / 1e6:.1f} of {st['elapsed_ps'] / 1e6:.1f} us; "
+        f"busy: {util}"
+    )
+    print(f"results: {'CORRECT' if ok else 'WRONG'}")
+    for rt in reversed(rts):
+        rt.shutdown()
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hsaemu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -11,6 +11,7 @@ ROCr's table and calls the queue's error callback.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +31,7 @@ from hw_model.structs import (
 )
 from rocr.errors import HsaError
 from rocr.status import Status, status_c_name
+from roct import HsaKmtError
 
 if TYPE_CHECKING:
     from rocr.agent import Agent
@@ -59,6 +61,32 @@ ERROR_BITS: list[tuple[int, Status, str]] = [
 ]
 
 
+class QueuePriority(IntEnum):
+    """hsa_amd_queue_priority_t (hsa_ext_amd.h), for hsa_amd_queue_set_priority."""
+
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+
+
+# ROCr hsa_amd_queue_set_priority: hsa_amd_queue_priority_t -> HSA_QUEUE_PRIORITY (hsakmt);
+# recent ROCr maps HIGH to HSA_QUEUE_PRIORITY_HIGH, MAXIMUM being kept for PC sampling.
+_KMT_PRIORITY = {QueuePriority.LOW: -3, QueuePriority.NORMAL: 0, QueuePriority.HIGH: 2}
+
+
+def kmt_priority(priority: int) -> int:
+    """A QueuePriority, or a raw HSA_QUEUE_PRIORITY (-3 minimum .. 3 maximum), as hsaKmt's."""
+    if isinstance(priority, QueuePriority):
+        return _KMT_PRIORITY[priority]
+    if isinstance(priority, int) and -3 <= priority <= 3:
+        return priority
+    raise HsaError(
+        Status.ERROR_INVALID_ARGUMENT,
+        f"queue priority {priority!r}: pass rocr.queue.QueuePriority.LOW/NORMAL/HIGH, or an "
+        "HSA_QUEUE_PRIORITY from -3 (minimum) to 3 (maximum)",
+    )
+
+
 def status_for_error_code(code: int) -> tuple[Status, str]:
     for bit, status, what in ERROR_BITS:
         if code & bit:
@@ -81,7 +109,7 @@ class Queue:
         self.agent = agent
         self.size = size
         self.callback = callback
-        self.priority = priority
+        self.priority = priority = kmt_priority(priority)
         self.error: HsaError | None = None
         self._error_reported = False
         self.destroyed = False
@@ -274,11 +302,15 @@ class Queue:
 
     # -- teardown --------------------------------------------------------------------------
     def set_priority(self, priority: int) -> None:
-        """hsa_amd_queue_set_priority: HSA_AMD_QUEUE_PRIORITY LOW/NORMAL/HIGH as -1/0/1
-        (or the thunk's -3..3)."""
+        """hsa_amd_queue_set_priority: a QueuePriority (LOW/NORMAL/HIGH), or a raw
+        HSA_QUEUE_PRIORITY -3..3 (AMDKFD_IOC_UPDATE_QUEUE; the HW scheduler sees it at once)."""
         self._check()
-        self.rt.thunk.update_queue(self.queue_id, priority=priority)
-        self.priority = priority
+        kmt = kmt_priority(priority)
+        try:
+            self.rt.thunk.update_queue(self.queue_id, priority=kmt)
+        except HsaKmtError as e:
+            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"set_priority: {e.message}") from e
+        self.priority = kmt
 
     def set_cu_mask(self, mask: list[int]) -> None:
         """hsa_amd_queue_cu_set_mask: 32-bit words, bit i enables CU i."""

@@ -8,6 +8,7 @@ read_dispatch_id) or KFD events.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -293,19 +294,20 @@ class Runtime:
     def queues(self) -> list[Queue]:
         return sorted(self._queues, key=lambda q: q.id)
 
-    def _dispatch(
+    def dispatch_packet(
         self,
-        q: Queue,
         kernel: KernelSymbol,
-        grid,
-        workgroup,
-        args,
-        completion: Signal | None,
-        group_segment_size: int | None,
-        barrier: bool,
-        acquire: FenceScope,
-        release: FenceScope,
-    ) -> DispatchHandle:
+        grid: int | tuple[int, ...],
+        workgroup: int | tuple[int, ...],
+        args: tuple = (),
+        completion_signal: Signal | int = 0,
+        *,
+        group_segment_size: int | None = None,
+        barrier: bool = False,
+        acquire: FenceScope = FenceScope.SYSTEM,
+        release: FenceScope = FenceScope.SYSTEM,
+    ) -> aql.KernelDispatchPacket:
+        """A kernel dispatch packet for `kernel`, its kernargs packed into the kernarg pool."""
         grid_t = (grid,) if isinstance(grid, int) else tuple(grid)
         wg_t = (workgroup,) if isinstance(workgroup, int) else tuple(workgroup)
         if not 1 <= len(grid_t) <= 3 or len(wg_t) != len(grid_t):
@@ -317,9 +319,7 @@ class Runtime:
         g3 = grid_t + (1,) * (3 - dims)
         w3 = wg_t + (1,) * (3 - dims)
         kernarg = self._kernarg(kernel.pack_args(*args)) if kernel.kernarg_size else 0
-        owns = completion is None
-        sig = completion if completion is not None else self.create_signal(1)
-        pkt = aql.KernelDispatchPacket(
+        return aql.KernelDispatchPacket(
             header=aql.make_header(
                 PacketType.KERNEL_DISPATCH, barrier=barrier, acquire=acquire, release=release
             ),
@@ -336,7 +336,34 @@ class Runtime:
             ),
             kernel_object=kernel.kernel_object,
             kernarg_address=kernarg,
-            completion_signal=sig.handle,
+            completion_signal=int(getattr(completion_signal, "handle", completion_signal)),
+        )
+
+    def _dispatch(
+        self,
+        q: Queue,
+        kernel: KernelSymbol,
+        grid,
+        workgroup,
+        args,
+        completion: Signal | None,
+        group_segment_size: int | None,
+        barrier: bool,
+        acquire: FenceScope,
+        release: FenceScope,
+    ) -> DispatchHandle:
+        owns = completion is None
+        sig = completion if completion is not None else self.create_signal(1)
+        pkt = self.dispatch_packet(
+            kernel,
+            grid,
+            workgroup,
+            args,
+            sig,
+            group_segment_size=group_segment_size,
+            barrier=barrier,
+            acquire=acquire,
+            release=release,
         )
         i = q.add_write_index(1)
         q.write_packet(i, pkt)
@@ -414,7 +441,10 @@ class Runtime:
                 f"signals to reach 0: {vals}"
             )
         elif pkt is not None:
-            lines.append(f"  packet {r} ({describe_packet(pkt)}) is in progress")
+            lines.append(
+                f"  packet {r} ({describe_packet(pkt)}) has not retired (running, or its "
+                "queue is waiting for an HQD: see the HW scheduler below)"
+            )
         if db < w - 1:
             lines.append(f"  packets {db + 1}..{w - 1} were written after the last doorbell")
         return lines
@@ -444,9 +474,49 @@ class Runtime:
             lines.append("No unretired packet names it as its completion signal.")
         for q in self.queues():
             lines.extend(self.queue_report(q))
+        lines.extend(self.hws_report())
         errored = [q for q in self._queues if q.error is not None]
         status = errored[0].error.status if errored else Status.ERROR
         return HsaError(status, "\n".join(lines))
+
+    def runlist(self) -> list[dict]:
+        """Per GPU, the KFD's runlist of every process's active queues (priority, HQD, state,
+        time mapped / runnable but unmapped, swaps, packets) and the HWS statistics, from
+        /sys/kernel/debug/kfd/rls. Inspection only; not an HSA call."""
+        return json.loads(self.thunk.read_debugfs("rls"))
+
+    def mapped_queues(self) -> list[dict]:
+        """Per GPU, which queue (pasid, KFD queue id, state) each HQD holds now, from
+        /sys/kernel/debug/kfd/hqds."""
+        return json.loads(self.thunk.read_debugfs("hqds"))
+
+    def hws_report(self) -> list[str]:
+        """The HW scheduler's side, machine-wide (every process): which queue holds which HQD
+        and which queues with work are stuck, read from the KFD's debugfs runlist."""
+        try:
+            devices = self.runlist()
+        except (HsaKmtError, ValueError):
+            return []
+        lines = []
+        for dev in devices:
+            if not dev["stuck"] and not dev["oversubscribed"]:
+                continue
+            held = [
+                f"HQD {q['hqd']}: pasid {q['pasid']:#x} queue {q['queue_id']} ({q['state']})"
+                for q in sorted(
+                    dev["queues"], key=lambda q: q["hqd"] if q["hqd"] is not None else 0
+                )
+                if q["hqd"] is not None
+            ]
+            lines.append(
+                f"HW scheduler of gpu_id {dev['gpu_id']:#x}: policy {dev['policy']}, "
+                f"{dev['hqds']} HQDs, {len(dev['queues'])} queues of "
+                f"{len(dev['processes'])} process(es) in the runlist"
+                + (" (oversubscribed)" if dev["oversubscribed"] else "")
+                + (": " + "; ".join(held) if held else "")
+            )
+            lines.extend(f"  {s}" for s in dev["stuck"])
+        return lines
 
 
 _COND_TEXT = {Condition.EQ: "==", Condition.NE: "!=", Condition.LT: "<", Condition.GTE: ">="}

@@ -593,6 +593,14 @@ class Thunk:
     def host_step(self, limit_ps: int | None = None) -> bool:
         return self.transport.host_step(limit_ps)
 
+    def read_debugfs(self, name: str) -> str:
+        """The KFD's debugfs file /sys/kernel/debug/kfd/<name> (rls, hqds, mqds): runlist and
+        HQD inspection, as a root user would read it. Not an hsaKmt call; for diagnosis."""
+        try:
+            return self.transport.read_sysfs(f"/sys/kernel/debug/kfd/{name}")
+        except FileNotFoundError as e:
+            raise HsaKmtError(HsaKmtStatus.INVALID_PARAMETER, str(e)) from None
+
     def close(self) -> None:
         """hsaKmtCloseKFD: the process lets go of /dev/kfd (queues and memory go with it)."""
         self.transport.close()

@@ -14,8 +14,15 @@ from hw_model.kernels.base import (
     parse_entry_token,
 )
 from hw_model.kernels.builtins import EMPTY, SAXPY, SQUARE, VECTOR_ADD
+from hw_model.kernels.microbench import MICROBENCH_KERNELS
 
-BUILTINS: dict[str, KernelSpec] = {k.name: k for k in (SQUARE, VECTOR_ADD, SAXPY, EMPTY)}
+# What "builtin" alone loads: the DESIGN's four kernels. The microbenchmarks are loaded by
+# name ("builtin:fma_loop,chase"), as from a code object of their own.
+DEFAULT_BUILTINS = ("square", "vector_add", "saxpy", "empty")
+
+BUILTINS: dict[str, KernelSpec] = {
+    k.name: k for k in (SQUARE, VECTOR_ADD, SAXPY, EMPTY, *MICROBENCH_KERNELS)
+}
 
 
 def register(kernel: KernelSpec) -> None:
@@ -24,13 +31,14 @@ def register(kernel: KernelSpec) -> None:
 
 
 def builtin_code_object(names: list[str] | None = None, target: str = "gfx900") -> bytes:
-    """The code object holding the named built-ins (all of them by default)."""
-    chosen = [BUILTINS[n] for n in (names or list(BUILTINS))]
+    """The code object holding the named built-ins (DEFAULT_BUILTINS by default)."""
+    chosen = [BUILTINS[n] for n in (names or DEFAULT_BUILTINS)]
     return encode_code_object(chosen, target)
 
 
 __all__ = [
     "BUILTINS",
+    "DEFAULT_BUILTINS",
     "CODE_OBJECT_MAGIC",
     "ENTRY_TOKEN_SIZE",
     "CostProfile",

@@ -13,6 +13,7 @@ instruction.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Callable
@@ -55,18 +56,20 @@ class KernelArg(BaseModel):
 
 
 class CostProfile(BaseModel):
-    """Work of one wavefront, for the CU timing model (instruction counts per wave).
+    """Work of one wavefront, for the CU timing model (docs/timing.md).
 
-    Counts are wave instructions (one VALU op covers 64 lanes); bytes are per work-item.
+    Counts are wave instructions (one VALU op covers all 64 lanes, masked lanes included);
+    bytes are per work-item, so a partial workgroup at the grid's edge moves fewer bytes.
     """
 
-    model_config = ConfigDict(frozen=True)
-    valu: int = 0  # vector ALU instructions per wave
-    salu: int = 0  # scalar ALU instructions per wave
-    lds: int = 0  # LDS instructions per wave
-    mem_ops: int = 0  # dependent global memory round trips per wave
-    load_bytes: int = 0  # global bytes read per work-item
-    store_bytes: int = 0  # global bytes written per work-item
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    valu: int = Field(0, ge=0)  # vector ALU instructions per wave
+    salu: int = Field(0, ge=0)  # scalar ALU instructions (and branches) per wave
+    lds: int = Field(0, ge=0)  # LDS instructions per wave (dword per lane)
+    vmem: int = Field(0, ge=0)  # global load/store instructions per wave
+    mem_rounds: int = Field(0, ge=0)  # dependent global-memory round trips per wave
+    load_bytes: int = Field(0, ge=0)  # global bytes read per work-item
+    store_bytes: int = Field(0, ge=0)  # global bytes written per work-item
 
 
 class KernelSpec(BaseModel):
@@ -83,6 +86,15 @@ class KernelSpec(BaseModel):
     max_flat_workgroup_size: int = 1024
     cost: CostProfile
     body: Callable[[WorkgroupContext], None] = Field(exclude=True)
+    # A real kernel's run time may depend on its arguments (a loop count); its resources never
+    # do, they are fixed in the code object. `cost_fn(kernarg) -> CostProfile` says how.
+    cost_fn: Callable[[bytes], CostProfile] | None = Field(default=None, exclude=True)
+
+    def cost_for(self, kernarg: bytes) -> CostProfile:
+        """The cost profile of one dispatch with these kernarg bytes."""
+        if self.cost_fn is None or len(kernarg) < self.kernarg_size:
+            return self.cost
+        return self.cost_fn(kernarg)
 
     def metadata(self) -> dict:
         """The kernel's entry in an `amdhsa.kernels` metadata list."""
@@ -165,6 +177,17 @@ def decode_code_object(blob: bytes) -> dict:
     return json.loads(blob[len(CODE_OBJECT_MAGIC) :])
 
 
+@functools.lru_cache(maxsize=64)
+def _local_ids(nx: int, ny: int, nz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local x, y, z ids of an nx*ny*nz workgroup in linear order (x fastest), read-only:
+    every workgroup of a dispatch shares them."""
+    k = np.arange(nx * ny * nz, dtype=np.int64)
+    ids = (k % nx, (k // nx) % ny, k // (nx * ny))
+    for a in ids:
+        a.flags.writeable = False
+    return ids
+
+
 class WorkgroupContext:
     """What one workgroup sees while it runs: its ids, its kernargs and checked memory.
 
@@ -202,16 +225,13 @@ class WorkgroupContext:
         ox, oy, oz = group_id[0] * wx, group_id[1] * wy, group_id[2] * wz
         # Partial workgroups: HSA lets the grid end mid-workgroup; those items do not exist.
         nx, ny, nz = min(wx, gx - ox), min(wy, gy - oy), min(wz, gz - oz)
-        lz, ly, lx = np.meshgrid(
-            np.arange(nz, dtype=np.int64),
-            np.arange(ny, dtype=np.int64),
-            np.arange(nx, dtype=np.int64),
-            indexing="ij",
-        )
-        lx, ly, lz = lx.ravel(), ly.ravel(), lz.ravel()
+        lx, ly, lz = _local_ids(nx, ny, nz)
         self.local_id = (lx, ly, lz)
         self.global_id = (lx + ox, ly + oy, lz + oz)
-        self.global_linear_id = (lz + oz) * (gx * gy) + (ly + oy) * gx + (lx + ox)
+        if ny == 1 and nz == 1:
+            self.global_linear_id = lx + (oz * (gx * gy) + oy * gx + ox)
+        else:
+            self.global_linear_id = (lz + oz) * (gx * gy) + (ly + oy) * gx + (lx + ox)
 
     def arg(self, a: KernelArg) -> int | float:
         return struct.unpack_from(_ARG_FMT[a.type], self.kernarg, a.offset)[0]

@@ -3,7 +3,8 @@
 Argument order follows gem5-resources' `square` (out, in, n) and the usual BLAS-style
 signatures. Resource counts are what clang-15 reports for the equivalent OpenCL C kernels at
 -O3 for gfx900 (small kernels: a handful of VGPRs); cost profiles count the wave instructions
-of that code: address arithmetic, the bounds check, one load per input and one store.
+of that code: address arithmetic, the bounds check, one load per input and one store; the loads
+of a work-item are independent, so each kernel waits for memory once (`mem_rounds=1`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ SQUARE = KernelSpec(
     kernarg_size=_SQUARE_KA,
     vgprs=4,
     sgprs=16,
-    cost=CostProfile(valu=8, salu=10, mem_ops=1, load_bytes=4, store_bytes=4),
+    cost=CostProfile(valu=8, salu=10, vmem=2, mem_rounds=1, load_bytes=4, store_bytes=4),
     body=_square,
 )
 
@@ -63,7 +64,7 @@ VECTOR_ADD = KernelSpec(
     kernarg_size=_VADD_KA,
     vgprs=6,
     sgprs=16,
-    cost=CostProfile(valu=10, salu=12, mem_ops=1, load_bytes=8, store_bytes=4),
+    cost=CostProfile(valu=10, salu=12, vmem=3, mem_rounds=1, load_bytes=8, store_bytes=4),
     body=_vector_add,
 )
 
@@ -86,7 +87,7 @@ SAXPY = KernelSpec(
     kernarg_size=_SAXPY_KA,
     vgprs=6,
     sgprs=16,
-    cost=CostProfile(valu=10, salu=12, mem_ops=1, load_bytes=8, store_bytes=4),
+    cost=CostProfile(valu=10, salu=12, vmem=3, mem_rounds=1, load_bytes=8, store_bytes=4),
     body=_saxpy,
 )
 

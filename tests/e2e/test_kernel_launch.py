@@ -111,19 +111,7 @@ def test_packet_without_doorbell_does_not_run_until_rung(rt, buffers):
     k = rt.load_code_object("builtin:square").kernel("square")
     q = rt.gpus[0].create_queue(64)
     done = rt.create_signal(1)
-    pkt = aql.KernelDispatchPacket(
-        header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
-        setup=1,
-        workgroup_size_x=64,
-        workgroup_size_y=1,
-        workgroup_size_z=1,
-        grid_size_x=n,
-        grid_size_y=1,
-        grid_size_z=1,
-        kernel_object=k.kernel_object,
-        kernarg_address=rt._kernarg(k.pack_args(dst, src, n)),
-        completion_signal=done.handle,
-    )
+    pkt = rt.dispatch_packet(k, n, 64, (dst, src, n), done)
     i = q.add_write_index(1)
     q.write_packet(i, pkt)
     rt.system.run_for(1_000_000_000)  # 1 ms of host time passes
@@ -142,19 +130,7 @@ def test_invalid_header_stalls_until_a_later_doorbell(rt, buffers):
     k = rt.load_code_object("builtin:square").kernel("square")
     q = rt.gpus[0].create_queue(64)
     done = rt.create_signal(1)
-    pkt = aql.KernelDispatchPacket(
-        header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
-        setup=1,
-        workgroup_size_x=64,
-        workgroup_size_y=1,
-        workgroup_size_z=1,
-        grid_size_x=n,
-        grid_size_y=1,
-        grid_size_z=1,
-        kernel_object=k.kernel_object,
-        kernarg_address=rt._kernarg(k.pack_args(dst, src, n)),
-        completion_signal=done.handle,
-    )
+    pkt = rt.dispatch_packet(k, n, 64, (dst, src, n), done)
     raw = bytearray(pkt.to_bytes())
     raw[0:2] = (aql.PacketType.INVALID).to_bytes(2, "little")  # header not yet published
     i = q.add_write_index(1)
@@ -175,19 +151,7 @@ def test_wait_that_can_never_finish_fails_at_once_with_a_diagnosis(rt, buffers):
     k = rt.load_code_object("builtin:square").kernel("square")
     q = rt.gpus[0].create_queue(64)
     done = rt.create_signal(1)
-    pkt = aql.KernelDispatchPacket(
-        header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
-        setup=1,
-        workgroup_size_x=64,
-        workgroup_size_y=1,
-        workgroup_size_z=1,
-        grid_size_x=n,
-        grid_size_y=1,
-        grid_size_z=1,
-        kernel_object=k.kernel_object,
-        kernarg_address=rt._kernarg(k.pack_args(dst, src, n)),
-        completion_signal=done.handle,
-    )
+    pkt = rt.dispatch_packet(k, n, 64, (dst, src, n), done)
     i = q.add_write_index(1)
     q.write_packet(i, pkt)
     with pytest.raises(rocr.HsaError) as info:

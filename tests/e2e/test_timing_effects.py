@@ -1,0 +1,182 @@
+"""Timing effects a user sees through the runtime (signal timestamps), each from the mechanism
+that causes it on hardware: wave quantization, occupancy against latency, the memory
+bandwidth roof, the VALU roof, and two queues sharing (or not) the GPU.
+
+Kernel times come from `hsa_amd_profiling_get_dispatch_time` (the completion signal's
+start/end timestamps). Roofs are measured as marginal rates between two grid sizes, which
+cancels the fixed launch and fence costs, as one does on a real GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rocr
+from hw_model.config import PRESETS, system_spec
+from hw_model.kernels import BUILTINS
+from hw_model.occupancy import occupancy
+
+
+@pytest.fixture
+def gpu_rt(request):
+    """A timing-only runtime on the preset named by the test's `preset` parameter."""
+    preset = getattr(request, "param", "teaching")
+    runtime = rocr.init(spec=system_spec(preset, functional=False, trace=False))
+    yield runtime
+    runtime.shutdown()
+
+
+class Bench:
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.gpu = rt.gpus[0]
+        self.pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+        self.queue = self.gpu.create_queue(256)
+
+    def buffer(self, nbytes: int):
+        b = self.pool.allocate(max(nbytes, 4))
+        self.rt.allow_access([self.gpu], b)
+        return b
+
+    def kernel(self, name: str):
+        return self.rt.load_code_object(f"builtin:{name}").kernel(name)
+
+    def time_ns(self, name: str, grid: int, args: tuple, wg: int = 256, lds=None, q=None):
+        h = (q or self.queue).dispatch(
+            self.kernel(name), grid=grid, workgroup=wg, args=args, group_segment_size=lds
+        )
+        h.wait()
+        start, end = h.dispatch_time()
+        return end - start
+
+    def chase(self, name: str, wgs: int, hops: int = 8, lds=None) -> float:
+        n = wgs * 256
+        buf = self.buffer(4 * n)
+        return self.time_ns(name, n, (buf, buf, n, hops), lds=lds)
+
+
+def capacity(preset: str, name: str, lds: int = 0) -> int:
+    spec, k = PRESETS[preset], BUILTINS[name]
+    occ = occupancy(spec, workgroup_size=256, vgprs=k.vgprs, sgprs=k.sgprs, lds=lds)
+    return spec.num_cus * occ.workgroups_per_cu
+
+
+def test_time_rises_in_steps_at_multiples_of_the_gpu_capacity(gpu_rt):
+    b = Bench(gpu_rt)
+    cap = capacity("teaching", "chase")  # 2 CUs x 10 workgroups of 4 waves
+    t = {n: b.chase("chase", n) for n in (1, cap, cap + 1, 2 * cap, 2 * cap + 1, 3 * cap)}
+    step1, step2 = t[cap + 1] - t[cap], t[2 * cap + 1] - t[2 * cap]
+    # A whole round of workgroups costs little more than one (the SPI launches them one by
+    # one)...
+    assert t[cap] - t[1] < 0.25 * step1
+    assert t[3 * cap] - t[2 * cap + 1] < 0.25 * step1
+    # ...and one more workgroup than fits costs a whole extra round, every time.
+    assert abs(step2 - step1) < 0.1 * step1
+
+
+def test_more_vgprs_lower_occupancy_and_slow_a_latency_bound_kernel(gpu_rt):
+    b = Bench(gpu_rt)
+    wgs = 80
+    names = ["chase", "chase_v64", "chase_v128"]
+    t = {name: b.chase(name, wgs) for name in names}
+    caps = {name: capacity("teaching", name) for name in names}
+    assert caps["chase"] > caps["chase_v64"] > caps["chase_v128"]
+    assert t["chase"] < t["chase_v64"] < t["chase_v128"]
+    # latency-bound: time follows the number of rounds, ceil(workgroups / capacity)
+    rounds = {name: -(-wgs // caps[name]) for name in names}
+    ratio = t["chase_v128"] / t["chase"]
+    assert 0.6 * rounds["chase_v128"] / rounds["chase"] < ratio <= rounds["chase_v128"]
+
+
+def test_more_lds_per_workgroup_lowers_occupancy_the_same_way(gpu_rt):
+    b = Bench(gpu_rt)
+    t = [b.chase("chase", 40, lds=lds) for lds in (0, 16384, 32768)]
+    caps = [capacity("teaching", "chase", lds) for lds in (0, 16384, 32768)]
+    assert caps == [20, 8, 4]
+    assert t[0] < t[1] < t[2]
+
+
+@pytest.mark.parametrize("gpu_rt", ["teaching", "gem5"], indirect=True)
+def test_streaming_kernel_reaches_the_memory_bandwidth_and_no_more(gpu_rt):
+    b = Bench(gpu_rt)
+    spec = gpu_rt.system.spec.gpu
+    times = {}
+    for wgs in (300, 900):
+        n = wgs * 256
+        x, y, z = b.buffer(4 * n), b.buffer(4 * n), b.buffer(4 * n)
+        times[wgs] = b.time_ns("vector_add", n, (x, y, z, n))
+    bytes_per_wg = 256 * 12  # two loads and a store of 4 bytes per work-item
+    gbps = 600 * bytes_per_wg / (times[900] - times[300])  # bytes per ns = GB/s
+    assert 0.9 * spec.memory_bandwidth_gbps < gbps <= 1.001 * spec.memory_bandwidth_gbps
+
+
+def test_compute_heavy_kernel_reaches_the_valu_peak_and_no_more(gpu_rt):
+    b = Bench(gpu_rt)
+    spec = gpu_rt.system.spec.gpu
+    iters = 200
+    times = {}
+    for wgs in (40, 120):
+        n = wgs * 256
+        out = b.buffer(4 * n)
+        times[wgs] = b.time_ns("fma_loop", n, (out, n, iters))
+    flops = 80 * 256 * 8 * iters * 2  # 8 FMAs per iteration, 2 flops each
+    achieved = flops / ((times[120] - times[40]) * 1e-9)
+    assert 0.9 * spec.valu_flops_per_second < achieved <= 1.001 * spec.valu_flops_per_second
+
+
+def dispatch_pair(b: Bench, first_wgs: int, second_wgs: int):
+    q2 = b.gpu.create_queue(256)
+    k = b.kernel("chase")
+    handles = []
+    for q, wgs in ((b.queue, first_wgs), (q2, second_wgs)):
+        n = wgs * 256
+        buf = b.buffer(4 * n)
+        handles.append(q.dispatch(k, grid=n, workgroup=256, args=(buf, buf, n, 8)))
+    for h in handles:
+        h.wait()
+    return [h.dispatch_time() for h in handles]
+
+
+def test_two_queues_run_concurrently_when_both_fit(gpu_rt):
+    (s1, e1), (s2, e2) = dispatch_pair(Bench(gpu_rt), 4, 4)
+    assert s2 < e1  # overlap
+    assert e2 - s1 < 1.5 * (e1 - s1)  # both in about the time of one
+
+
+def test_two_queues_serialize_when_the_first_fills_the_gpu(gpu_rt):
+    cap = capacity("teaching", "chase")
+    (s1, e1), (s2, e2) = dispatch_pair(Bench(gpu_rt), 5 * cap, 4)
+    # The second kernel gets CUs only in the first one's last round.
+    assert s2 > s1 + 0.7 * (e1 - s1)
+    assert e2 > e1
+
+
+def test_unplaceable_workgroup_is_a_queue_error_not_a_hang():
+    with rocr.init(spec=system_spec("gfx900", functional=False)) as rt:
+        b = Bench(rt)
+        n = 4096
+        buf = b.buffer(4 * n)
+        # 16 waves x 256 VGPRs: a SIMD holds one such wave, a CU four
+        h = b.queue.dispatch(b.kernel("chase_v256"), grid=n, workgroup=1024, args=(buf, buf, n, 1))
+        with pytest.raises(rocr.HsaError) as info:
+            h.wait()
+        assert info.value.status == rocr.Status.ERROR_INVALID_ISA
+
+
+def test_microbenchmark_kernels_compute_their_results(rt, buffers):
+    """Functional runs: fma_loop's sum and where each pointer chase ends."""
+    gpu = rt.gpus[0]
+    q = gpu.create_queue(64)
+    n, iters = 1000, 37
+    out = buffers(n)
+    k = rt.load_code_object("builtin:fma_loop").kernel("fma_loop")
+    q.dispatch(k, grid=n, workgroup=256, args=(out, n, iters)).wait()
+    i = np.arange(n, dtype=np.float32)
+    np.testing.assert_array_equal(out.view(np.float32, n), 8 * (i + iters))
+
+    perm = np.random.default_rng(7).permutation(n).astype(np.uint32)
+    nxt, end = buffers(perm, np.uint32), buffers(n, np.uint32)
+    k = rt.load_code_object("builtin:chase_v64").kernel("chase_v64")
+    q.dispatch(k, grid=n, workgroup=64, args=(end, nxt, n, 3)).wait()
+    np.testing.assert_array_equal(end.view(np.uint32, n), perm[perm[perm]])
