@@ -7,8 +7,6 @@ granules), gem5's apu_se.py defaults, or says it is a guess.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from hw_model.engine import PS_PER_NS, PS_PER_US
@@ -127,8 +125,11 @@ class HostCosts(Frozen):
     alloc_ps: int = 37 * PS_PER_US  # signal/kernarg allocation with a driver trip (DESIGN)
 
 
-SchedulerPolicyName = Literal["round_robin", "priority", "ready_first"]
-PlacementPolicyName = Literal["round_robin", "greedy", "partition"]
+# Policy names are checked against the registries (hw_model.scheduler.SCHEDULER_POLICIES,
+# hw_model.dispatcher.PLACEMENT_POLICIES) when the GPU is built, so a registered custom
+# policy can be chosen by name here too.
+SchedulerPolicyName = str
+PlacementPolicyName = str
 
 
 class SystemSpec(Frozen):

@@ -13,6 +13,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from hw_model.structs import (
     AMD_SIGNAL_END_TS_OFFSET,
     AMD_SIGNAL_EVENT_ID_OFFSET,
@@ -99,10 +101,13 @@ class Signal:
             m.store_u64(self._off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET, event.HWData2)
             m.store_u64(self._off + AMD_SIGNAL_EVENT_ID_OFFSET, event.EventId)
         self.destroyed = False
+        # The value as a live int64 view of the CPU mapping: loads are plain memory reads.
+        self._value = m.array[self._off + AMD_SIGNAL_VALUE_OFFSET :][:8].view(np.int64)
 
     def __repr__(self) -> str:
         kind = "interrupt" if self.event is not None else "user"
-        return f"Signal({self.handle:#x}, {kind}, value={self.load()})"
+        value = "destroyed" if self.destroyed else f"value={int(self._value[0])}"
+        return f"Signal({self.handle:#x}, {kind}, {value})"
 
     @property
     def address(self) -> int:
@@ -120,8 +125,10 @@ class Signal:
 
     # -- hsa_signal_load / store / arithmetic ------------------------------------------------
     def load(self) -> int:
-        self._live()
-        return self._map.load_i64(self._off + AMD_SIGNAL_VALUE_OFFSET)
+        """hsa_signal_load_scacquire."""
+        if self.destroyed:
+            self._live()
+        return int(self._value[0])
 
     def store(self, value: int) -> None:
         self._live()
