@@ -20,10 +20,20 @@ from rocr.agent import Agent, DeviceType
 from rocr.errors import HsaError
 from rocr.executable import Executable, KernelSymbol
 from rocr.memory import Buffer, GlobalFlag, MemoryPool, Segment
-from rocr.queue import Queue
+from rocr.queue import Queue, QueuePriority
 from rocr.runtime import DispatchHandle, Runtime, init
 from rocr.signal import Condition, Signal, WaitState
 from rocr.status import Status, status_string
+
+
+def connect(*args, **kwargs):
+    """rocr.connect(url, token=... | preset=...): a runtime on an hsaemu server, with the
+    same objects and methods as rocr.init() (rocr.client.connect; imported on first use so
+    that local runs do not load the HTTP stack)."""
+    from rocr.client import connect as _connect
+
+    return _connect(*args, **kwargs)
+
 
 __all__ = [
     "Agent",
@@ -44,11 +54,13 @@ __all__ = [
     "MemoryPool",
     "PacketType",
     "Queue",
+    "QueuePriority",
     "Runtime",
     "Segment",
     "Signal",
     "Status",
     "WaitState",
+    "connect",
     "init",
     "make_header",
     "status_string",

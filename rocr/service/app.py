@@ -1,0 +1,197 @@
+"""The FastAPI application: routers, error handlers, the request-size limit, idle expiry.
+
+`create_app()` needs nothing else: each system it serves is a fresh in-process machine. The
+OpenAPI document it generates (GET /openapi.json, shown at /docs) is the API's contract; the
+committed copy in openapi/openapi.json is regenerated with `python -m rocr.service.openapi`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rocr.service import errors
+from rocr.service.routes import ROUTERS
+from rocr.service.schemas import (
+    API_VERSION,
+    BufferWrite,
+    CodeObjectLoad,
+    PacketBody,
+    RawPacket,
+    ServerLimits,
+)
+from rocr.service.systems import SystemRegistry
+from rocr.status import Status
+
+log = logging.getLogger("hsaemu.service")
+
+DESCRIPTION = """\
+Emulated AMD HSA/ROCm machines over HTTP. `POST /v1/systems` creates one (a fresh machine and
+an `hsa_init` on it) and returns its id and a bearer token; everything the runtime can do is
+then under `/v1/systems/{system_id}`: agents, pools, buffers, AQL queues and packets,
+doorbells, signals and waits, code objects, dispatch — and inspection of every layer (KFD,
+runlist vs HQDs, CUs, trace, stats). Errors carry the real `hsa_status_t`.
+"""
+
+TAGS = [
+    {"name": "server", "description": "health, limits, presets"},
+    {"name": "systems", "description": "one emulated machine per client, owned by a token"},
+    {"name": "agents and pools", "description": "hsa_iterate_agents, memory pools"},
+    {"name": "buffers", "description": "allocate, free, allow access, read and write bytes"},
+    {"name": "queues", "description": "AQL queues: indices, packets, doorbell, dispatch"},
+    {"name": "signals", "description": "hsa_signal_*: load, store, atomics, wait"},
+    {"name": "code objects", "description": "built-in kernels, load, kernel symbols"},
+    {"name": "inspection", "description": "KFD, runlist, CUs, trace, stats; run the clock"},
+]
+
+# Bodies parsed by hand (they may also be raw bytes): their schemas join the document here.
+_EXTRA_SCHEMAS: dict[str, Any] = {
+    "BufferWrite": BufferWrite,
+    "CodeObjectLoad": CodeObjectLoad,
+    "PacketWrite": PacketBody | RawPacket,
+}
+_REF = "#/components/schemas/{model}"
+
+
+class BodyLimit:
+    """Refuses request bodies larger than `max_bytes` with 413, before any route reads them.
+
+    The body is read here (bounded) and replayed to the app, so a chunked body that grows past
+    the limit is refused the same way as one whose Content-Length says so.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Send) -> None:
+        from fastapi.responses import JSONResponse
+
+        body = errors.error_body(
+            Status.ERROR_OUT_OF_RESOURCES,
+            f"the request body is larger than {self.max_bytes} bytes (server limit "
+            f"max_body_bytes = {self.max_bytes}); send it in pieces",
+            limit=("max_body_bytes", self.max_bytes),
+        )
+        resp = JSONResponse(body, status_code=413, headers={"Connection": "close"})
+        await resp({"type": "http"}, _no_receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._refuse(send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        pending: Message | None = None
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                pending = msg  # the client went away while sending: pass that on
+                break
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
+        if pending is not None:
+            replay.insert(0, pending)
+
+        async def replayed() -> Message:
+            if replay:
+                return replay.pop()
+            return await receive()
+
+        await self.app(scope, replayed, send)
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a response never reads
+    return {"type": "http.disconnect"}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        doc = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for name, tp in _EXTRA_SCHEMAS.items():
+            js = TypeAdapter(tp).json_schema(ref_template=_REF)
+            for sub, sub_js in js.pop("$defs", {}).items():
+                schemas.setdefault(sub, sub_js)
+            schemas[name] = js
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+async def _reaper(registry: SystemRegistry) -> None:
+    period = min(60.0, max(0.05, registry.limits.idle_timeout_s / 4))
+    while True:
+        await anyio.sleep(period)
+        try:
+            n = await to_thread.run_sync(registry.reap)
+        except Exception:  # keep reaping whatever one shutdown did
+            log.exception("reaping idle systems")
+            continue
+        if n:
+            log.info("shut down %d idle system(s)", n)
+
+
+def create_app(
+    limits: ServerLimits | None = None,
+    *,
+    default_preset: str = "gfx900",
+    admin_token: str | None = None,
+) -> FastAPI:
+    """The hsaemu HTTP API, serving fresh machines of `default_preset` within `limits`."""
+    registry = SystemRegistry(limits, default_preset, admin_token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_reaper, registry)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        registry.close_all()
+
+    app = FastAPI(
+        title="hsaemu",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.add_middleware(BodyLimit, max_bytes=registry.limits.max_body_bytes)
+    errors.install(app)
+    for r in ROUTERS:
+        app.include_router(r)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,136 @@
+"""What every route shares: the bearer-token dependency, error responses, body negotiation.
+
+A system's routes live under `/v1/systems/{system_id}`; the dependency `System` finds the
+system and checks the caller's token (or the server's admin token). Binary data travels as
+`application/octet-stream`, or as base64 inside JSON; `body_kind` tells which one came in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from rocr.service.errors import ApiError
+from rocr.service.schemas import ErrorBody
+from rocr.service.systems import ServedSystem, SystemRegistry
+from rocr.status import Status
+
+PREFIX = "/v1/systems/{system_id}"
+OCTET = "application/octet-stream"
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="the token that POST /v1/systems returned (or the server's admin token)",
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the runtime refused the arguments"},
+    401: {"model": ErrorBody, "description": "no bearer token"},
+    404: {"model": ErrorBody, "description": "unknown id, or a token that does not own it"},
+    409: {"model": ErrorBody, "description": "conflicts with the state (queue error, stuck wait)"},
+    422: {"model": ErrorBody, "description": "malformed request, or a value past a limit"},
+    429: {"model": ErrorBody, "description": "a server limit (systems, memory, queues, signals)"},
+}
+
+
+def registry(request: Request) -> SystemRegistry:
+    return request.app.state.registry
+
+
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None:
+        raise ApiError(
+            401,
+            Status.ERROR,
+            "this call needs the system's token: send 'Authorization: Bearer <token>' with "
+            "the token POST /v1/systems returned",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return creds.credentials
+
+
+def served_system(
+    request: Request,
+    system_id: Annotated[str, Path(min_length=1, max_length=64)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ServedSystem:
+    token = _token(creds)
+    reg = registry(request)
+    if reg.is_admin(token):
+        return reg.get_admin(system_id)
+    return reg.get(system_id, token)
+
+
+def admin(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    if not registry(request).is_admin(_token(creds)):
+        raise ApiError(
+            403,
+            Status.ERROR,
+            "this needs the server's admin token (set with hsaemu serve --admin-token)",
+        )
+
+
+System = Annotated[ServedSystem, Depends(served_system)]
+Admin = Annotated[None, Depends(admin)]
+
+
+def body_kind(request: Request) -> Literal["json", "octet"]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == OCTET:
+        return "octet"
+    if ctype == "application/json" or ctype.endswith("+json"):
+        return "json"
+    raise ApiError(
+        415,
+        Status.ERROR_INVALID_ARGUMENT,
+        f"content type {ctype or '(none)'!r} is not accepted here; send {OCTET} or "
+        "application/json",
+    )
+
+
+def wants_octet(request: Request) -> bool:
+    return OCTET in request.headers.get("accept", "").lower()
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(
+            422, Status.ERROR_INVALID_ARGUMENT, f"invalid request: body is not JSON: {e}"
+        ) from None
+
+
+def dual_body(json_schema_ref: str, what: str) -> dict[str, Any]:
+    """openapi_extra for a body that is raw bytes or a JSON model."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": what,
+            "content": {
+                OCTET: {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{json_schema_ref}"}},
+            },
+        }
+    }
+
+
+def octet_or(model: type[BaseModel] | str, what: str) -> dict[int | str, dict[str, Any]]:
+    """`responses` entry for a 200 that is raw bytes (Accept: octet-stream) or a JSON model."""
+    name = model if isinstance(model, str) else model.__name__
+    return {
+        200: {
+            "description": what,
+            "content": {
+                OCTET: {"schema": {"type": "string", "format": "binary"}},
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}},
+            },
+        }
+    }

@@ -1,0 +1,16 @@
+"""FastAPI routers, one per resource: systems, agents and pools, buffers, queues, signals,
+code objects, and inspection of every layer."""
+
+from rocr.service.routes import agents, buffers, code, inspect, queues, signals, systems
+
+ROUTERS = [
+    systems.router,
+    agents.router,
+    buffers.router,
+    queues.router,
+    signals.router,
+    code.router,
+    inspect.router,
+]
+
+__all__ = ["ROUTERS"]

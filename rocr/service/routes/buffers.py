@@ -1,0 +1,146 @@
+"""Buffers: hsa_amd_memory_pool_allocate/free, hsa_amd_agents_allow_access, and the host's
+reads and writes of buffer bytes (what `buffer.view()` does locally)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Query, Request, Response
+
+import rocr
+from rocr.service.deps import (
+    ERRORS,
+    OCTET,
+    PREFIX,
+    System,
+    body_kind,
+    dual_body,
+    json_body,
+    octet_or,
+    wants_octet,
+)
+from rocr.service.errors import limit_error
+from rocr.service.schemas import (
+    AllowAccess,
+    BufferBytes,
+    BufferCreate,
+    BufferInfo,
+    BufferWrite,
+    BufferWritten,
+)
+from rocr.service.systems import ServedSystem
+
+router = APIRouter(prefix=PREFIX, tags=["buffers"], responses=ERRORS)
+
+
+def buffer_info(s: ServedSystem, b: rocr.Buffer) -> BufferInfo:
+    return BufferInfo(
+        address=b.address,
+        size=b.size,
+        pool=s.pool_id(b.pool),
+        agents=s.buffer_agents.get(b.address, []),
+        host_accessible=not b.pool.vram,
+    )
+
+
+@router.post("/buffers", status_code=201)
+def allocate(body: BufferCreate, s: System) -> BufferInfo:
+    """hsa_amd_memory_pool_allocate from pool `pool`."""
+    with s.use():
+        pool = s.pool(body.pool)
+        nbytes = s.buffer_bytes(body.size)
+        if pool.alloc_allowed and 0 < body.size <= pool.size:
+            s.ensure_room(nbytes)  # what the runtime itself refuses, it refuses first
+        buf = pool.allocate(body.size)
+        s.charge("buffer", buf.address, nbytes)
+        s.buffers[buf.address] = buf
+        return buffer_info(s, buf)
+
+
+@router.get("/buffers")
+def list_buffers(s: System) -> list[BufferInfo]:
+    with s.use(counts=False):
+        return [buffer_info(s, b) for b in s.buffers.values()]
+
+
+@router.get("/buffers/{address}")
+def get_buffer(address: int, s: System) -> BufferInfo:
+    with s.use(counts=False):
+        return buffer_info(s, s.buffer(address))
+
+
+@router.delete("/buffers/{address}", status_code=204)
+def free(address: int, s: System) -> Response:
+    """hsa_amd_memory_pool_free."""
+    with s.use():
+        buf = s.buffer(address)
+        buf.free()
+        del s.buffers[address]
+        s.buffer_agents.pop(address, None)
+        s.refund("buffer", address)
+    return Response(status_code=204)
+
+
+@router.post("/buffers/{address}/allow-access")
+def allow_access(address: int, body: AllowAccess, s: System) -> BufferInfo:
+    """hsa_amd_agents_allow_access: map the buffer into these agents' page tables."""
+    with s.use() as rt:
+        buf = s.buffer(address)
+        agents = [s.agent(n) for n in body.agents]
+        rt.allow_access(agents, buf)
+        have = s.buffer_agents.setdefault(address, [])
+        have.extend(a.node for a in agents if a.is_gpu and a.node not in have)
+        return buffer_info(s, buf)
+
+
+@router.get(
+    "/buffers/{address}/bytes",
+    response_model=BufferBytes,
+    responses=octet_or(BufferBytes, "the bytes: raw with Accept: application/octet-stream"),
+)
+def read_bytes(
+    address: int,
+    s: System,
+    request: Request,
+    offset: Annotated[int, Query(ge=0, le=1 << 48)] = 0,
+    size: Annotated[int | None, Query(ge=0, le=1 << 48, description="default: to the end")] = None,
+):
+    """The host reads buffer bytes (as through `buffer.view()`)."""
+    with s.use(counts=False):
+        buf = s.buffer(address)
+        n = max(0, buf.size - offset) if size is None else size
+        lim = s.limits.max_body_bytes
+        if n > lim:
+            raise limit_error(
+                422, "max_body_bytes", lim, f"reading {n} bytes at once; read in pieces"
+            )
+        data = buf.read(offset, n)
+    if wants_octet(request):
+        return Response(content=data, media_type=OCTET)
+    return BufferBytes(offset=offset, size=len(data), data=data)
+
+
+@router.put(
+    "/buffers/{address}/bytes",
+    openapi_extra=dual_body("BufferWrite", "raw bytes (at ?offset=) or JSON with base64 data"),
+)
+async def write_bytes(
+    address: int,
+    s: System,
+    request: Request,
+    offset: Annotated[int, Query(ge=0, le=1 << 48, description="for a raw body")] = 0,
+) -> BufferWritten:
+    """The host writes buffer bytes (as through `buffer.view()`)."""
+    if body_kind(request) == "octet":
+        data = await request.body()
+    else:
+        req = BufferWrite.model_validate(await json_body(request))
+        data, offset = req.data, req.offset
+
+    def write() -> BufferWritten:
+        with s.use():
+            s.buffer(address).write(data, offset)
+        return BufferWritten(offset=offset, size=len(data))
+
+    return await to_thread.run_sync(write)

@@ -1,0 +1,171 @@
+"""Inspection of every layer, and running the simulation forward.
+
+KFD processes with their queues, doorbells and events; the runlist and which queues hold HQD
+slots; CU occupancy; the trace (Perfetto/Chrome JSON, or raw events since an index) and stats.
+Reading these changes nothing, so a person can watch a launch step by step between calls.
+The KFD is reached through the runtime's transport (an in-process `/dev/kfd`), never imported.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from rocr.service.deps import ERRORS, PREFIX, System
+from rocr.service.errors import ApiError, not_found
+from rocr.service.schemas import Clock, KfdInfo, RunlistInfo, RunRequest, TraceEvents, TraceMarker
+from rocr.service.systems import ServedSystem
+from rocr.status import Status
+
+router = APIRouter(prefix=PREFIX, tags=["inspection"], responses=ERRORS)
+
+PS_PER_NS = 1000
+RUN_UNTIL_IDLE_DEFAULT_PS = 10**13  # 10 simulated seconds: bounds a run whose device never idles
+
+
+def _machine(s: ServedSystem) -> Any:
+    sysm = s.rt.system
+    if sysm is None:
+        raise ApiError(409, Status.ERROR, "this system's machine is not in this server's process")
+    return sysm
+
+
+def _gpu(s: ServedSystem, node: int) -> Any:
+    sysm = _machine(s)
+    for g in sysm.gpus:
+        if g.node == node:
+            return g
+    nodes = ", ".join(str(g.node) for g in sysm.gpus)
+    raise not_found(Status.ERROR_INVALID_AGENT, f"no GPU with node {node}; GPU nodes: {nodes}")
+
+
+def _clock(s: ServedSystem) -> Clock:
+    sysm = _machine(s)
+    return Clock(
+        host_ps=sysm.host_now,
+        device_ps=sysm.engine.now,
+        host_ns=sysm.host_now / PS_PER_NS,
+        device_ns=sysm.engine.now / PS_PER_NS,
+        pending_events=sysm.engine.pending(),
+    )
+
+
+@router.get("/clock")
+def clock(s: System) -> Clock:
+    """Simulated time: the host clock and the device engine's."""
+    with s.use(counts=False):
+        return _clock(s)
+
+
+@router.post("/run")
+def run(body: RunRequest, s: System) -> Clock:
+    """Run the simulation forward: the host sleeps `duration`, or until the device is idle."""
+    with s.use() as rt:
+        sysm = _machine(s)
+        if body.until_idle:
+            limit = (
+                RUN_UNTIL_IDLE_DEFAULT_PS
+                if body.limit_ns is None
+                else round(body.limit_ns * PS_PER_NS)
+            )
+            sysm.run_until_idle(limit)
+        else:
+            ps = body.duration_ps
+            if ps is None:
+                ps = round((body.duration_ns or 0) * PS_PER_NS)
+            sysm.run_for(ps)
+        rt.poll_async()
+        return _clock(s)
+
+
+@router.get("/kfd")
+def kfd(s: System) -> KfdInfo:
+    """The KFD's processes: their queues with doorbell offsets, events, buffer objects."""
+    with s.use(counts=False) as rt:
+        dev = getattr(rt.transport, "kfd", None)
+        if dev is None:
+            raise ApiError(409, Status.ERROR, "this runtime's KFD is not in this process")
+        return KfdInfo(
+            processes=[p.describe() for p in dev.processes.values()],
+            runlist=dev.runlist_summary(),
+        )
+
+
+@router.get("/runlist")
+def runlist(s: System) -> RunlistInfo:
+    """The runlist (every registered queue) versus the HQD slots the HW scheduler mapped."""
+    with s.use(counts=False) as rt:
+        dev = getattr(rt.transport, "kfd", None)
+        summary = dev.runlist_summary() if dev is not None else {}
+        gpus = [{"node": g.node, **g.scheduler.describe()} for g in _machine(s).gpus]
+        return RunlistInfo(runlist=summary, gpus=gpus)
+
+
+@router.get("/gpus")
+def gpus(s: System) -> list[dict[str, Any]]:
+    """Each GPU's state: scheduler, CUs, kernels in flight."""
+    with s.use(counts=False):
+        return [g.state() for g in _machine(s).gpus]
+
+
+@router.get("/gpus/{node}")
+def gpu(node: int, s: System) -> dict[str, Any]:
+    with s.use(counts=False):
+        return _gpu(s, node).state()
+
+
+@router.get("/gpus/{node}/cus")
+def occupancy(node: int, s: System) -> list[dict[str, Any]]:
+    """Per compute unit: resident workgroups and waves, free wave slots, VGPRs, LDS."""
+    with s.use(counts=False):
+        return _gpu(s, node).dispatcher.occupancy()
+
+
+@router.get(
+    "/trace",
+    responses={200: {"content": {"application/json": {}}, "description": "Chrome trace JSON"}},
+)
+def trace(s: System) -> Response:
+    """The trace so far as Perfetto/Chrome trace JSON (open it in ui.perfetto.dev)."""
+    with s.use(counts=False):
+        text = _machine(s).tracer.dumps()
+    return Response(content=text, media_type="application/json")
+
+
+@router.get("/trace/events")
+def trace_events(
+    s: System,
+    since: Annotated[int, Query(ge=0, description="first event index")] = 0,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> TraceEvents:
+    """Trace events from index `since` (ps timestamps): poll with `next` to follow a launch."""
+    with s.use(counts=False):
+        tr = _machine(s).tracer
+        evs = tr.events[since : since + limit]
+        return TraceEvents(
+            events=[e.as_dict() for e in evs],
+            next=since + len(evs),
+            total=len(tr.events),
+            dropped=tr.dropped,
+        )
+
+
+@router.post("/trace/markers", status_code=204)
+def trace_marker(body: TraceMarker, s: System) -> Response:
+    """Put a marker of your own into the trace, at the current host time."""
+    clash = {"track", "name"} & body.args.keys()
+    if clash:
+        raise ApiError(
+            422, Status.ERROR_INVALID_ARGUMENT, f"marker args may not be called {sorted(clash)}"
+        )
+    with s.use() as rt:
+        rt.trace(body.track, body.name, **body.args)
+    return Response(status_code=204)
+
+
+@router.get("/stats")
+def stats(s: System) -> dict[str, Any]:
+    """Counters: simulated ticks, events, kernels, workgroups, bytes, context switches."""
+    with s.use(counts=False):
+        return _machine(s).stats()

@@ -1,0 +1,466 @@
+"""Served systems: one emulated machine per client, owned by a bearer token.
+
+Each system is a `rocr.Runtime` on a fresh machine (`rocr.init(preset=..., spec=...)`) and the
+registry of what its clients created through the API: buffers by address, queues by id,
+signals by handle, executables by number. One lock per system serializes its work (the machine
+is single-threaded Python); different systems run side by side. Tokens are kept only as
+SHA-256 digests and compared in constant time. Idle systems are shut down after
+`idle_timeout_s`; every count and size a client controls is checked against `ServerLimits`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import ValidationError
+
+import rocr
+from hw_model.config import PRESETS, SystemSpec
+from rocr.errors import HsaError
+from rocr.service.errors import ApiError, limit_error, not_found
+from rocr.service.schemas import ServerLimits, SystemCreate, SystemInfo
+from rocr.status import Status
+
+PAGE = 4096
+QUEUE_DESCRIPTOR_BYTES = PAGE  # the amd_queue_t page rocr allocates beside each ring
+HQD_SLOTS_MAX = 1024  # sanity bound on a spec override: slots are a Python list per GPU
+SIMDS_PER_CU_MAX = 16
+# A shorter HW scheduler quantum lets the quantum timer, not the work, dominate a simulation
+# (1 us is 1/100 of gem5's default); a served machine must not be able to spin in place.
+QUANTUM_MIN_PS = 1_000_000
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _pages(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def build_spec(preset: str, overrides: dict[str, Any], limits: ServerLimits) -> SystemSpec | None:
+    """The SystemSpec for `preset` with `overrides`; None when there are none (plain preset)."""
+    if preset not in PRESETS:
+        raise ApiError(
+            422,
+            Status.ERROR_INVALID_ARGUMENT,
+            f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}",
+        )
+    base = SystemSpec(gpu=PRESETS[preset])
+    if not overrides:
+        spec = base
+    else:
+        _check_overrides(overrides, base.model_dump())
+        try:
+            spec = SystemSpec.model_validate(_merge(base.model_dump(), overrides))
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ApiError(
+                422,
+                Status.ERROR_INVALID_ARGUMENT,
+                f"bad spec override {where}: {first['msg']} ({e.error_count()} error(s))",
+            ) from None
+    if spec.num_gpus < 1 or spec.num_gpus > limits.max_gpus:
+        raise limit_error(
+            422, "max_gpus", limits.max_gpus, f"spec asks for {spec.num_gpus} GPUs (at least 1)"
+        )
+    cus = spec.num_gpus * spec.gpu.num_cus
+    if cus > limits.max_compute_units:
+        raise limit_error(
+            422, "max_compute_units", limits.max_compute_units, f"spec asks for {cus} CUs"
+        )
+    if spec.gpu.quantum_ps < QUANTUM_MIN_PS:
+        raise ApiError(
+            422,
+            Status.ERROR_INVALID_ARGUMENT,
+            f"spec gpu.quantum_ps {spec.gpu.quantum_ps} is below this server's minimum "
+            f"{QUANTUM_MIN_PS} ps",
+        )
+    if spec.gpu.hqd_slots > HQD_SLOTS_MAX or spec.gpu.simds_per_cu > SIMDS_PER_CU_MAX:
+        raise ApiError(
+            422,
+            Status.ERROR_INVALID_ARGUMENT,
+            f"spec asks for {spec.gpu.hqd_slots} HQD slots and {spec.gpu.simds_per_cu} "
+            f"SIMDs per CU; this server allows at most {HQD_SLOTS_MAX} and {SIMDS_PER_CU_MAX}",
+        )
+    return spec if overrides else None
+
+
+def _check_overrides(over: dict[str, Any], base: dict[str, Any], where: str = "") -> None:
+    """Overridden latencies (`*_ps`) may be 0; any other overridden number sizes, counts or
+    clocks the machine and must be positive (or 0 where the preset itself has 0)."""
+    for k, v in over.items():
+        b = base.get(k) if isinstance(base, dict) else None
+        if isinstance(v, dict):
+            _check_overrides(v, b if isinstance(b, dict) else {}, f"{where}{k}.")
+            continue
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            continue
+        floor_ok = v >= 0 if (k.endswith("_ps") or b == 0) else v > 0
+        if not floor_ok:
+            need = "negative" if k.endswith("_ps") or b == 0 else "zero or negative"
+            raise ApiError(
+                422, Status.ERROR_INVALID_ARGUMENT, f"spec {where}{k} = {v} may not be {need}"
+            )
+
+
+class ServedSystem:
+    """One emulated machine and the objects its clients created, behind one lock."""
+
+    def __init__(
+        self,
+        sid: str,
+        token: str,
+        rt: rocr.Runtime,
+        preset: str,
+        name: str,
+        limits: ServerLimits,
+    ) -> None:
+        self.id = sid
+        self._token = _digest(token)
+        self.rt = rt
+        self.preset = preset
+        self.name = name
+        self.limits = limits
+        self.lock = threading.Lock()
+        self.last_used = time.monotonic()
+        self.closed = False
+        self.waiters = 0
+        self.activity = 0  # requests served; a waiter retries when someone else acted
+        self.pools = [p for a in rt.agents() for p in a.pools()]
+        self.buffers: dict[int, rocr.Buffer] = {}
+        self.buffer_agents: dict[int, list[int]] = {}
+        self.queues: dict[int, rocr.Queue] = {}
+        self.signals: dict[int, rocr.Signal] = {}
+        self.executables: dict[int, rocr.Executable] = {}
+        self._next_executable = 0
+        self._charges: dict[tuple[str, int], int] = {}
+        self.memory_bytes = 0
+        if rt.system is not None:
+            # Bound the trace's memory: a server holds many machines.
+            rt.system.tracer.max_events = limits.max_trace_events
+
+    # -- ownership and serialization ---------------------------------------------------------
+    def owned_by(self, token: str | None) -> bool:
+        given = _digest(token or "")
+        return hmac.compare_digest(given, self._token) and token is not None
+
+    @contextmanager
+    def use(self, *, counts: bool = True) -> Iterator[rocr.Runtime]:
+        """Hold the system's lock; a request that cannot get it within max_wait_ms fails."""
+        wait_s = self.limits.max_wait_ms / 1000
+        if not self.lock.acquire(timeout=wait_s):
+            raise limit_error(
+                409,
+                "max_wait_ms",
+                self.limits.max_wait_ms,
+                f"system {self.id} stayed busy with another request",
+            )
+        try:
+            if self.closed:
+                raise gone(self.id)
+            yield self.rt
+        finally:
+            self.last_used = time.monotonic()
+            if counts:
+                self.activity += 1
+            self.lock.release()
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def idle_s(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.last_used
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.waiters == 0 and self.idle_s(now) > self.limits.idle_timeout_s
+
+    def close(self) -> None:
+        """Shut the runtime down (destroys its queues, frees its memory, closes the KFD)."""
+        if not self.closed:
+            self.closed = True
+            self.rt.shutdown()
+
+    # -- memory accounting -------------------------------------------------------------------
+    def ensure_room(self, nbytes: int) -> None:
+        lim = self.limits.max_memory_per_system
+        if self.memory_bytes + nbytes > lim:
+            raise limit_error(
+                429,
+                "max_memory_per_system",
+                lim,
+                f"{nbytes} more bytes would bring system {self.id} to "
+                f"{self.memory_bytes + nbytes} bytes; free buffers or queues first",
+            )
+
+    def charge(self, kind: str, key: int, nbytes: int) -> None:
+        """Count `nbytes` held by object (kind, key); call ensure_room before allocating."""
+        self._charges[(kind, key)] = nbytes
+        self.memory_bytes += nbytes
+
+    def refund(self, kind: str, key: int) -> None:
+        self.memory_bytes -= self._charges.pop((kind, key), 0)
+
+    @staticmethod
+    def buffer_bytes(size: int) -> int:
+        return _pages(size)
+
+    @staticmethod
+    def queue_bytes(packets: int) -> int:
+        return _pages(packets * 64) + QUEUE_DESCRIPTOR_BYTES
+
+    # -- lookups (404 with the real status when the id is unknown) ---------------------------
+    def agent(self, node: int) -> rocr.Agent:
+        for a in self.rt.agents():
+            if a.node == node:
+                return a
+        nodes = ", ".join(str(a.node) for a in self.rt.agents())
+        raise not_found(Status.ERROR_INVALID_AGENT, f"no agent with node {node}; nodes: {nodes}")
+
+    def gpu(self, node: int) -> rocr.Agent:
+        a = self.agent(node)
+        if not a.is_gpu:
+            raise ApiError(400, Status.ERROR_INVALID_AGENT, f"agent {node} ({a.name}) is not a GPU")
+        return a
+
+    def pool(self, pid: int) -> rocr.MemoryPool:
+        if 0 <= pid < len(self.pools):
+            return self.pools[pid]
+        raise not_found(
+            Status.ERROR_INVALID_MEMORY_POOL,
+            f"no memory pool {pid}; this system has pools 0..{len(self.pools) - 1}",
+        )
+
+    def pool_id(self, pool: rocr.MemoryPool) -> int:
+        return next(i for i, p in enumerate(self.pools) if p is pool)
+
+    def buffer(self, address: int) -> rocr.Buffer:
+        buf = self.buffers.get(address)
+        if buf is None:
+            raise not_found(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"no buffer at address {address:#x} (allocate one with POST buffers)",
+            )
+        return buf
+
+    def queue(self, qid: int) -> rocr.Queue:
+        q = self.queues.get(qid)
+        if q is None:
+            raise not_found(Status.ERROR_INVALID_QUEUE, f"no queue {qid}")
+        return q
+
+    def signal(self, handle: int) -> rocr.Signal:
+        s = self.signals.get(handle)
+        if s is None:
+            raise not_found(Status.ERROR_INVALID_SIGNAL, f"no signal with handle {handle:#x}")
+        return s
+
+    def executable(self, eid: int) -> rocr.Executable:
+        exe = self.executables.get(eid)
+        if exe is None:
+            raise not_found(Status.ERROR_INVALID_EXECUTABLE, f"no executable {eid}")
+        return exe
+
+    def add_executable(self, exe: rocr.Executable) -> int:
+        eid = self._next_executable
+        self._next_executable += 1
+        self.executables[eid] = exe
+        return eid
+
+    def kernel(self, kernel_object: int | None, name: str | None) -> rocr.KernelSymbol:
+        for exe in self.executables.values():
+            for sym in exe.symbols.values():
+                if sym.kernel_object == kernel_object or (name is not None and sym.name == name):
+                    return sym
+        what = f"kernel_object {kernel_object:#x}" if name is None else f"name {name!r}"
+        raise not_found(
+            Status.ERROR_INVALID_EXECUTABLE_SYMBOL,
+            f"no loaded kernel has {what}; load a code object first (POST executables)",
+        )
+
+    def add_signal(self, sig: rocr.Signal) -> None:
+        if (
+            sig.handle not in self.signals
+            and len(self.signals) >= self.limits.max_signals_per_system
+        ):
+            raise limit_error(
+                429,
+                "max_signals_per_system",
+                self.limits.max_signals_per_system,
+                "too many signals; destroy some first",
+            )
+        self.signals[sig.handle] = sig
+
+    def check_signal_room(self) -> None:
+        if len(self.signals) >= self.limits.max_signals_per_system:
+            raise limit_error(
+                429,
+                "max_signals_per_system",
+                self.limits.max_signals_per_system,
+                "too many signals; destroy some first",
+            )
+
+    # -- description -------------------------------------------------------------------------
+    def info(self) -> SystemInfo:
+        sysm = self.rt.system
+        idle = self.idle_s()
+        return SystemInfo(
+            id=self.id,
+            preset=self.preset,
+            name=self.name,
+            spec=sysm.spec.model_dump(mode="json") if sysm is not None else {},
+            host_ns=self.rt.now_ns,
+            device_ns=(sysm.engine.now / 1000) if sysm is not None else 0.0,
+            idle_s=round(idle, 3),
+            expires_in_s=round(max(0.0, self.limits.idle_timeout_s - idle), 3),
+            waiters=self.waiters,
+            buffers=len(self.buffers),
+            queues=len(self.queues),
+            signals=len(self.signals),
+            executables=len(self.executables),
+            memory_bytes=self.memory_bytes,
+        )
+
+
+def gone(sid: str) -> ApiError:
+    return not_found(
+        Status.ERROR_NOT_INITIALIZED,
+        f"no system {sid!r} for this token (it may have been shut down, or expired when idle)",
+    )
+
+
+class SystemRegistry:
+    """Every served system, by id; creation, lookup with the token, expiry."""
+
+    def __init__(
+        self,
+        limits: ServerLimits | None = None,
+        default_preset: str = "gfx900",
+        admin_token: str | None = None,
+    ) -> None:
+        self.limits = limits or ServerLimits()
+        self.default_preset = default_preset
+        self._admin = _digest(admin_token) if admin_token else None
+        self._lock = threading.Lock()
+        self._systems: dict[str, ServedSystem] = {}
+        self._pending = 0
+
+    def __len__(self) -> int:
+        return len(self._systems)
+
+    def create(self, req: SystemCreate) -> tuple[ServedSystem, str]:
+        self.reap()
+        preset = req.preset or self.default_preset
+        spec = build_spec(preset, req.spec, self.limits)
+        with self._lock:
+            if len(self._systems) + self._pending >= self.limits.max_systems:
+                raise limit_error(
+                    429,
+                    "max_systems",
+                    self.limits.max_systems,
+                    "the server runs as many systems as it may; delete one you no longer "
+                    "need, or try again when idle ones have expired",
+                )
+            self._pending += 1
+        try:
+            try:
+                rt = rocr.init(preset=preset, spec=spec, name=req.name)
+            except HsaError:
+                raise
+            except Exception as e:  # a spec the emulator cannot build a machine from
+                raise ApiError(
+                    422,
+                    Status.ERROR_INVALID_ARGUMENT,
+                    f"the spec does not make a working machine: {type(e).__name__}: {e}",
+                ) from None
+            if spec is not None and not rt.gpus:
+                rt.shutdown()
+                raise ApiError(
+                    422, Status.ERROR_INVALID_ARGUMENT, "the spec makes a machine without a GPU"
+                )
+            sid = secrets.token_hex(8)
+            token = secrets.token_urlsafe(32)
+            served = ServedSystem(sid, token, rt, preset, req.name, self.limits)
+            with self._lock:
+                self._systems[sid] = served
+        finally:
+            with self._lock:
+                self._pending -= 1
+        return served, token
+
+    def get(self, sid: str, token: str | None) -> ServedSystem:
+        with self._lock:
+            served = self._systems.get(sid)
+        if served is None:
+            _digest(token or "")  # same work as a real comparison: timing tells nothing
+            raise gone(sid)
+        if not served.owned_by(token):
+            raise gone(sid)
+        if served.expired():
+            self._remove(served)
+            raise gone(sid)
+        served.touch()
+        return served
+
+    def is_admin(self, token: str | None) -> bool:
+        if self._admin is None or token is None:
+            return False
+        return hmac.compare_digest(_digest(token), self._admin)
+
+    def get_admin(self, sid: str) -> ServedSystem:
+        with self._lock:
+            served = self._systems.get(sid)
+        if served is None:
+            raise gone(sid)
+        return served
+
+    def all(self) -> list[ServedSystem]:
+        with self._lock:
+            return list(self._systems.values())
+
+    def delete(self, served: ServedSystem) -> None:
+        self._remove(served)
+
+    def _remove(self, served: ServedSystem) -> None:
+        with self._lock:
+            if self._systems.get(served.id) is served:
+                del self._systems[served.id]
+        # Shut down under the system's lock so no request is inside; if one is, it will see
+        # `closed` when it next takes the lock.
+        if served.lock.acquire(timeout=self.limits.max_wait_ms / 1000):
+            try:
+                served.close()
+            finally:
+                served.lock.release()
+        else:
+            served.closed = True
+
+    def reap(self) -> int:
+        """Shut down systems idle for longer than idle_timeout_s; returns how many."""
+        now = time.monotonic()
+        victims = [s for s in self.all() if s.expired(now) and not s.lock.locked()]
+        for s in victims:
+            self._remove(s)
+        return len(victims)
+
+    def close_all(self) -> None:
+        for s in self.all():
+            self._remove(s)
