@@ -7,7 +7,7 @@ granules), gem5's apu_se.py defaults, or says it is a guess.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hw_model.engine import PS_PER_NS, PS_PER_US
 
@@ -18,6 +18,10 @@ GiB = 1024 * MiB
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# GpuSpec numbers that may be zero: ids and optional cache levels (latencies, *_ps, may too).
+_MAY_BE_ZERO = ("gfx_target_version", "device_id", "l3_size")
 
 
 class GpuSpec(Frozen):
@@ -90,6 +94,22 @@ class GpuSpec(Frozen):
     release_fence_agent_ps: int = 300 * PS_PER_NS  # guess: wait for CU writes to reach L2
     release_fence_system_ps: int = 4000 * PS_PER_NS  # agent + 3.7 us L2 writeback (DESIGN)
     timestamp_frequency_hz: int = 100_000_000  # gfx9 GPU timestamp counter: 100 MHz (ROCr)
+
+    @model_validator(mode="after")
+    def _check_numbers(self) -> GpuSpec:
+        """Reject numbers the model cannot run with (a zero clock divides by zero, a zero
+        quantum makes the HW scheduler spin), naming the field."""
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if name.endswith("_ps") or name in _MAY_BE_ZERO:
+                if value < 0:
+                    raise ValueError(f"{name} = {value}: must be >= 0")
+            elif value <= 0:
+                raise ValueError(f"{name} = {value}: must be > 0")
+        if self.quantum_ps < 1000:
+            raise ValueError(f"quantum_ps = {self.quantum_ps}: must be at least 1 ns")
+        return self
 
     @property
     def max_waves_per_cu(self) -> int:

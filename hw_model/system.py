@@ -135,6 +135,7 @@ class System:
                 "kernels": g.stats_kernels,
                 "workgroups": g.dispatcher.wgs_dispatched,
                 "bytes_moved": g.channel.bytes_moved,
+                "dram_busy_ps": int(g.channel.busy_ps),
                 "context_switches": sched["context_switches"],
                 "oversubscribed_ps": sched["oversubscribed_ps"],
                 "cu_busy_ps": [cu.busy_ps for cu in g.cus],

@@ -243,6 +243,13 @@ class Runtime:
             )
         return sig
 
+    def signal(self, handle: int) -> Signal:
+        """The live signal of this runtime whose handle (amd_signal_t address) is `handle`."""
+        for s in self._signals:
+            if s.handle == handle and not s.destroyed:
+                return s
+        raise HsaError(Status.ERROR_INVALID_SIGNAL, f"no live signal {handle:#x} in this runtime")
+
     # -- code objects ----------------------------------------------------------------------
     def load_code_object(self, source: Any = "builtin", agent: Agent | None = None) -> Executable:
         """Load a code object for `agent` (default: the first GPU)."""

@@ -34,7 +34,7 @@ def scenario_barrier(rt):
     done, dst = starter.scenario_barrier(rt)
     q = rt.queues()[-1]
     dep = q.packet(q.load_read_index()).dep_signal[0]  # what the barrier waits for
-    ready = next(s for s in rt._signals if s.handle == dep)
+    ready = rt.signal(dep)
     ready.store(0)  # "input ready": the barrier-AND's dependency reaches 0
     return done, dst
 
