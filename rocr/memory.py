@@ -113,16 +113,37 @@ class MemoryPool:
         return self.rt._allocate(self, size)
 
 
-class Buffer:
-    """Memory from a pool. `address` is what a kernel argument or packet field takes."""
+def filter_pools(
+    pools,
+    *,
+    kernarg: bool | None = None,
+    fine_grained: bool | None = None,
+    coarse_grained: bool | None = None,
+    segment: Segment | None = None,
+) -> list:
+    """The pools with the given properties (hsa_amd_agent_iterate_memory_pools + a filter);
+    shared by local and remote agents."""
+    out = []
+    for p in pools:
+        if kernarg is not None and p.kernarg != kernarg:
+            continue
+        if fine_grained is not None and p.fine_grained != fine_grained:
+            continue
+        if coarse_grained is not None and p.coarse_grained != coarse_grained:
+            continue
+        if segment is not None and p.segment != segment:
+            continue
+        out.append(p)
+    return out
 
-    def __init__(self, rt: Runtime, pool: MemoryPool, alloc) -> None:
-        self.rt = rt
-        self.pool = pool
-        self._alloc = alloc
-        self.address: int = alloc.address
-        self.size: int = alloc.size
-        self.freed = False
+
+class BufferBase:
+    """What local and remote buffers share: an address, a size, a pool, a freed flag."""
+
+    address: int
+    size: int
+    pool: MemoryPool
+    freed: bool
 
     def __repr__(self) -> str:
         return f"Buffer({self.address:#x}, {self.size} bytes, {self.pool.name})"
@@ -133,6 +154,18 @@ class Buffer:
     def _check(self) -> None:
         if self.freed:
             raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"buffer at {self.address:#x} was freed")
+
+
+class Buffer(BufferBase):
+    """Memory from a pool. `address` is what a kernel argument or packet field takes."""
+
+    def __init__(self, rt: Runtime, pool: MemoryPool, alloc) -> None:
+        self.rt = rt
+        self.pool = pool
+        self._alloc = alloc
+        self.address: int = alloc.address
+        self.size: int = alloc.size
+        self.freed = False
 
     def view(self, dtype: type | str = np.uint8, count: int | None = None) -> np.ndarray:
         """The host's view of the buffer as a numpy array (no copy)."""

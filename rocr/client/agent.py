@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rocr.agent import DeviceType
-from rocr.memory import Segment
+from rocr.memory import Segment, filter_pools
 from rocr.service.schemas import AgentInfo
 
 if TYPE_CHECKING:
@@ -61,18 +61,13 @@ class Agent:
         segment: Segment | None = None,
     ) -> list[MemoryPool]:
         """hsa_amd_agent_iterate_memory_pools, filtered by the given properties."""
-        out = []
-        for p in self._pools:
-            if kernarg is not None and p.kernarg != kernarg:
-                continue
-            if fine_grained is not None and p.fine_grained != fine_grained:
-                continue
-            if coarse_grained is not None and p.coarse_grained != coarse_grained:
-                continue
-            if segment is not None and p.segment != segment:
-                continue
-            out.append(p)
-        return out
+        return filter_pools(
+            self._pools,
+            kernarg=kernarg,
+            fine_grained=fine_grained,
+            coarse_grained=coarse_grained,
+            segment=segment,
+        )
 
     def create_queue(
         self,

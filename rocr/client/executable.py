@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
-from hw_model.kernels import KernelArg, pack_args
+from hw_model.kernels import KernelArg
 from rocr.errors import HsaError
+from rocr.executable import KernelSymbol as LocalKernelSymbol
 from rocr.service.schemas import ExecutableInfo, KernelSymbolInfo
 from rocr.status import Status
 
@@ -14,31 +14,22 @@ if TYPE_CHECKING:
     from rocr.client.agent import Agent
 
 
-class KernelSymbol:
-    """hsa_executable_symbol_t of a kernel."""
+class KernelSymbol(LocalKernelSymbol):
+    """hsa_executable_symbol_t of a kernel, as the server's loader reported it."""
 
     def __init__(self, info: KernelSymbolInfo) -> None:
-        self.name = info.name
-        self.kernel_object = info.kernel_object
-        self.kernarg_size = info.kernarg_segment_size
+        super().__init__(
+            info.name,
+            info.kernel_object,
+            info.kernarg_segment_size,
+            info.group_segment_size,
+            info.private_segment_size,
+            tuple(KernelArg(**a.model_dump()) for a in info.args),
+            info.vgpr_count,
+            info.sgpr_count,
+        )
         self.kernarg_alignment = info.kernarg_segment_alignment
-        self.group_segment_size = info.group_segment_size
-        self.private_segment_size = info.private_segment_size
-        self.args = tuple(KernelArg(**a.model_dump()) for a in info.args)
-        self.vgprs = info.vgpr_count
-        self.sgprs = info.sgpr_count
         self._info = info
-
-    def __repr__(self) -> str:
-        sig = ", ".join(f"{a.name}: {a.type}" for a in self.args)
-        return f"KernelSymbol({self.name}({sig}), kernel_object={self.kernel_object:#x})"
-
-    def pack_args(self, *values: object) -> bytes:
-        """Kernarg bytes for `values`, by the declared layout (buffers pack as addresses)."""
-        try:
-            return pack_args(self.args, self.kernarg_size, tuple(values))
-        except (TypeError, struct.error) as e:
-            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"{self.name}: {e}") from None
 
     def info(self) -> dict:
         return self._info.model_dump()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rocr.errors import HsaError
-from rocr.memory import GlobalFlag, Segment
+from rocr.memory import BufferBase, GlobalFlag, Segment
 from rocr.service.schemas import BufferInfo, PoolInfo
 from rocr.status import Status
 
@@ -75,7 +75,7 @@ class MemoryPool:
         return self.rt._add_buffer(Buffer(self.rt, self, info))
 
 
-class Buffer:
+class Buffer(BufferBase):
     """Memory from a pool. `address` is what a kernel argument or packet field takes."""
 
     def __init__(self, rt: Runtime, pool: MemoryPool, info: BufferInfo) -> None:
@@ -84,16 +84,6 @@ class Buffer:
         self.address: int = info.address
         self.size: int = info.size
         self.freed = False
-
-    def __repr__(self) -> str:
-        return f"Buffer({self.address:#x}, {self.size} bytes, {self.pool.name})"
-
-    def __int__(self) -> int:
-        return self.address
-
-    def _check(self) -> None:
-        if self.freed:
-            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"buffer at {self.address:#x} was freed")
 
     def read(self, offset: int = 0, size: int | None = None) -> bytes:
         self._check()
