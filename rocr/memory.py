@@ -40,7 +40,25 @@ class GlobalFlag(IntFlag):
     COARSE_GRAINED = 4
 
 
-class MemoryPool:
+class PoolFlags:
+    """The global-segment flags of a pool, shared by local and remote pools."""
+
+    global_flags: GlobalFlag
+
+    @property
+    def fine_grained(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.FINE_GRAINED)
+
+    @property
+    def coarse_grained(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.COARSE_GRAINED)
+
+    @property
+    def kernarg(self) -> bool:
+        return bool(self.global_flags & GlobalFlag.KERNARG_INIT)
+
+
+class MemoryPool(PoolFlags):
     """hsa_amd_memory_pool_t."""
 
     def __init__(
@@ -63,18 +81,6 @@ class MemoryPool:
         self.name = name
         self.alloc_granule = 4096  # HSA_AMD_MEMORY_POOL_INFO_RUNTIME_ALLOC_GRANULE (page)
         self.alloc_alignment = 4096
-
-    @property
-    def fine_grained(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.FINE_GRAINED)
-
-    @property
-    def coarse_grained(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.COARSE_GRAINED)
-
-    @property
-    def kernarg(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.KERNARG_INIT)
 
     @property
     def alloc_allowed(self) -> bool:

@@ -48,9 +48,9 @@ class DispatchHandle:
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
         """Wait for the kernel to retire (its completion signal below 1)."""
         v = self.signal.wait(Condition.LT, 1, timeout_ns)
-        self.queue.rt.poll_async()
-        if self.queue.error is not None:
-            raise self.queue.error
+        err = self._queue_error()
+        if err is not None:
+            raise err
         if v >= 1:
             raise HsaError(
                 Status.ERROR,
@@ -58,6 +58,10 @@ class DispatchHandle:
                 f"{self.queue.id} did not complete in {timeout_ns} ns",
             )
         return self
+
+    def _queue_error(self) -> HsaError | None:
+        self.queue.rt.poll_async()
+        return self.queue.error
 
     @property
     def done(self) -> bool:

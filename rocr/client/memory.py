@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rocr.errors import HsaError
-from rocr.memory import BufferBase, GlobalFlag, Segment
+from rocr.memory import BufferBase, GlobalFlag, PoolFlags, Segment
 from rocr.service.schemas import BufferInfo, PoolInfo
 from rocr.status import Status
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rocr.client.runtime import Runtime
 
 
-class MemoryPool:
+class MemoryPool(PoolFlags):
     """hsa_amd_memory_pool_t of a served system."""
 
     def __init__(self, rt: Runtime, info: PoolInfo, owner: Agent) -> None:
@@ -44,18 +44,6 @@ class MemoryPool:
 
     def __repr__(self) -> str:
         return f"MemoryPool({self.name}, {self.segment.name}, size={self.size})"
-
-    @property
-    def fine_grained(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.FINE_GRAINED)
-
-    @property
-    def coarse_grained(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.COARSE_GRAINED)
-
-    @property
-    def kernarg(self) -> bool:
-        return bool(self.global_flags & GlobalFlag.KERNARG_INIT)
 
     @property
     def alloc_allowed(self) -> bool:

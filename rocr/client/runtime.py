@@ -24,6 +24,7 @@ from rocr.client.queue import Queue
 from rocr.client.signal import Signal
 from rocr.client.system import System
 from rocr.errors import HsaError
+from rocr.runtime import DispatchHandle as LocalDispatchHandle
 from rocr.service.schemas import (
     AgentInfo,
     BufferInfo,
@@ -36,7 +37,6 @@ from rocr.service.schemas import (
     SystemCreate,
     SystemCreated,
 )
-from rocr.signal import Condition
 from rocr.status import Status
 
 if TYPE_CHECKING:
@@ -46,35 +46,11 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 _SYSTEMS = "/v1/systems/"
 
 
-class DispatchHandle:
-    """What `queue.dispatch()` returns: the packet index and its completion signal."""
+class DispatchHandle(LocalDispatchHandle):
+    """What `queue.dispatch()` returns; the queue's error comes from the server."""
 
-    def __init__(self, queue: Queue, index: int, signal: Signal, owns_signal: bool) -> None:
-        self.queue = queue
-        self.index = index
-        self.signal = signal
-        self._owns_signal = owns_signal
-
-    def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
-        """Wait for the kernel to retire (its completion signal below 1)."""
-        v = self.signal.wait(Condition.LT, 1, timeout_ns)
-        err = self.queue.error
-        if err is not None:
-            raise err
-        if v >= 1:
-            raise HsaError(
-                Status.ERROR,
-                f"timeout: packet {self.index} of queue "
-                f"{self.queue.id} did not complete in {timeout_ns} ns",
-            )
-        return self
-
-    @property
-    def done(self) -> bool:
-        return self.signal.load() < 1
-
-    def dispatch_time(self) -> tuple[float, float]:
-        return self.signal.dispatch_time()
+    def _queue_error(self) -> HsaError | None:
+        return self.queue.error
 
 
 class Runtime:
