@@ -3,8 +3,13 @@
 Models the CP's compute micro-engines (MEC/ACE) as gem5's `src/dev/hsa/hsa_packet_processor`
 and the HSA 1.2 platform spec describe them. A packet processor works only while its queue is
 mapped into a hardware queue slot (HQD). It fetches packets from the ring in memory between
-its read index and the last doorbell value; a slot whose header is still INVALID stalls it
-until a later doorbell; the barrier bit waits for every earlier packet of the queue; a kernel
+its read index and the last doorbell value. A slot whose header is still INVALID stalls it,
+and it keeps looking at that slot (a memory watch on the header, as ROCR-Runtime's
+`AqlQueue::StoreRelaxed` expects: "The HW will stall on these packets until they enter a valid
+state"), so a header published after the doorbell is picked up without another one. The
+barrier bit waits until every earlier packet of the queue has retired, release fence done and
+completion signal decremented (hsa.h `HSA_PACKET_HEADER_BARRIER`: "only launches when all
+preceding packets (within the same queue) are complete"); a kernel
 dispatch is validated, then handed to the dispatcher, and the next packet is fetched once all
 the kernel's workgroups are dispatched. Packets retire in order: the release fence, the
 completion signal decremented in memory (with start/end timestamps), an interrupt when the
@@ -29,7 +34,7 @@ from hw_model import aql
 from hw_model.aql import PacketType
 from hw_model.dispatcher import KernelLaunch
 from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
-from hw_model.memory import MemoryFault
+from hw_model.memory import VM_FAULT_CLIENT_SHADER, MemoryFault
 from hw_model.structs import (
     AMD_QUEUE_QUEUE_INACTIVE_SIGNAL_OFFSET,
     AMD_QUEUE_READ_DISPATCH_ID_OFFSET,
@@ -143,6 +148,8 @@ class PacketProcessor:
         self.acct_since = gpu.engine.now
         self._processing = False  # a fetched packet is in its processing delay
         self._head_watch: _Barrier | None = None  # unmapped: watches the head barrier's deps
+        self._hdr_watch: int | None = None  # address of an INVALID header being watched
+        self._hdr_pending = False
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -213,7 +220,7 @@ class PacketProcessor:
             header = _U16.unpack_from(raw, 0)[0]
             if header & 0xFF == PacketType.INVALID:
                 return False
-            if aql.header_barrier(header) and self.inflight:
+            if aql.header_barrier(header) and self.retired < self.read_index:
                 return False
             b = self._barrier_of(raw, self.read_index)
             return b is None or b.satisfied()
@@ -280,13 +287,21 @@ class PacketProcessor:
         self._watch_head()
 
     def _watch_head(self) -> None:
-        """Unmapped, with a barrier packet at the head not yet started: watch its signals."""
+        """Unmapped, with a barrier packet at the head not yet started: watch its signals; with
+        an INVALID header at the head: watch the header."""
         self._drop_head_watch()
         if self.slot is not None or self.blocked_barrier is not None or self.error is not None:
             return
         if self.destroyed or not self.has_unfetched:
             return
-        b = self.head_barrier()
+        try:
+            raw = self._peek(self.read_index)
+        except MemoryFault:
+            return
+        if raw[0] == PacketType.INVALID:
+            self._watch_header(self.read_index)
+            return
+        b = self._barrier_of(raw, self.read_index)
         if b is None:
             return
         try:
@@ -302,6 +317,39 @@ class PacketProcessor:
         if self._head_watch is not None:
             self._head_watch.disarm()
             self._head_watch = None
+        if self._hdr_watch is not None:
+            self.gpu.memory.unwatch(self.mqd.pasid, self._hdr_watch, self._header_written)
+            self._hdr_watch = None
+
+    def _watch_header(self, idx: int) -> None:
+        """Watch the header of packet `idx` (INVALID now) for the producer's store."""
+        mqd = self.mqd
+        va = mqd.ring_base + (idx % mqd.ring_packets) * aql.PACKET_SIZE
+        if self._hdr_watch == va:
+            return
+        if self._hdr_watch is not None:
+            self.gpu.memory.unwatch(mqd.pasid, self._hdr_watch, self._header_written)
+        self._hdr_watch = va
+        self.gpu.memory.watch(mqd.pasid, va, self._header_written)
+
+    def _header_written(self) -> None:
+        if not self._hdr_pending:
+            self._hdr_pending = True
+            self.gpu.engine.schedule(0, self._header_published, priority=4)
+
+    def _header_published(self) -> None:
+        """The watched header was stored to: look at the slot again (mapped: fetch it; a
+        still INVALID header stalls and is watched again)."""
+        self._hdr_pending = False
+        if self.error is not None or self.destroyed or self._hdr_watch is None:
+            return
+        self.stalled_invalid = False
+        if self.slot is None:
+            self._watch_head()
+        else:
+            self._drop_head_watch()
+            self.kick()
+        self.gpu.scheduler.queue_changed(self)
 
     # -- doorbell --------------------------------------------------------------------------
     def ring(self, value: int) -> None:
@@ -353,15 +401,17 @@ class PacketProcessor:
         header = _U16.unpack_from(raw, 0)[0]
         ptype = header & 0xFF
         if ptype == PacketType.INVALID:
-            # The producer has not published this slot yet: wait for a later doorbell.
+            # The producer has not published this slot yet: stall here, watching the header.
             self.stalled_invalid = True
+            self._watch_header(idx)
             if gpu.tracer.enabled:
                 gpu.tracer.instant(
                     self._track, "stall: header INVALID", gpu.engine.now, {"index": idx}
                 )
             gpu.scheduler.queue_changed(self)
             return
-        if aql.header_barrier(header) and self.inflight:
+        if aql.header_barrier(header) and self.retired < idx:
+            # Every earlier packet must have retired, not only finished: _retire kicks again.
             self.waiting_barrier_bit = True
             return
         self.waiting_barrier_bit = False
@@ -644,12 +694,32 @@ class PacketProcessor:
         self._complete(entry)
 
     def _on_fault(self, k: KernelLaunch, fault: MemoryFault) -> None:
+        """A wave of `k` faulted. ROCR-Runtime's trap handler (trap_handler.s, `.excp_raised`):
+        "If memory violation without XNACK error then signal queue error. XNACK error will be
+        handled by VM interrupt". An address outside the 48-bit VA space is such a bare
+        MEM_VIOL: queue-inactive bit 0x20000000. An address the page tables refuse fails
+        translation: the UTCL2 raises a VM fault interrupt and the KFD takes it from there
+        (evicts the process's queues; this queue is not stopped by the CP)."""
         if self.dispatching is k:
             self.dispatching = None
-        self._queue_error(
-            QueueErrorBits.MEMORY_VIOLATION,
-            f"kernel {k.name} (packet {k.dispatch_id}) faulted: {fault}",
-            fault=fault,
+        if fault.aperture:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"kernel {k.name} (packet {k.dispatch_id}) faulted: {fault}",
+            )
+            return
+        run = k.fault_wg
+        self.gpu.post_vm_fault(
+            self.mqd.pasid,
+            fault,
+            self.mqd.queue_id,
+            client=VM_FAULT_CLIENT_SHADER,
+            detail={
+                "kernel": k.name,
+                "dispatch_id": k.dispatch_id,
+                "wg": None if run is None else list(run.coords),
+                "cu": None if run is None else run.cu.index,
+            },
         )
 
     # -- barriers --------------------------------------------------------------------------
@@ -718,7 +788,7 @@ class PacketProcessor:
             )
         if e.completion_signal:
             self.gpu.signal_completion(pasid, e.completion_signal, e.start, now, self._track)
-        if self.waiting_barrier_bit and not self.inflight:
+        if self.waiting_barrier_bit and self.retired >= self.read_index:
             self.waiting_barrier_bit = False
         self.kick()
         gpu.scheduler.queue_progress(self)

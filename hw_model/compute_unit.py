@@ -59,6 +59,9 @@ class WaveTiming:
     alone_ps: float  # T: time the wave takes when it has the CU to itself
     bytes_per_item: int  # global bytes read + written per work-item
     latency_ps: int  # DRAM latency added after a workgroup's last byte
+    # When a wave alone reaches its first global access and the access's translation fails:
+    # where a bad pointer faults (docs/architecture.md, "Fault handling").
+    first_access_ps: float = 0.0
 
     @property
     def cap(self) -> float:
@@ -81,12 +84,19 @@ def wave_timing(spec: GpuSpec, cost: CostProfile) -> WaveTiming:
     # and waits a full memory latency for each dependent round trip.
     instrs = cost.valu + cost.salu + cost.lds + cost.vmem
     latency = spec.memory_latency_ns * 1000
-    alone = max(instrs * max(simds, pass_cycles) * cyc + cost.mem_rounds * latency, cyc)
+    issue = instrs * max(simds, pass_cycles) * cyc
+    alone = max(issue + cost.mem_rounds * latency, cyc)
+    # A cost profile does not say where in the code the first global access sits. Guess: the
+    # issue time spreads evenly over the rounds, so the first access goes out after 1/(rounds
+    # + 1) of it; its address translation fails (a UTCL2 walk, taken as one DRAM latency,
+    # also a guess) and the fault is raised then.
+    first = issue / (cost.mem_rounds + 1) + latency
     return WaveTiming(
         busy_ps=float(busy),
         alone_ps=float(alone),
         bytes_per_item=cost.load_bytes + cost.store_bytes,
         latency_ps=latency,
+        first_access_ps=float(first),
     )
 
 
@@ -103,6 +113,7 @@ class WgRun:
         "simds",
         "start",
         "mem_done",
+        "fault",
     )
 
     def __init__(
@@ -125,6 +136,7 @@ class WgRun:
         self.simds = simds  # waves placed on each SIMD
         self.start = start
         self.mem_done = start
+        self.fault: Any = None  # the MemoryFault its first bad access raises, if any
 
 
 class _Group:
@@ -253,6 +265,25 @@ class ComputeUnit:
             g = self._groups[run.launch] = _Group(timing)
         g.waves += run.req.waves
         g.fifo.append((g.v + 1.0, run))
+        self._set_rates()
+        self._reschedule(now)
+
+    def stop(self, run: WgRun, now: int) -> None:
+        """`run`'s waves stop issuing before they finish (a memory fault): it leaves its
+        kernel's group and the others get its share of the CU."""
+        self._advance(now)
+        g = self._groups.get(run.launch)
+        if g is None:
+            return
+        for i, (_, r) in enumerate(g.fifo):
+            if r is run:
+                del g.fifo[i]
+                g.waves -= run.req.waves
+                break
+        else:
+            return
+        if not g.fifo:
+            del self._groups[run.launch]
         self._set_rates()
         self._reschedule(now)
 

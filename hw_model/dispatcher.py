@@ -19,11 +19,17 @@ i mod engines, the order in which the KFD's CU masks interleave engines.
 Cost: a pass runs only when something changed (a launch, a workgroup done), and after a pass
 that left workgroups waiting, the next one looks only at CUs that freed resources since. So the
 model's work grows with the number of workgroups, not with simulated time.
+
+Functional execution: a workgroup's body runs when its waves start, so a bad pointer is caught
+by the workgroup that touches it, at the simulated time of its first global access (the wave's
+`first_access_ps`), not when the workgroup would have finished. The faulting workgroup stops
+there; its kernel issues no more workgroups (docs/architecture.md, "Fault handling").
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -70,9 +76,10 @@ class KernelLaunch:
         self.kernarg = kernarg
         self.cost = kernel.cost_for(kernarg)
         self.timing: WaveTiming | None = None  # set by the dispatcher for its GPU
-        self.next_wg = 0
+        self.next_wg = 0  # workgroups placed so far
         self.done_wgs = 0
-        self.aborted = False
+        self.aborted = False  # stopped by a fault or an eviction: no more workgroups placed
+        self.fault_wg: WgRun | None = None  # the workgroup whose access faulted
         self.start_ps: int | None = None
         self.dispatched_ps: int | None = None  # last workgroup placed
         self.end_ps: int | None = None
@@ -301,21 +308,68 @@ class Dispatcher:
         self._blocked = waiting
 
     def _wg_start(self, run: WgRun) -> None:
-        """The workgroup's waves are launched: reserve its DRAM traffic, start computing."""
+        """The workgroup's waves are launched: run its body (functional model), reserve its
+        DRAM traffic, start computing. A body that faults makes the workgroup stop at its
+        first global access, where the hardware would raise the fault."""
         k = run.launch
-        now = self.gpu.engine.now
+        engine = self.gpu.engine
+        now = engine.now
         timing: WaveTiming = k.timing
+        if k.aborted:
+            # Its kernel was stopped (a fault, an eviction) after this workgroup was placed:
+            # its waves never start.
+            self._wg_done(run)
+            return
+        if self.gpu.functional:
+            try:
+                self._run_body(k, run.coords)
+            except MemoryFault as fault:
+                run.fault = fault
+        if run.fault is not None:
+            run.cu.begin(run, timing, now)
+            at = now + max(1, math.ceil(timing.first_access_ps))
+            engine.schedule_at(at, self._wg_fault, run, priority=1)
+            return
         nbytes = timing.bytes_per_item * run.items
         if nbytes:
             run.mem_done = self.gpu.channel.transfer(now, nbytes) + timing.latency_ps
         run.cu.begin(run, timing, now)
 
     def _compute_done(self, run: WgRun) -> None:
+        if run.fault is not None:
+            return  # it stops at its faulting access (_wg_fault), whichever comes later
         now = self.gpu.engine.now
         if run.mem_done > now:
             self.gpu.engine.schedule_at(run.mem_done, self._wg_done, run, priority=1)
         else:
             self._wg_done(run)
+
+    def _wg_fault(self, run: WgRun) -> None:
+        """The workgroup's first global access reaches a page its GPU may not touch."""
+        k = run.launch
+        cu = run.cu
+        now = self.gpu.engine.now
+        fault = run.fault
+        cu.stop(run, now)
+        tracer = self.gpu.tracer
+        if tracer.enabled:
+            tracer.instant(
+                f"CU{cu.index}",
+                f"memory fault {k.name}",
+                now,
+                {
+                    "wg": run.coords,
+                    "cu": cu.index,
+                    "queue": k.queue_id,
+                    "dispatch_id": k.dispatch_id,
+                    "va": hex(fault.va),
+                    "reason": fault.reason,
+                },
+                cat="fault",
+            )
+        if not k.aborted:
+            self._abort(k, fault, run)
+        self._wg_done(run)
 
     def _wg_done(self, run: WgRun) -> None:
         k = run.launch
@@ -325,19 +379,10 @@ class Dispatcher:
         self._dirty.add(cu.index)
         tracer = self.gpu.tracer
         if tracer.enabled:
-            tracer.complete(
-                f"CU{cu.index}",
-                k.name,
-                run.start,
-                now - run.start,
-                {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id},
-                cat="wg",
-            )
-        if not k.aborted and self.gpu.functional:
-            try:
-                self._run_body(k, run.coords)
-            except MemoryFault as fault:
-                self._abort(k, fault)
+            args = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
+            if run.fault is not None:
+                args["fault"] = hex(run.fault.va)
+            tracer.complete(f"CU{cu.index}", k.name, run.start, now - run.start, args, cat="wg")
         k.done_wgs += 1
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
             if k in self.active:
@@ -363,12 +408,24 @@ class Dispatcher:
         ctx = WorkgroupContext(k.kernarg, coords, k.workgroup, k.grid, view)
         k.kernel.body(ctx)
 
-    def _abort(self, k: KernelLaunch, fault: MemoryFault) -> None:
-        """A wave faulted: the kernel stops issuing workgroups and its queue is halted."""
-        k.aborted = True
-        if k.next_wg < k.total_wgs:
-            k.next_wg = k.total_wgs  # nothing more is issued
+    def _abort(self, k: KernelLaunch, fault: MemoryFault, run: WgRun) -> None:
+        """A wave faulted: the kernel stops issuing workgroups; its queue hears of it."""
+        k.aborted = True  # `_dispatch` places none of its remaining workgroups
+        k.fault_wg = run
         k.on_fault(k, fault)
+
+    def evict(self, pasid: int) -> list[KernelLaunch]:
+        """The KFD preempts every queue of process `pasid` (kfd_dqm_evict_pasid): its kernels
+        place no more workgroups; those already running drain. Returns the kernels stopped."""
+        stopped = [k for k in self.active if k.pasid == pasid and not k.aborted]
+        for k in stopped:
+            k.aborted = True
+            if k.done_wgs == k.next_wg:
+                self.active.remove(k)  # nothing of it is on a CU
+        if stopped:
+            self._blocked = False
+            self.kick()
+        return stopped
 
     def occupancy(self) -> list[dict]:
         return [cu.state() for cu in self.cus]

@@ -4,6 +4,11 @@ Modeled on SimPy's core and gem5/Akita's event queues: time is an integer number
 picoseconds, events fire in (tick, priority, sequence) order, so the same inputs always give
 the same order. Components schedule only what follows from something that happened (they
 sleep when idle); nothing ticks per cycle.
+
+Housekeeping events (the HW scheduler's quantum timer and the HQD reloads it starts) only
+reorganise the machine; they never do work. A wait with no timeout can pause before each of
+them (`run_while(..., pause_housekeeping=True)`) and ask whether anything else is left
+(`only_housekeeping`): a rotation of queues that cannot run is no progress.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ PS_PER_S = 1_000_000_000_000
 class Event:
     """A scheduled callback; `cancel()` makes it a no-op when its time comes."""
 
-    __slots__ = ("tick", "fn", "args", "cancelled")
+    __slots__ = ("tick", "fn", "args", "cancelled", "housekeeping")
 
-    def __init__(self, tick: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self, tick: int, fn: Callable[..., Any], args: tuple[Any, ...], housekeeping: bool = False
+    ) -> None:
         self.tick = tick
         self.fn = fn
         self.args = args
         self.cancelled = False
+        self.housekeeping = housekeeping
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -43,19 +51,31 @@ class Engine:
         self.events_fired = 0
 
     def schedule(
-        self, delay_ps: int, fn: Callable[..., Any], *args: Any, priority: int = 0
+        self,
+        delay_ps: int,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: int = 0,
+        housekeeping: bool = False,
     ) -> Event:
         """Run `fn(*args)` `delay_ps` from now. Lower priority values fire first at a tick."""
         if delay_ps < 0:
             raise ValueError(f"cannot schedule into the past (delay {delay_ps} ps)")
-        return self.schedule_at(self.now + int(delay_ps), fn, *args, priority=priority)
+        return self.schedule_at(
+            self.now + int(delay_ps), fn, *args, priority=priority, housekeeping=housekeeping
+        )
 
     def schedule_at(
-        self, tick: int, fn: Callable[..., Any], *args: Any, priority: int = 0
+        self,
+        tick: int,
+        fn: Callable[..., Any],
+        *args: Any,
+        priority: int = 0,
+        housekeeping: bool = False,
     ) -> Event:
         if tick < self.now:
             raise ValueError(f"cannot schedule at tick {tick} before now ({self.now})")
-        ev = Event(tick, fn, args)
+        ev = Event(tick, fn, args, housekeeping)
         self._seq += 1
         heapq.heappush(self._heap, (tick, priority, self._seq, ev))
         return ev
@@ -70,6 +90,10 @@ class Engine:
     @property
     def idle(self) -> bool:
         return self.peek() is None
+
+    def only_housekeeping(self) -> bool:
+        """Nothing pending but housekeeping (true when idle too): no pending event does work."""
+        return all(e[3].cancelled or e[3].housekeeping for e in self._heap)
 
     def step(self) -> bool:
         """Fire the next live event. False when none is pending."""
@@ -98,11 +122,18 @@ class Engine:
         if tick > self.now:
             self.now = tick
 
-    def run_while(self, pred: Callable[[], bool], limit: int | None = None) -> bool:
+    def run_while(
+        self,
+        pred: Callable[[], bool],
+        limit: int | None = None,
+        pause_housekeeping: bool = False,
+    ) -> bool:
         """Fire events while `pred()` holds and events remain (up to tick `limit`).
 
         Returns True when `pred()` became false, False when the engine ran dry or hit the limit
         with `pred()` still true. The clock is not advanced past the last fired event.
+        `pause_housekeeping`: also return True, `pred()` still true, when the next event is
+        housekeeping (not fired; `step()` fires it).
         """
         heap = self._heap
         pop = heapq.heappop
@@ -111,6 +142,8 @@ class Engine:
                 pop(heap)
             if not heap or (limit is not None and heap[0][0] > limit):
                 return False
+            if pause_housekeeping and heap[0][3].housekeeping:
+                return True
             t, _, _, ev = pop(heap)
             self.now = t
             self.events_fired += 1

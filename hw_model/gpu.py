@@ -16,7 +16,7 @@ from hw_model.command_processor import Mqd, PacketProcessor
 from hw_model.compute_unit import ComputeUnit, MemoryChannel
 from hw_model.config import GpuSpec
 from hw_model.dispatcher import Dispatcher
-from hw_model.memory import BufferObject, MemoryFault
+from hw_model.memory import VM_FAULT_CLIENT_CP, BufferObject, MemoryFault
 from hw_model.scheduler import HwScheduler
 from hw_model.structs import (
     AMD_SIGNAL_END_TS_OFFSET,
@@ -25,6 +25,7 @@ from hw_model.structs import (
     AMD_SIGNAL_START_TS_OFFSET,
     AMD_SIGNAL_VALUE_OFFSET,
 )
+from hw_model.trace import DEFAULT_KERNEL_RECORDS, RingLog
 
 if TYPE_CHECKING:
     from hw_model.system import System
@@ -50,7 +51,8 @@ class Gpu:
         self.scheduler = HwScheduler(self, system.spec.scheduler_policy)
         self.queues: dict[int, PacketProcessor] = {}  # by doorbell index
         self.queue_errors: list[dict] = []
-        self.kernel_records: list[dict] = []
+        # rocprofv3-style kernel records, newest kept (a bounded ring, like the trace)
+        self.kernel_records: RingLog = RingLog(DEFAULT_KERNEL_RECORDS)
         self.stats_kernels = 0
 
     # -- queues ----------------------------------------------------------------------------
@@ -143,11 +145,31 @@ class Gpu:
             mem.store_u64(pasid, mailbox, event_id, self.node)
         self.post_interrupt(IRQ_SIGNAL_EVENT, pasid, {"event_id": event_id})
 
-    def post_vm_fault(self, pasid: int, fault: MemoryFault, queue_id: int) -> None:
+    def post_vm_fault(
+        self,
+        pasid: int,
+        fault: MemoryFault,
+        queue_id: int,
+        *,
+        client: str = VM_FAULT_CLIENT_CP,
+        detail: dict | None = None,
+    ) -> None:
+        """A UTCL2 no-retry page fault: the IH ring entry carries the PASID and the faulting
+        page (kfd_int_process_v9.c reads page_addr from it); `client` is the UTCL2 client
+        that missed (the fault status register's CID: TCP for a wave's vector memory access,
+        CPC for the CP's own fetches). `detail` is what only the model knows (which kernel
+        and workgroup), for the KFD's debugfs log."""
         self.post_interrupt(
             IRQ_VM_FAULT,
             pasid,
-            {"va": fault.va, "reason": fault.reason, "queue_id": queue_id, "node": self.node},
+            {
+                "va": fault.va,
+                "reason": fault.reason,
+                "queue_id": queue_id,
+                "node": self.node,
+                "client": client,
+                **(detail or {}),
+            },
         )
 
     def post_interrupt(self, source: str, pasid: int, data: dict) -> None:

@@ -27,6 +27,11 @@ class MemKind(IntEnum):
     MMIO = 3
 
 
+# UTCL2 clients a VM fault names (gfx9 VM_L2_PROTECTION_FAULT_STATUS.CID): who missed.
+VM_FAULT_CLIENT_CP = "CPC"  # the CP fetching a packet's kernel descriptor, kernargs, signals
+VM_FAULT_CLIENT_SHADER = "TCP"  # a wave's vector memory access
+
+
 class MemoryFault(Exception):
     """A GPU or host access that the page tables refuse (a VM fault on hardware)."""
 

@@ -8,8 +8,11 @@ follows gem5's "name  value  # description" layout with ticks in picoseconds.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hw_model.system import System
@@ -90,18 +93,38 @@ def stats_txt(system: System) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(system: System, directory: str | Path) -> list[Path]:
-    """Write trace.json, kernel_trace.csv and stats.txt into `directory`."""
+REPORTS: dict[str, Callable[[System], str]] = {
+    "trace.json": lambda system: system.tracer.dumps(),
+    "kernel_trace.csv": kernel_trace_csv,
+    "stats.txt": stats_txt,
+}
+
+
+def write_reports(
+    system: System,
+    directory: str | Path,
+    errors: list[tuple[Path, Exception]] | None = None,
+) -> list[Path]:
+    """Write trace.json, kernel_trace.csv and stats.txt into `directory`; return the paths
+    written. Each file is written whole or not at all (a temporary file renamed into place),
+    so a failure never leaves a truncated report behind. With `errors`, a report that cannot
+    be made or written is recorded there and the others are still written; without, the first
+    failure raises."""
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    files = {
-        "trace.json": system.tracer.dumps(),
-        "kernel_trace.csv": kernel_trace_csv(system),
-        "stats.txt": stats_txt(system),
-    }
     paths = []
-    for name, text in files.items():
+    for name, make in REPORTS.items():
         p = d / name
-        p.write_text(text)
+        tmp = d / f".{name}.tmp"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(make(system))
+            os.replace(tmp, p)
+        except Exception as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if errors is None:
+                raise
+            errors.append((p, e))
+            continue
         paths.append(p)
     return paths

@@ -22,8 +22,11 @@ frame amdkfd gives it (`kfd_device_queue_manager.c`, `kfd_packet_manager.c`):
 
 Differences from gem5, on purpose: gem5 wakes every quantum while oversubscribed and maps the
 next unmapped queue even if it is empty; here the timer is armed only when the policy would
-swap something now (a dry run), so an engine with nothing left to do goes quiet and a host
-wait can report a deadlock instead of spinning on quanta forever. `round_robin` does not
+swap something now (a dry run), so an engine with nothing left to do goes quiet. When the
+policy keeps swapping queues none of which can run (round-robin rotating queues blocked on
+barriers nothing will satisfy), the quantum timer and the HQD reloads are *housekeeping*
+events: a host wait without a timeout sees that nothing else is pending and that `stalled()`
+holds, and reports a deadlock instead of watching quanta forever. `round_robin` does not
 swap in queues with nothing to do; `gem5_round_robin` does, as gem5. Queue priority here
 steers mapping (as in Puthoor et al., GPGPU-11 2018); on real gfx9 it programs the HQD's
 pipe/queue priority registers, i.e. arbitration among queues that are already mapped.
@@ -111,8 +114,9 @@ class RoundRobinPolicy(SchedulerPolicy):
 class Gem5RoundRobinPolicy(RoundRobinPolicy):
     """gem5's baseline to the letter: the next unmapped queue is swapped in even when it has
     nothing to do (`findNextActiveALQ` does not look at the ring). While the runlist is
-    oversubscribed the timer therefore never goes quiet, and a host wait cannot tell a
-    deadlock from work: give waits a timeout. For comparisons with gem5 only."""
+    oversubscribed the timer therefore never goes quiet; a host wait without a timeout still
+    reports a deadlock once only these swaps are left (`HwScheduler.stalled`). For
+    comparisons with gem5 only."""
 
     name = "gem5_round_robin"
 
@@ -396,7 +400,9 @@ class HwScheduler:
         if self.switch_ps:
             # The slot is busy while the HWS saves one MQD and loads the other.
             self._loading[slot] = succ
-            self.engine.schedule(self.switch_ps, self._finish_map, slot, succ, priority=6)
+            self.engine.schedule(
+                self.switch_ps, self._finish_map, slot, succ, priority=6, housekeeping=True
+            )
         else:
             self._map(slot, succ)
 
@@ -432,7 +438,7 @@ class HwScheduler:
         q = self.quantum_ps
         # Quanta fall on a fixed grid, as gem5's periodic wakeup does.
         self._timer = self.engine.schedule_at(
-            (self.engine.now // q + 1) * q, self._quantum, priority=6
+            (self.engine.now // q + 1) * q, self._quantum, priority=6, housekeeping=True
         )
 
     def _quantum(self) -> None:
@@ -444,6 +450,13 @@ class HwScheduler:
                 used.add(sw.slot)
                 self._swap(sw)
         self._changed()
+
+    def stalled(self) -> bool:
+        """No queue of the runlist could start its next packet (`runnable`, which looks at the
+        rings and dependency signals of unmapped queues too) and none has work in flight:
+        mapping any of them would change nothing. Housekeeping events alone cannot change
+        that; a doorbell, a signal store or a header write can."""
+        return all(q.idle and not q.runnable for q in self.runlist)
 
     # -- statistics ------------------------------------------------------------------------
     def _acct(self, pp: PacketProcessor) -> None:
@@ -560,17 +573,26 @@ class HwScheduler:
     def diagnose(self) -> list[str]:
         """Why queues with work are not progressing, one line each (for deadlock reports)."""
         lines: list[str] = []
+        if self._timer is not None and self.stalled():
+            lines.append(
+                f"the HWS keeps swapping queues every quantum ({self.context_switches} swaps "
+                f"so far, policy {self.policy.name}), but none of them can run: the swaps "
+                "change only which queue holds which HQD"
+            )
         for q in self.queues:
             if not q.has_work or q.error is not None:
                 continue
             who = f"pasid {q.pasid:#x} queue {q.queue_id}"
             if not q.active:
                 lines.append(f"{who}: inactive (queue_percentage 0), not in the runlist")
-            elif q.slot is None:
-                why = "runnable" if q.runnable else _wait_reason(q)
+            elif q.slot is None and q.runnable:
                 lines.append(
-                    f"{who}: unmapped with work ({why}); policy {self.policy.name} will not "
+                    f"{who}: unmapped with work (runnable); policy {self.policy.name} will not "
                     "swap it in: no HQD holds a queue it may replace"
+                )
+            elif q.slot is None:
+                lines.append(
+                    f"{who}: unmapped with work ({_wait_reason(q)}); mapping it would not help"
                 )
             elif q.blocked_barrier is not None:
                 b = q.blocked_barrier.describe()

@@ -4,8 +4,11 @@ Time (DESIGN "Time: host and device"): host code runs for real and carries its o
 Every host action costs modeled host time; before the host acts at host time T, the engine
 fires every device event up to T, so the device works while the host works. A host wait runs
 the engine until its condition holds (the host wakes at that event plus its wake-up latency)
-or until its deadline; if the engine has nothing left to do and the condition is still false,
-no one can ever make it true (in-process), and the wait says so at once.
+or until its deadline. A wait without a deadline whose condition is still false when nothing
+is left that does work — the engine is idle, or all that remains is housekeeping (the HW
+scheduler rotating queues none of which can run) — can never return (in-process), and says so
+at once. A wait with a deadline returns at the deadline whatever the engine does, as
+hsa_signal_wait_* and amdkfd's wait ioctl do.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from hw_model.trace import Tracer
 class WaitOutcome(Enum):
     SATISFIED = "satisfied"
     TIMEOUT = "timeout"
-    DEADLOCK = "deadlock"  # engine idle, condition false: nothing will ever change it
+    DEADLOCK = "deadlock"  # nothing that does work is pending, condition false: never true
 
 
 # First KFD gpu_id; the real driver hashes the PCI location, any stable nonzero value works.
@@ -46,6 +49,8 @@ class System:
             Gpu(self, spec.gpu, node=i + 1, gpu_id=_GPU_ID_BASE + i) for i in range(spec.num_gpus)
         ]
         self._irq_handlers: list[InterruptHandler] = []
+        # The kernel driver bound to this machine (rock_emu sets it; opaque to hw_model).
+        self.driver: object | None = None
         # In service mode other processes may act while this one waits: idle is no proof.
         self.shared = False
 
@@ -67,31 +72,61 @@ class System:
     def host_wait(
         self, pred: Callable[[], bool], timeout_ps: int | None, wakeup_ps: int = 0
     ) -> WaitOutcome:
-        """Block the host until `pred()` or the timeout; the engine runs meanwhile."""
+        """Block the host until `pred()` or the timeout; the engine runs meanwhile.
+
+        With a timeout the host sleeps until the deadline even if the engine is idle (TIMEOUT);
+        without one, DEADLOCK as soon as nothing that does work is pending."""
         self.engine.run_until(self.host_now)
         if pred():
             return WaitOutcome.SATISFIED
         limit = None if timeout_ps is None else self.host_now + timeout_ps
-        if self.engine.run_while(lambda: not pred(), limit):
+        if limit is None:
+            ran = self._run_while(lambda: not pred())
+        else:
+            ran = self.engine.run_while(lambda: not pred(), limit)
+        if ran:
             self.host_now = max(self.host_now, self.engine.now + wakeup_ps)
             self.engine.run_until(self.host_now)
             return WaitOutcome.SATISFIED
-        if limit is not None and (self.engine.peek() is not None or self.shared):
-            self.host_now = limit
-            self.engine.run_until(limit)
-            return WaitOutcome.SATISFIED if pred() else WaitOutcome.TIMEOUT
-        return WaitOutcome.DEADLOCK
+        if limit is None:
+            return WaitOutcome.DEADLOCK
+        self.host_now = max(self.host_now, limit)
+        self.engine.run_until(self.host_now)
+        return WaitOutcome.SATISFIED if pred() else WaitOutcome.TIMEOUT
+
+    def _run_while(self, cont: Callable[[], bool]) -> bool:
+        """Fire events while `cont()`; True once it is false. False when the engine is idle,
+        or all it has left is housekeeping and no queue could run (`stalled`)."""
+        eng = self.engine
+        while eng.run_while(cont, None, pause_housekeeping=True):
+            if not cont():
+                return True
+            if self.stalled():
+                return False
+            eng.step()  # the housekeeping event run_while paused before
+        return False
+
+    def stalled(self) -> bool:
+        """Nothing pending does work, and no queue of any runlist could start its next packet:
+        the HW scheduler's swaps would change only the mapping. Until the host (or another
+        process) acts, nothing will change."""
+        if not self.engine.only_housekeeping():
+            return False
+        return all(g.scheduler.stalled() for g in self.gpus)
 
     def host_step(self, limit_ps: int | None = None) -> bool:
         """The host spins until memory it could be polling changes (a checked store by the
-        device), or until `limit_ps`. False: the engine is idle, nothing will ever change."""
+        device), or until `limit_ps` (reached even when the engine is idle). False (only
+        without a limit): nothing that does work is pending, nothing will ever change."""
         eng = self.engine
-        nxt = eng.peek()
-        if nxt is None:
-            return False
-        epoch = self.memory.store_epoch
         mem = self.memory
-        eng.run_while(lambda: mem.store_epoch == epoch, limit_ps)
+        epoch = mem.store_epoch
+        if limit_ps is None:
+            if not self._run_while(lambda: mem.store_epoch == epoch):
+                self.host_now = max(self.host_now, eng.now)
+                return False
+        else:
+            eng.run_while(lambda: mem.store_epoch == epoch, limit_ps)
         if mem.store_epoch == epoch and limit_ps is not None:
             self.host_now = max(self.host_now, limit_ps)
         else:
@@ -103,9 +138,12 @@ class System:
         self.host_advance(duration_ps)
 
     def run_until_idle(self, limit_ps: int | None = None) -> None:
-        """Let the device finish everything pending (host sleeps)."""
-        limit = None if limit_ps is None else self.host_now + limit_ps
-        self.engine.run_while(lambda: True, limit)
+        """Let the device finish everything pending (host sleeps). Without a limit, stop also
+        when only a rotation of queues that cannot run is left (`stalled`)."""
+        if limit_ps is None:
+            self._run_while(lambda: True)
+        else:
+            self.engine.run_while(lambda: True, self.host_now + limit_ps)
         self.host_now = max(self.host_now, self.engine.now)
 
     # -- interrupts ------------------------------------------------------------------------

@@ -66,19 +66,68 @@ def _group(track: str) -> str:
     return "host"
 
 
-class Tracer:
-    def __init__(self, enabled: bool = True, max_events: int = 2_000_000) -> None:
-        self.enabled = enabled
-        self.max_events = max_events
-        self.events: list[TraceEvent] = []
+# Retained trace events by default: ~64 MiB at the ~500 bytes an event measured with
+# tracemalloc (16 events per empty-kernel dispatch), i.e. the last ~8,000 dispatches.
+DEFAULT_TRACE_EVENTS = 1 << 17
+# Retained kernel records (rocprofv3's kernel trace rows) by default (guess: enough for
+# any lab or benchmark table; ~720 bytes a record measured with tracemalloc: ~23 MiB).
+DEFAULT_KERNEL_RECORDS = 1 << 15
+
+
+class RingLog(list):
+    """A list that keeps only its newest `maxlen` items, as Perfetto's RING_BUFFER fill policy
+    does: a long run keeps flat memory and the latest history. `dropped` counts the oldest
+    items discarded, so `dropped + i` is item i's sequence number since the start."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__()
+        self.maxlen = maxlen
         self.dropped = 0
+
+    def append(self, item: object) -> None:
+        if len(self) >= self.maxlen:
+            # Drop an eighth at once so the cost of trimming is amortized per append.
+            n = min(len(self), len(self) - self.maxlen + max(1, self.maxlen // 8))
+            del self[:n]
+            self.dropped += n
+        super().append(item)
+
+    @property
+    def total(self) -> int:
+        """Items ever appended."""
+        return self.dropped + len(self)
+
+    def since(self, seq: int, limit: int | None = None) -> list:
+        """Retained items from sequence number `seq` on (those already dropped are skipped)."""
+        start = max(0, seq - self.dropped)
+        return self[start:] if limit is None else self[start : start + limit]
+
+    def clear(self) -> None:
+        super().clear()
+        self.dropped = 0
+
+
+class Tracer:
+    def __init__(self, enabled: bool = True, max_events: int = DEFAULT_TRACE_EVENTS) -> None:
+        self.enabled = enabled
+        self.events = RingLog(max_events)
         self._flow_id = 0
 
+    @property
+    def max_events(self) -> int:
+        return self.events.maxlen
+
+    @max_events.setter
+    def max_events(self, n: int) -> None:
+        self.events.maxlen = n
+
+    @property
+    def dropped(self) -> int:
+        """The oldest events discarded to keep at most `max_events`."""
+        return self.events.dropped
+
     def _add(self, ev: TraceEvent) -> None:
-        if len(self.events) < self.max_events:
-            self.events.append(ev)
-        else:
-            self.dropped += 1
+        self.events.append(ev)
 
     def instant(
         self, track: str, name: str, ts: int, args: dict | None = None, cat: str = ""
@@ -109,7 +158,6 @@ class Tracer:
 
     def clear(self) -> None:
         self.events.clear()
-        self.dropped = 0
 
     def to_chrome(self) -> dict[str, Any]:
         """The Chrome trace event JSON object (Perfetto opens it)."""

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import weakref
-
 from hw_model.config import SystemSpec, system_spec
 from hw_model.system import System
 from rock_emu.ioctl import KfdError
 from rock_emu.kfd import Kfd, KfdProcess
 
-_KFDS: weakref.WeakKeyDictionary[System, Kfd] = weakref.WeakKeyDictionary()
-
 
 def kfd_for(system: System) -> Kfd:
-    """The /dev/kfd of `system` (one per machine, created on first use)."""
-    kfd = _KFDS.get(system)
+    """The /dev/kfd of `system` (one per machine, created on first use).
+
+    The machine holds its driver (as a device holds its driver data), so the two live and die
+    together: once no process and no caller refers to either, both are collectable. A global
+    System -> Kfd map would keep every machine alive, since the Kfd refers to its System.
+    """
+    kfd = system.driver
     if kfd is None:
         kfd = Kfd(system)
-        _KFDS[system] = kfd
+        system.driver = kfd
     return kfd
 
 

@@ -12,6 +12,7 @@ what was wrong.
 from __future__ import annotations
 
 import errno
+import heapq
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,13 @@ from dataclasses import dataclass, field
 from hw_model.command_processor import Mqd
 from hw_model.engine import PS_PER_MS
 from hw_model.gpu import IRQ_SIGNAL_EVENT, IRQ_VM_FAULT, Gpu
-from hw_model.memory import PAGE_SIZE, BufferObject, MemKind, OutOfMemory
+from hw_model.memory import (
+    PAGE_SIZE,
+    VM_FAULT_CLIENT_CP,
+    BufferObject,
+    MemKind,
+    OutOfMemory,
+)
 from hw_model.system import System, WaitOutcome
 from rock_emu import ioctl as io
 from rock_emu.ioctl import AllocMemFlags, KfdError
@@ -104,8 +111,14 @@ class KfdProcess:
         self.event_page: BufferObject | None = None
         self.doorbell_frames: dict[int, BufferObject] = {}  # gpu_id -> doorbell BO
         self.vm_faults: list[dict] = []
+        self.evicted: set[int] = set()  # gpu_ids whose queues a VM fault evicted (qpd->evicted)
+        # Threads of this process blocked in WAIT_EVENTS outside its main thread (ROCr's async
+        # events thread): (event ids, wake-up), see add_async_waiter.
+        self._async_waiters: list[tuple[frozenset[int], Callable]] = []
         self.closed = False
         self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
+        self._free_slots: list[int] = []  # signal-event slots freed by DESTROY_EVENT
+        self._next_slot = 0  # slots at and above it were never handed out
         self.heap = self.memory.allocate(
             pasid, USER_HEAP_VA, USER_HEAP_SIZE, MemKind.SYSTEM, 0, name="user heap"
         )
@@ -426,7 +439,23 @@ class KfdProcess:
             )
         if a.ring_size and a.ring_size & (a.ring_size - 1):
             raise _err(errno.EINVAL, f"ring_size {a.ring_size} must be a power of 2")
-        if a.ring_base_address == 0 and a.ring_size:
+        asked = a.ring_size
+        if a.ring_size < io.KFD_MIN_QUEUE_RING_SIZE:
+            # kfd_chardev.c set_queue_properties_from_user ("drm/amdkfd: clamp queue size to
+            # minimum"): a smaller ring, 0 included, is clamped up to KFD_MIN_QUEUE_RING_SIZE
+            # rather than refused (so the MQD's ring size cannot underflow). The caller sees
+            # the clamped size in the args copied back; the CP wraps at it, so the ring needs
+            # room for it (checked below).
+            a.ring_size = io.KFD_MIN_QUEUE_RING_SIZE
+            tr = self.system.tracer
+            if tr.enabled:
+                tr.instant(
+                    "kfd",
+                    "ring_size clamped to KFD_MIN_QUEUE_RING_SIZE",
+                    self.system.host_now,
+                    {"pasid": self.pasid, "asked": asked, "ring_size": a.ring_size},
+                )
+        if a.ring_base_address == 0:
             raise _err(errno.EINVAL, "ring_base_address is NULL")
         if a.queue_type != io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL:
             raise _err(
@@ -436,10 +465,15 @@ class KfdProcess:
             )
         ring = self.vm.find(a.ring_base_address)
         if ring is None or a.ring_base_address + a.ring_size > ring.end:
+            clamped = (
+                f" (ring_size {asked} was clamped up to KFD_MIN_QUEUE_RING_SIZE)"
+                if asked != a.ring_size
+                else ""
+            )
             raise _err(
                 errno.EFAULT,
                 f"ring [{a.ring_base_address:#x}, +{a.ring_size}) is not "
-                "inside one allocation of this process",
+                f"inside one allocation of this process{clamped}",
             )
         if g.node not in ring.gpu_nodes:
             raise _err(
@@ -475,7 +509,10 @@ class KfdProcess:
             priority=a.queue_priority,
             percentage=a.queue_percentage,
         )
-        g.register_queue(mqd)
+        pp = g.register_queue(mqd)
+        if g.gpu_id in self.evicted:
+            # create_queue_cpsch: q->properties.is_evicted = !!qpd->evicted
+            g.scheduler.set_active(pp, False)
         self.queues[qid] = Queue(qid, g, mqd, a.queue_type, doorbell_id)
         a.queue_id = qid
         # kfd_chardev.c: mmap type | gpu_id | (SOC15) byte offset inside the doorbell frame
@@ -520,7 +557,12 @@ class KfdProcess:
             pp.mqd = q.mqd
             # kfd_device_queue_manager.c update_queue: QUEUE_IS_ACTIVE decides whether the
             # queue stays in the runlist (percentage 0 takes it out, keeping its state).
-            q.gpu.scheduler.set_active(pp, q.mqd.percentage > 0 and q.mqd.ring_size > 0)
+            q.gpu.scheduler.set_active(
+                pp,
+                q.mqd.percentage > 0
+                and q.mqd.ring_size > 0
+                and q.gpu.gpu_id not in self.evicted,  # is_evicted survives an update
+            )
             q.gpu.scheduler.queue_changed(pp)
         self.kfd.note_runlist_change()
 
@@ -566,10 +608,13 @@ class KfdProcess:
                     f"{EVENT_PAGE_SIZE} bytes in event_page_offset with the first "
                     "signal event",
                 )
-            used = {e.slot for e in self.events.values() if e.slot is not None}
-            slot = next((i for i in range(io.KFD_SIGNAL_EVENT_LIMIT) if i not in used), None)
+            slot = self._alloc_event_slot()
             if slot is None:
-                raise _err(errno.ENOMEM, "all KFD_SIGNAL_EVENT_LIMIT signal event slots used")
+                raise _err(
+                    errno.ENOMEM,
+                    f"all {io.KFD_SIGNAL_EVENT_LIMIT} signal event slots (KFD_SIGNAL_EVENT_LIMIT) "
+                    "of this process are in use: destroy signals you no longer need",
+                )
             ev = Event(slot, a.event_type, bool(a.auto_reset), slot)
             self.event_page.data[slot * 8 : slot * 8 + 8] = 0xFF
             a.event_slot_index = slot
@@ -599,9 +644,21 @@ class KfdProcess:
             raise _err(errno.EINVAL, f"event id {event_id} does not exist in this process")
         return ev
 
+    def _alloc_event_slot(self) -> int | None:
+        """The lowest free signal-event slot, as idr_alloc in kfd_event_create gives: freed
+        slots come back from a min-heap, fresh ones from a counter, so no scan of live events."""
+        if self._free_slots:
+            return heapq.heappop(self._free_slots)
+        if self._next_slot < io.KFD_SIGNAL_EVENT_LIMIT:
+            self._next_slot += 1
+            return self._next_slot - 1
+        return None
+
     def _destroy_event(self, a: io.DestroyEventArgs) -> None:
-        self._event(a.event_id)
+        ev = self._event(a.event_id)
         del self.events[a.event_id]
+        if ev.slot is not None:
+            heapq.heappush(self._free_slots, ev.slot)
 
     def _set_event(self, a: io.SetEventArgs) -> None:
         ev = self._event(a.event_id)
@@ -640,6 +697,9 @@ class KfdProcess:
             hits = [e.signaled for e in events]
             return all(hits) if a.wait_for_all else any(hits)
 
+        # kfd_wait_on_events: a finite timeout sleeps until it expires and reports
+        # KFD_IOC_WAIT_RESULT_TIMEOUT, whatever the GPU does; only an infinite wait can be
+        # proven never to return (host_wait's DEADLOCK).
         timeout = None if a.timeout == KFD_EVENT_TIMEOUT_INFINITE else a.timeout * PS_PER_MS
         try:
             if a.timeout == KFD_EVENT_TIMEOUT_IMMEDIATE:
@@ -655,8 +715,9 @@ class KfdProcess:
             stuck = [line for g in self.system.gpus for line in g.scheduler.diagnose()]
             raise _err(
                 errno.EDEADLK,
-                f"waiting on event(s) {ids} of pasid {self.pasid}, but the GPU has no work "
-                "pending and no other process can run: nothing will ever signal them"
+                f"waiting without a timeout on event(s) {ids} of pasid {self.pasid}, but "
+                "nothing the GPU has left to do can signal them (no work pending, or only the "
+                "HW scheduler swapping queues that cannot run) and no other process can run"
                 + ("".join(f"\n  {line}" for line in stuck) if stuck else ""),
             )
         a.wait_result = (
@@ -685,17 +746,86 @@ class KfdProcess:
             self.signal(ev)
 
     def on_vm_fault(self, node: int, data: dict) -> None:
+        """A UTCL2 page fault of this process on GPU `node`, as kfd_int_process_v9.c
+        event_interrupt_wq_v9 handles a VMC/UTCL2 client: kfd_smi_event_update_vmfault, then
+        kfd_dqm_evict_pasid(dev->dqm, pasid) (every queue of the process on that device is
+        evicted), then kfd_signal_vm_fault_event(dev, pasid, &info, NULL) (every memory event
+        of the process gets the faulting page and is set). Faults of the CP's own fetches are
+        reported by the CP as queue errors here and only logged (see docs/architecture.md)."""
         g = self.system.gpu_by_node(node)
-        self.vm_faults.append({"gpu_id": g.gpu_id, **data})
+        page = data["va"] & ~(PAGE_SIZE - 1)
+        record = {"gpu_id": g.gpu_id, **data, "page": page, "tick": self.system.engine.now}
+        self.vm_faults.append(record)
+        if data.get("client", VM_FAULT_CLIENT_CP) == VM_FAULT_CLIENT_CP:
+            record["handled_by"] = "CP queue error"
+            return
+        record["evicted_queues"] = self._evict_queues(g)
+        # kfd_signal_vm_fault_event with info: va = page_addr << PAGE_SHIFT; NotPresent from
+        # prot_valid; imprecise = 0. The model has no read-only or no-execute pages, so a
+        # fault is always "not present".
+        exception = io.HsaMemoryExceptionData(
+            failure=io.MemoryExceptionFailure(NotPresent=1), va=page, gpu_id=g.gpu_id
+        )
+        woken: set[int] = set()
         for ev in self.events.values():
             if ev.event_type == io.KFD_IOC_EVENT_MEMORY:
-                ev.memory_exception = {
-                    "failure": io.MemoryExceptionFailure(NotPresent=1),
-                    "va": data["va"] & ~(PAGE_SIZE - 1),
-                    "gpu_id": g.gpu_id,
-                    "ErrorType": 0,
-                }
+                ev.memory_exception = exception.model_dump()
                 self.signal(ev)
+                woken.add(ev.event_id)
+        tr = self.system.tracer
+        if tr.enabled:
+            tr.instant(
+                "kfd",
+                "VM fault: queues evicted",
+                self.system.engine.now,
+                {
+                    "pasid": self.pasid,
+                    "gpu_id": g.gpu_id,
+                    "page": hex(page),
+                    "queues": record["evicted_queues"],
+                    "memory_events": sorted(woken),
+                },
+                cat="fault",
+            )
+        for ids, wake in list(self._async_waiters):
+            hit = sorted(ids & woken)
+            if hit:
+                self._async_waiters.remove((ids, wake))
+                wake(hit[0], exception.model_copy())
+
+    def _evict_queues(self, g: Gpu) -> list[int]:
+        """kfd_dqm_evict_pasid -> evict_process_queues_cpsch: every queue of this process on
+        `g` is marked is_evicted, so it is no longer active (QUEUE_IS_ACTIVE); the runlist is
+        resubmitted without them, which preempts their waves (their kernels place no more
+        workgroups). qpd->evicted stays set: queues created or updated later stay evicted."""
+        self.evicted.add(g.gpu_id)
+        g.dispatcher.evict(self.pasid)
+        ids = []
+        for q in self.queues.values():
+            if q.gpu is not g:
+                continue
+            pp = g.queues.get(q.mqd.doorbell_index)
+            if pp is not None:
+                g.scheduler.set_active(pp, False)
+            ids.append(q.queue_id)
+        self.kfd.note_runlist_change()
+        return ids
+
+    def add_async_waiter(self, event_ids: list[int], wake: Callable[[int, object], None]) -> None:
+        """Another thread of this process sleeps in AMDKFD_IOC_WAIT_EVENTS on `event_ids`
+        (wait any, no timeout), as ROCr's async events thread does on its memory event
+        (Runtime::BindVmFaultHandler). Its wait ends when a VM fault sets one of them:
+        `wake(event_id, kfd_hsa_memory_exception_data)`, what copy_to_user hands that thread.
+        Its time is its own: the caller's clock does not move."""
+        ids = frozenset(event_ids)
+        for i in ids:
+            self._event(i)
+        signaled = [i for i in sorted(ids) if self.events[i].signaled]
+        if signaled:
+            ev = self.events[signaled[0]]
+            wake(ev.event_id, io.HsaMemoryExceptionData(**(ev.memory_exception or {})))
+            return
+        self._async_waiters.append((ids, wake))
 
     # -- teardown --------------------------------------------------------------------------
     def close(self) -> None:
@@ -707,6 +837,7 @@ class KfdProcess:
         self.queues.clear()
         for bo in self.doorbell_frames.values():
             bo.on_write = None
+        self._async_waiters.clear()
         self.memory.destroy_vm(self.pasid)
         self.bos.clear()
         self.events.clear()
@@ -743,6 +874,7 @@ class KfdProcess:
             ],
             "buffer_objects": len(self.bos),
             "vm_faults": self.vm_faults,
+            "evicted_gpu_ids": sorted(self.evicted),
         }
 
 
@@ -754,6 +886,7 @@ class Kfd:
         self.processes: dict[int, KfdProcess] = {}
         self._next_pasid = 0x8000  # amdgpu PASIDs are small ints; KFD's start high (guess)
         self._doorbell_slots: set[int] = set()
+        self._free_doorbell_slots: list[int] = []  # min-heap of released process slots
         self.sysfs = render(system)
         system.register_interrupt_handler(self._interrupt)
 
@@ -767,11 +900,17 @@ class Kfd:
 
     def release(self, p: KfdProcess) -> None:
         self.processes.pop(p.pasid, None)
-        self._doorbell_slots.discard(p.doorbell_slot)
+        if p.doorbell_slot in self._doorbell_slots:
+            self._doorbell_slots.discard(p.doorbell_slot)
+            heapq.heappush(self._free_doorbell_slots, p.doorbell_slot)
         self.note_runlist_change()
 
     def alloc_doorbell_slot(self) -> int:
-        slot = next(i for i in range(1 << 16) if i not in self._doorbell_slots)
+        """The lowest free process doorbell frame (the driver's doorbell ida)."""
+        if self._free_doorbell_slots:
+            slot = heapq.heappop(self._free_doorbell_slots)
+        else:
+            slot = len(self._doorbell_slots)
         self._doorbell_slots.add(slot)
         return slot
 

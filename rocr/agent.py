@@ -11,7 +11,11 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from rocr.errors import HsaError
 from rocr.memory import GlobalFlag, MemoryPool, Segment, filter_pools
+from rocr.queue import kmt_priority
+from rocr.status import Status
+from rocr.validate import as_int, as_u32, show
 
 if TYPE_CHECKING:
     from rocr.queue import Queue
@@ -177,7 +181,34 @@ class Agent:
     ) -> Queue:
         """hsa_queue_create. `size` is in packets and must be a power of two within
         [queue_min_size, queue_max_size]."""
+        size, callback, priority = check_queue_args(self, size, callback, priority)
+        as_u32(private_segment_size, "private_segment_size")
+        as_u32(group_segment_size, "group_segment_size")
         return self.rt._create_queue(self, size, callback, priority)
+
+
+def check_queue_args(
+    agent: object, size: object, callback: object, priority: object
+) -> tuple[int, Callable | None, int]:
+    """The argument checks of hsa_queue_create (size a power of two: INVALID_ARGUMENT, as
+    hsa.cpp's hsa_queue_create), the error callback and the priority; shared with the client."""
+    rt = getattr(agent, "rt", None)
+    if rt is not None and getattr(rt, "closed", False):
+        raise HsaError(Status.ERROR_NOT_INITIALIZED, "the runtime was shut down")
+    n = as_int(size, "size", 1, None, why="packets, a power of two such as 256 or 1024")
+    if n & (n - 1):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"size = {n} packets is not a power of two (e.g. 256, 1024)",
+        )
+    if callback is not None and not callable(callback):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"callback must be a function (error, queue) -> None or None, got "
+            f"{show(callback)} ({type(callback).__name__})",
+        )
+    kmt_priority(priority)  # type: ignore[arg-type]
+    return n, callback, priority  # type: ignore[return-value]
 
 
 def make_pools(rt: Runtime, agent: Agent, mem_size: int) -> None:

@@ -1,21 +1,28 @@
 """`hsaemu`: the command line — a narrated kernel launch, agent info, and more.
 
 Each subcommand is one function `cmd_<name>(args)` registered in `COMMANDS` with its
-argument parser setup; `main()` dispatches.
+argument parser setup; `main()` dispatches. Arguments are checked before anything runs: a bad
+one is a single `hsaemu <command>: error: ...` line on stderr and exit status 2, naming the
+argument, its value and the limit. An `HsaError` a command runs into is one line too, led by
+its status name, with exit status 1 (`HSAEMU_DEBUG=1` shows the traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 
 import rocr
 from hw_model import aql
-from hw_model.config import PRESETS
+from hw_model.config import DEFAULT_PRESET, PRESETS, GpuSpec
+from roct.thunk import QUEUE_PRIORITY_MAP
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable, str]] = {}
 
@@ -39,6 +46,135 @@ def arguments(setup: Callable[[argparse.ArgumentParser], None]):
     return deco
 
 
+# -- argument checking -----------------------------------------------------------------------
+
+EXIT_USAGE = 2  # argparse's status for a usage error; every bad argument exits with it
+EXIT_RUNTIME_ERROR = 1  # an HsaError the command ran into
+# amdkfd kfd_priv.h: KFD_MAX_NUM_OF_PROCESSES, the processes one device's scheduler can hold.
+KFD_MAX_NUM_OF_PROCESSES = 512
+# ROCr amd_gpu_agent.cpp MAX_WAVE_SCRATCH: COMPUTE_TMPRING_SIZE.WAVESIZE is 13 bits of 1 KiB on
+# gfx9, so one wave gets at most 8387584 bytes of scratch.
+MAX_WAVE_SCRATCH = 8387584
+KFD_MAX_QUEUE_PRIORITY = 15  # kfd_ioctl.h: queue priorities are 0..15
+
+
+class CliError(Exception):
+    """A bad argument or environment variable: `main` prints it as one line and exits 2."""
+
+    def __init__(self, message: str, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the usage itself is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message, self.prog)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def check_range(
+    flag: str, value: int, low: int | None = None, high: int | None = None, why: str = ""
+) -> None:
+    """`flag` must lie in [low, high]; `why` explains the upper limit."""
+    if low is not None and value < low:
+        raise CliError(f"{flag} must be at least {low} (got {value})")
+    if high is not None and value > high:
+        raise CliError(f"{flag} must be at most {high} (got {value})" + (f": {why}" if why else ""))
+
+
+def resolve_preset(preset: str | None) -> str:
+    """One rule for every subcommand: --preset, else $HSAEMU_PRESET, else gfx900 (the
+    runtime's default, as `rocr.init()` picks it)."""
+    if preset is not None:
+        return preset
+    env = os.environ.get("HSAEMU_PRESET", "")
+    if not env:
+        return DEFAULT_PRESET
+    if env not in PRESETS:
+        raise CliError(
+            f"HSAEMU_PRESET={env!r} is not a GPU preset; choose one of {', '.join(sorted(PRESETS))}"
+        )
+    return env
+
+
+def _add_preset(p: argparse.ArgumentParser, what: str = "GPU preset") -> None:
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help=f"{what} (default: $HSAEMU_PRESET if set, else {DEFAULT_PRESET})",
+    )
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_elements(flag: str, n: int, buffers: int, spec: GpuSpec, pool_size: int) -> None:
+    """`n` floats per kernel in `buffers` buffers of 4n bytes: within the grid limit, the
+    system pool, and the host memory that backs the emulated memory."""
+    check_range(
+        flag,
+        n,
+        1,
+        spec.max_grid_size,
+        f"one work-item per element, and a grid holds at most {spec.max_grid_size} work-items "
+        "(HSA_AGENT_INFO_GRID_MAX_SIZE)",
+    )
+    gib = 1 << 30
+    check_range(
+        flag,
+        n,
+        high=pool_size // (4 * buffers),
+        why=f"{buffers} buffers of 4 bytes per element must fit the {pool_size / gib:g} GiB "
+        "system fine-grained pool",
+    )
+    host = _host_memory()
+    # The emulated memory is numpy arrays in this process, and each buffer is also built
+    # and checked on the host, so a run needs about twice its buffers in real memory.
+    if host is not None:
+        check_range(
+            flag,
+            n,
+            high=host // (8 * buffers),
+            why=f"the emulator keeps the {buffers} buffers of 4 bytes per element (and host "
+            f"copies of them) in this computer's memory, {host / gib:.1f} GiB",
+        )
+
+
+def check_output_file(flag: str, path: str) -> None:
+    """A file the command will write at the end: fail now rather than after the run."""
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{flag} {path}: is a directory")
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise CliError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CliError(f"{flag} {path}: not writable")
+
+
+def prepare_output_directory(flag: str, path: str) -> Path:
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise CliError(f"{flag} {path}: exists and is not a directory")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"{flag} {path}: cannot create the directory: {e.strerror}") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {path}: directory not writable")
+    return d
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 
@@ -60,8 +196,9 @@ class Narrator:
         self.flush()
 
     def flush(self) -> None:
-        events = self.system.tracer.events[self.seen :]
-        self.seen += len(events)
+        log = self.system.tracer.events
+        events = log.since(self.seen)
+        self.seen = log.total
         wgs: dict[str, list] = {}
         lines: list[tuple[int, str]] = []
         for ev in events:
@@ -91,15 +228,34 @@ class Narrator:
 
 
 def _demo_setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="gfx900", choices=sorted(PRESETS))
+    _add_preset(p)
     p.add_argument("-n", type=int, default=1 << 20, help="elements (default 1048576)")
-    p.add_argument("--workgroup", type=int, default=256)
+    p.add_argument(
+        "--workgroup",
+        type=int,
+        default=256,
+        help="work-items per workgroup, up to the agent's limit (1024 on gfx9; default 256)",
+    )
     p.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace JSON")
 
 
 @command("demo", "narrated kernel launch through every layer")
 @arguments(_demo_setup)
 def cmd_demo(args: argparse.Namespace) -> int:
+    from hw_model.config import system_spec
+
+    spec = system_spec(args.preset)
+    check_elements("-n", args.n, 2, spec.gpu, spec.system_memory)
+    check_range(
+        "--workgroup",
+        args.workgroup,
+        1,
+        spec.gpu.max_workgroup_size,
+        f"{args.preset} runs at most {spec.gpu.max_workgroup_size} work-items per workgroup "
+        "(HSA_AGENT_INFO_WORKGROUP_MAX_SIZE)",
+    )
+    if args.trace:
+        check_output_file("--trace", args.trace)
     wall = time.perf_counter()
     n = args.n
     rt = rocr.init(preset=args.preset)
@@ -193,7 +349,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _info_setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="gfx900", choices=sorted(PRESETS))
+    _add_preset(p)
 
 
 @command("info", "agents and their properties, laid out like rocminfo")
@@ -222,38 +378,124 @@ def _trace_setup(p: argparse.ArgumentParser) -> None:
         "-d",
         "--output-directory",
         default="hsaemu-trace",
-        help="where trace.json, kernel_trace.csv and stats.txt go",
+        help="where trace.json, kernel_trace.csv and stats.txt go (one subdirectory "
+        "machine-N per machine when the script creates several)",
     )
-    p.add_argument("script", help="a Python script that uses rocr")
-    p.add_argument("script_args", nargs=argparse.REMAINDER)
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="script [args ...]",
+        help="a Python script that uses rocr, and its arguments",
+    )
 
 
 @command("trace", "run a rocr script and write trace.json, kernel_trace.csv, stats.txt")
 @arguments(_trace_setup)
 def cmd_trace(args: argparse.Namespace) -> int:
-    import os
+    """Run the script as `python script` would, then write the reports of every machine it
+    created, however it ended, and exit with the script's status. Like rocprofv3, which ROCr
+    loads into the process through HSA_TOOLS_LIB, this collects each runtime at hsa_init
+    (`rocr.runtime.INIT_HOOKS`), so the script needs no hsa_shut_down. Processes attached
+    with `rocr.init(system=...)` share their machine and so its reports."""
+    from rocr import runtime
+
+    # The script's rocr.init() reads $HSAEMU_PRESET: a bad value fails here, not mid-script.
+    resolve_preset(None)
+    if not args.command:
+        raise CliError("no script to run: hsaemu trace [-d DIR] script.py [args ...]")
+    script, script_args = args.command[0], args.command[1:]
+    sp = Path(script)
+    if not (sp.is_file() or (sp / "__main__.py").is_file()):
+        what = "no such file" if not sp.exists() else "not a script (no __main__.py)"
+        raise CliError(f"script {script}: {what}")
+    out = prepare_output_directory("-d", args.output_directory)
+
+    machines: list[Any] = []  # every System, in creation order; dropped after the reports
+
+    def collect(rt: Any) -> None:
+        system = rt.system
+        if system is not None and not any(m is system for m in machines):
+            machines.append(system)
+
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [script, *script_args]
+    sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
+    runtime.INIT_HOOKS.append(collect)
+    try:
+        status = _run_script(script)
+    finally:
+        runtime.INIT_HOOKS.remove(collect)
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+    try:
+        ok = _write_trace_reports(machines, out)
+    finally:
+        machines.clear()
+    return status if status or ok else 1
+
+
+def _run_script(script: str) -> int:
+    """Run `script` as __main__ and return the exit status `python script` would have."""
     import runpy
 
-    os.environ["HSAEMU_TRACE_DIR"] = args.output_directory
-    sys.argv = [args.script, *args.script_args]
     try:
-        runpy.run_path(args.script, run_name="__main__")
+        runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    else:
-        code = 0
-    print(
-        f"reports in {args.output_directory}/: trace.json (Perfetto), kernel_trace.csv, stats.txt",
-        file=sys.stderr,
-    )
-    return code
+        # Python's handling of SystemExit: None is 0, an int is the status, anything else is
+        # printed to stderr and exits 1.
+        if e.code is None:
+            return 0
+        if isinstance(e.code, int):
+            return e.code
+        print(e.code, file=sys.stderr)
+        return 1
+    except BaseException as e:
+        sys.stdout.flush()
+        # Print from the script's own first frame, as `python script` would, not from here.
+        tb = e.__traceback__
+        target = os.path.abspath(script)
+        if os.path.isdir(target):  # a directory runs its __main__.py
+            target = os.path.join(target, "__main__.py")
+        while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) != target:
+            tb = tb.tb_next
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        # Python's exit status: 1 for an uncaught exception, 128 + SIGINT for Ctrl-C.
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    return 0
+
+
+def _write_trace_reports(machines: list[Any], out: Path) -> bool:
+    """Write each machine's reports; name only files that were written. False on a failure."""
+    from hw_model.reports import write_reports
+
+    if not machines:
+        print(
+            "hsaemu trace: the script created no rocr runtime (rocr.init); no reports written",
+            file=sys.stderr,
+        )
+        return True
+    ok = True
+    for i, system in enumerate(machines):
+        d = out if len(machines) == 1 else out / f"machine-{i}"
+        errors: list[tuple[Path, Exception]] = []
+        written = [p for p in write_reports(system, d, errors) if p.is_file()]
+        for path, e in errors:
+            ok = False
+            print(f"hsaemu trace: could not write {path}: {_one_line(str(e))}", file=sys.stderr)
+        if written:
+            names = ", ".join(
+                f"{p.name} (Perfetto)" if p.suffix == ".json" else p.name for p in written
+            )
+            gpus = ", ".join(g.spec.name for g in system.gpus)
+            print(f"reports in {d}/ ({gpus}): {names}", file=sys.stderr)
+    return ok
 
 
 # -- occupancy -------------------------------------------------------------------------------
 
 
 def _occupancy_setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="gfx900", choices=sorted(PRESETS))
+    _add_preset(p)
     p.add_argument("--vgprs", type=int, required=True, help="VGPRs per work-item (.vgpr_count)")
     p.add_argument("--sgprs", type=int, default=16, help="SGPRs per wave (.sgpr_count)")
     p.add_argument("--lds", type=int, default=0, help="LDS bytes per workgroup")
@@ -270,6 +512,15 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
     from hw_model.occupancy import format_occupancy, occupancy
 
     spec = PRESETS[args.preset]
+    max_scratch = MAX_WAVE_SCRATCH // spec.wavefront_size
+    check_range(
+        "--scratch",
+        args.scratch,
+        0,
+        max_scratch,
+        f"a wave of {spec.wavefront_size} work-items gets at most {MAX_WAVE_SCRATCH} bytes of "
+        "scratch (ROCr MAX_WAVE_SCRATCH, COMPUTE_TMPRING_SIZE.WAVESIZE)",
+    )
     try:
         occ = occupancy(
             spec,
@@ -280,8 +531,7 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
             private_segment_size=args.scratch,
         )
     except ValueError as e:
-        print(f"hsaemu occupancy: {e}", file=sys.stderr)
-        return 2
+        raise CliError(str(e)) from None
     if args.json:
         print(occ.model_dump_json(indent=2))
     else:
@@ -292,39 +542,87 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
 # -- serve -----------------------------------------------------------------------------------
 
 
+def check_listen(host: str, port: int) -> None:
+    """Bind once before the server starts, so a bad host or a busy port is one error line
+    (uvicorn would log it after startup and exit 3). Like uvicorn, with SO_REUSEADDR."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise CliError(f"--host {host}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+    except OSError as e:
+        raise CliError(f"--host {host} --port {port}: cannot listen: {e.strerror or e}") from None
+
+
 def _serve_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument(
-        "--preset", default="gfx900", choices=sorted(PRESETS), help="default for new systems"
-    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1..65535 (default 8000)")
+    _add_preset(p, "GPU preset of new systems")
     p.add_argument(
         "--limit",
         action="append",
         metavar="NAME=VALUE",
         help="a server limit, e.g. max_systems=100 or idle_timeout_s=3600 (GET /v1/limits)",
     )
-    p.add_argument("--admin-token", help="a token that may list and delete every system")
+    admin = p.add_mutually_exclusive_group()
+    admin.add_argument(
+        "--admin-token",
+        help="a token that may list and delete every system (visible in ps: prefer "
+        "--admin-token-file or $HSAEMU_ADMIN_TOKEN)",
+    )
+    admin.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="read the admin token from the first line of FILE",
+    )
+    p.add_argument(
+        "--require-key",
+        metavar="FILE",
+        help="creating a system needs an API key (header X-API-Key) from FILE: one key a line, "
+        "or 'sha256:<hex>' of a key; '#' starts a comment",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
 
 
 @command("serve", "HTTP API: an emulated machine per client, interactive docs at /docs")
 @arguments(_serve_setup)
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rocr.service.server import parse_limits, serve
+    from pydantic import ValidationError
 
+    from rocr.service.server import admin_token, parse_limits, serve
+    from rocr.service.systems import read_api_keys
+
+    check_range("--port", args.port, 1, 65535, "TCP ports are 16-bit")
+    try:
+        token = admin_token(args.admin_token, args.admin_token_file, os.environ)
+        keys = None if args.require_key is None else read_api_keys(args.require_key)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"{e.filename}: {e.strerror or e}") from None
     try:
         limits = parse_limits(args.limit)
+    except ValidationError as e:
+        # Name the limit and its value, not the pydantic model.
+        err = e.errors()[0]
+        name = ".".join(str(x) for x in err["loc"])
+        raise CliError(f"--limit {name}={err.get('input')}: {err['msg']}") from None
     except ValueError as e:
-        print(f"hsaemu serve: {e}", file=sys.stderr)
-        return 2
+        raise CliError(str(e)) from None
+    check_listen(args.host, args.port)
     print(f"hsaemu API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     serve(
         args.host,
         args.port,
         preset=args.preset,
         limits=limits,
-        admin_token=args.admin_token,
+        admin_token=token,
+        api_keys=keys,
         log_level=args.log_level,
     )
     return 0
@@ -336,12 +634,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _hws_setup(p: argparse.ArgumentParser) -> None:
     from hw_model.scheduler import SCHEDULER_POLICIES
 
-    p.add_argument("--preset", default="teaching", choices=sorted(PRESETS))
+    _add_preset(p)
     p.add_argument("--policy", default="round_robin", choices=sorted(SCHEDULER_POLICIES))
-    p.add_argument("--processes", type=int, default=1, help="rocr processes (default 1)")
-    p.add_argument("--queues", type=int, default=3, help="queues per process (default 3)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help=f"rocr processes, 1..{KFD_MAX_NUM_OF_PROCESSES} (default 1)",
+    )
+    p.add_argument(
+        "--queues",
+        type=int,
+        default=None,
+        help="queues per process, up to the agent's HSA_AGENT_INFO_QUEUES_MAX (default: one "
+        "queue more in all than the preset has HQDs, so the scheduler must swap: 3 on "
+        "teaching, 25 on gfx900)",
+    )
     p.add_argument("--kernels", type=int, default=2, help="kernels per queue (default 2)")
     p.add_argument("-n", type=int, default=1 << 14, help="elements per kernel (default 16384)")
+    p.add_argument(
+        "--priorities",
+        metavar="P[,P...]",
+        help="KFD queue priorities (0..15), one per queue of a process or cycled over them, "
+        f"e.g. 15,7,0; libhsakmt can ask for {', '.join(map(str, _KFD_PRIORITIES))} "
+        "(default 7, NORMAL, for every queue)",
+    )
+
+
+# libhsakmt queues.c priority_map: HSA_QUEUE_PRIORITY (-3..3) -> KFD queue priority (0..15).
+# Inverted, because the scheduler and the runlist speak KFD priorities.
+_KFD_PRIORITIES = sorted(QUEUE_PRIORITY_MAP.values())
+_HSA_PRIORITY_OF = {kfd: hsa for hsa, kfd in QUEUE_PRIORITY_MAP.items()}
+
+
+def parse_priorities(text: str, queues: int) -> list[int]:
+    """`--priorities 15,7,0`: KFD priorities, checked; returns them as HSA_QUEUE_PRIORITY."""
+    values = []
+    for item in text.split(","):
+        try:
+            values.append(int(item.strip()))
+        except ValueError:
+            raise CliError(f"--priorities {text}: {item.strip()!r} is not an integer") from None
+    if len(values) > queues:
+        raise CliError(
+            f"--priorities {text}: {len(values)} priorities for {queues} queue(s) per process "
+            "(give at most one per queue; fewer are cycled)"
+        )
+    for v in values:
+        if not 0 <= v <= KFD_MAX_QUEUE_PRIORITY:
+            raise CliError(
+                f"--priorities {text}: {v} is outside 0..{KFD_MAX_QUEUE_PRIORITY} "
+                "(KFD_MAX_QUEUE_PRIORITY)"
+            )
+        if v not in _HSA_PRIORITY_OF:
+            raise CliError(
+                f"--priorities {text}: KFD priority {v} cannot be asked for through "
+                f"hsaKmtCreateQueue; use one of {', '.join(map(str, _KFD_PRIORITIES))} "
+                "(libhsakmt priority_map of HSA_QUEUE_PRIORITY -3..3)"
+            )
+    return [_HSA_PRIORITY_OF[v] for v in values]
 
 
 @command("hws", "watch the HW queue scheduler map, swap and unmap oversubscribed queues")
@@ -352,10 +703,40 @@ def cmd_hws(args: argparse.Namespace) -> int:
     from hw_model.config import system_spec
     from hw_model.scheduler import SCHEDULER_POLICIES
 
-    if min(args.processes, args.queues, args.kernels, args.n) < 1:
-        print("hsaemu hws: --processes, --queues, --kernels and -n must be at least 1")
-        return 2
-    first = rocr.init(spec=system_spec(args.preset))
+    spec0 = system_spec(args.preset)
+    gpu0 = spec0.gpu
+    check_range(
+        "--processes",
+        args.processes,
+        1,
+        KFD_MAX_NUM_OF_PROCESSES,
+        "amdkfd schedules at most KFD_MAX_NUM_OF_PROCESSES processes on a device",
+    )
+    if args.queues is None:
+        args.queues = max(1, -(-(gpu0.hqd_slots + 1) // args.processes))
+    check_range(
+        "--queues",
+        args.queues,
+        1,
+        gpu0.queues_max,
+        f"ROCr lets a process create at most {gpu0.queues_max} queues on a {args.preset} agent "
+        "(HSA_AGENT_INFO_QUEUES_MAX)",
+    )
+    check_range(
+        "--kernels",
+        args.kernels,
+        1,
+        gpu0.queue_max_packets - 1,
+        f"each queue's ring holds at most {gpu0.queue_max_packets} packets "
+        "(HSA_AGENT_INFO_QUEUE_MAX_SIZE)",
+    )
+    check_elements("-n", args.n, 2 * args.processes * args.queues, gpu0, spec0.system_memory)
+    priorities = [0]  # HSA_QUEUE_PRIORITY_NORMAL, KFD priority 7
+    if args.priorities is not None:
+        priorities = parse_priorities(args.priorities, args.queues)
+    # Room for every kernel of a queue at once (ROCr rings are powers of two).
+    ring = max(gpu0.queue_min_packets, 1 << args.kernels.bit_length())
+    first = rocr.init(spec=spec0)
     sched = first.system.gpus[0].scheduler
     sched.set_policy(SCHEDULER_POLICIES[args.policy]())
     rts = [first] + [rocr.init(system=first.system) for _ in range(args.processes - 1)]
@@ -370,8 +751,8 @@ def cmd_hws(args: argparse.Namespace) -> int:
     for rt in rts:
         k = rt.load_code_object("builtin:square").kernel("square")
         pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
-        for _ in range(args.queues):
-            q = rt.gpus[0].create_queue(64)
+        for j in range(args.queues):
+            q = rt.gpus[0].create_queue(ring, priority=priorities[j % len(priorities)])
             a, b = pool.allocate(4 * n), pool.allocate(4 * n)
             rt.allow_access(rt.gpus, a)
             rt.allow_access(rt.gpus, b)
@@ -411,14 +792,65 @@ def cmd_hws(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def version() -> str:
+    """The installed hsaemu's version, else the source tree's pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("hsaemu")
+    except PackageNotFoundError:
+        import tomllib
+
+        try:
+            with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+EPILOG = (
+    f"Every command with --preset defaults to $HSAEMU_PRESET if set, else {DEFAULT_PRESET} "
+    "(as rocr.init() does). A bad argument is one error line and exit status 2; an HSA error "
+    "while running is one line naming its status and exit status 1 (HSAEMU_DEBUG=1 shows "
+    "the traceback)."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hsaemu", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser = _Parser(prog="hsaemu", description=__doc__.splitlines()[0], epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for name, (_, setup, help_) in COMMANDS.items():
-        setup(sub.add_parser(name, help=help_))
-    args = parser.parse_args(argv)
-    fn = COMMANDS[args.cmd][0]
-    return fn(args) or 0
+        setup(sub.add_parser(name, help=help_, description=help_, epilog=EPILOG))
+    cmd = "hsaemu"
+    try:
+        try:
+            args, extra = parser.parse_known_args(argv)
+        except SystemExit as e:  # --help, --version
+            return e.code if isinstance(e.code, int) else 0
+        cmd = f"hsaemu {args.cmd}"
+        if extra:
+            raise CliError(f"unrecognized arguments: {' '.join(extra)}")
+        if hasattr(args, "preset"):
+            args.preset = resolve_preset(args.preset)
+        return COMMANDS[args.cmd][0](args) or 0
+    except CliError as e:
+        print(f"{e.prog or cmd}: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except rocr.HsaError as e:
+        if os.environ.get("HSAEMU_DEBUG", "") not in ("", "0"):
+            raise
+        lines = str(e).strip().splitlines() or [e.status.c_name]
+        more = " (HSAEMU_DEBUG=1 shows the rest and the traceback)" if len(lines) > 1 else ""
+        print(f"{cmd}: {lines[0].strip()}{more}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    except BrokenPipeError:
+        # The reader went away (`hsaemu hws | head`): stop quietly, as `cat` does; point
+        # stdout at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_RUNTIME_ERROR
 
 
 if __name__ == "__main__":

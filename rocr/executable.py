@@ -14,6 +14,8 @@ error until the gfx9 ISA interpreter exists.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +37,9 @@ from hw_model.structs import (
     make_rsrc2,
 )
 from rocr.errors import HsaError
+from rocr.memory import BufferBase
 from rocr.status import Status
+from rocr.validate import as_bytes, as_int, as_real, as_u64, show
 
 if TYPE_CHECKING:
     from rocr.agent import Agent
@@ -43,6 +47,29 @@ if TYPE_CHECKING:
 
 CODE_ALIGN = 256  # kernel code entry alignment (AMDGPU: 256 bytes)
 ELF_MAGIC = b"\x7fELF"
+EM_AMDGPU = 224  # ELF e_machine of AMDGPU code objects (LLVM AMDGPUUsage, elf.h)
+# e_machine values a user is likely to hand over by mistake (elf.h)
+_ELF_MACHINES = {
+    3: "EM_386 (x86)",
+    8: "EM_MIPS",
+    20: "EM_PPC",
+    21: "EM_PPC64",
+    40: "EM_ARM",
+    62: "EM_X86_64 (x86-64)",
+    183: "EM_AARCH64 (ARM64)",
+    190: "EM_CUDA (NVIDIA)",
+    243: "EM_RISCV",
+    247: "EM_BPF",
+}
+# The GPUVM aperture starts at gpuvm_base = one page (AMDKFD_IOC_GET_PROCESS_APERTURES_NEW
+# here); nothing is ever mapped below it, so a nonzero pointer there is not an address.
+NULL_PAGE_END = 0x1000
+_INT_RANGES = {
+    "u32": (0, 0xFFFF_FFFF),
+    "i32": (-(1 << 31), (1 << 31) - 1),
+    "u64": (0, 0xFFFF_FFFF_FFFF_FFFF),
+    "i64": (-(1 << 63), (1 << 63) - 1),
+}
 
 
 class KernelSymbol:
@@ -58,7 +85,12 @@ class KernelSymbol:
         args: tuple[KernelArg, ...],
         vgprs: int,
         sgprs: int,
+        *,
+        rt: Runtime | None = None,
+        agent: Agent | None = None,
     ) -> None:
+        self.rt = rt  # the runtime whose loader made it (None for a remote symbol)
+        self.agent = agent  # the agent its code object was loaded for
         self.name = name
         self.kernel_object = kernel_object
         self.kernarg_size = kernarg_size
@@ -73,12 +105,47 @@ class KernelSymbol:
         sig = ", ".join(f"{a.name}: {a.type}" for a in self.args)
         return f"KernelSymbol({self.name}({sig}), kernel_object={self.kernel_object:#x})"
 
+    @property
+    def signature(self) -> str:
+        """`name(arg: type, ...)`, as the code object metadata declares it."""
+        return f"{self.name}({', '.join(f'{a.name}: {a.type}' for a in self.args)})"
+
+    def check_args(self, values: object, rt: object = None) -> tuple[int | float, ...]:
+        """`values` checked against the declared arguments, buffers turned into addresses.
+
+        A wrong count, a value of the wrong kind or out of its C type's range is an HsaError
+        (HSA_STATUS_ERROR_INVALID_ARGUMENT) naming the argument by its metadata name and
+        position: a mix-up of argument order is caught where the kinds differ (a buffer where
+        a count goes, a small count where a pointer goes). `rt`: buffers must belong to it.
+        """
+        if isinstance(values, str | bytes | bytearray) or not isinstance(values, Sequence):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"args must be a tuple of the kernel's arguments, got {show(values)}: "
+                f"{self.signature}",
+            )
+        if len(values) != len(self.args):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{self.name} takes {len(self.args)} argument"
+                f"{'' if len(self.args) == 1 else 's'}, got {len(values)}: "
+                f"{self.signature}",
+            )
+        out = []
+        for i, (a, v) in enumerate(zip(self.args, values, strict=True)):
+            try:
+                out.append(_arg_value(a, v, f"argument {i} {a.name!r} ({a.type})", rt))
+            except HsaError as e:
+                raise HsaError(e.status, f"{e.message}. The kernel is {self.signature}") from None
+        return tuple(out)
+
     def pack_args(self, *values: object) -> bytes:
         """Kernarg bytes for `values`, by the declared layout (buffers pack as addresses)."""
+        checked = self.check_args(values, self.rt)
         try:
-            return pack_args(self.args, self.kernarg_size, tuple(values))
-        except (TypeError, struct.error) as e:
-            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"{self.name}: {e}") from None
+            return pack_args(self.args, self.kernarg_size, checked)
+        except (TypeError, ValueError, OverflowError, struct.error) as e:
+            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"{self.signature}: {e}") from None
 
     def info(self) -> dict:
         return {
@@ -105,6 +172,11 @@ class Executable:
 
     def kernel(self, name: str) -> KernelSymbol:
         """hsa_executable_get_symbol_by_name (the ".kd" suffix is optional)."""
+        if not isinstance(name, str):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"symbol name must be a str, got {show(name)} ({type(name).__name__})",
+            )
         sym = self.symbols.get(name.removesuffix(".kd"))
         if sym is None:
             raise HsaError(
@@ -117,9 +189,62 @@ class Executable:
         return f"Executable({', '.join(self.symbols)})"
 
 
-def read_code_object(source: str | bytes | Path) -> bytes:
-    if isinstance(source, bytes):
-        return source
+def _arg_value(a: KernelArg, v: object, what: str, rt: object) -> int | float:
+    """One kernel argument as the int or float its C type packs."""
+    is_buffer = isinstance(v, BufferBase)
+    if is_buffer:
+        if getattr(v, "rt", None) is not None and rt is not None and v.rt is not rt:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{what} is {v!r}, a buffer of another runtime: its address means nothing "
+                "in this process",
+            )
+        v._check()
+    if a.type == "ptr":
+        if v is None:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{what} must be a buffer or an address, got None (pass 0 for a NULL pointer)",
+            )
+        addr_of = getattr(v, "address", None)
+        if addr_of is not None and not isinstance(v, int):
+            return as_u64(addr_of, f"{what}: address of {show(v)}")
+        if isinstance(v, float | str | bytes) or not hasattr(v, "__index__"):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{what} must be a buffer or an address (int), got {show(v)} ({type(v).__name__})",
+            )
+        addr = as_u64(v, what, why="a pointer is a 64-bit address")
+        if 0 < addr < NULL_PAGE_END:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{what} = {addr} is not an address: nothing is mapped below "
+                f"{NULL_PAGE_END:#x} (the GPUVM aperture's base). Is a count in the place of "
+                "a pointer (arguments in the wrong order?)",
+            )
+        return addr
+    if is_buffer or (hasattr(v, "address") and not hasattr(v, "__index__")):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"{what} takes a value of type {a.type}, got {show(v)}. Is a buffer in the place of "
+            f"{a.name!r} (arguments in the wrong order?)",
+        )
+    if a.type in _INT_RANGES:
+        lo, hi = _INT_RANGES[a.type]
+        return as_int(v, what, lo, hi, why=f"a {a.type}")
+    return as_real(v, what, f32=a.type == "f32")
+
+
+def read_code_object(source: object) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return as_bytes(source, "code object")
+    if not isinstance(source, str | PathLike):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            "source must be 'builtin', 'builtin:<name>,...', a path, or the code object's "
+            f"bytes (bytes, bytearray, memoryview), got {show(source)} "
+            f"({type(source).__name__})",
+        )
     s = str(source)
     if s.startswith("builtin:") or s == "builtin":
         names = [n for n in s.partition(":")[2].split(",") if n]
@@ -132,19 +257,47 @@ def read_code_object(source: str | bytes | Path) -> bytes:
         return builtin_code_object(names or None)
     try:
         return Path(s).read_bytes()
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise HsaError(Status.ERROR_INVALID_FILE, f"cannot read code object {s!r}: {e}") from None
 
 
-def load(rt: Runtime, agent: Agent, source: str | bytes | Path) -> Executable:
-    blob = read_code_object(source)
-    if blob.startswith(ELF_MAGIC):
+def elf_machine(blob: bytes) -> int | None:
+    """e_machine of an ELF image (Elf32/Elf64_Ehdr: offset 18, in the byte order of
+    e_ident[EI_DATA]), or None when the header is cut short."""
+    if len(blob) < 20:
+        return None
+    order = "big" if blob[5] == 2 else "little"  # EI_DATA: ELFDATA2MSB = 2
+    return int.from_bytes(blob[18:20], order)
+
+
+def check_elf(blob: bytes) -> None:
+    """Refuse an ELF image, saying what it is: the loader accepts EM_AMDGPU only."""
+    machine = elf_machine(blob)
+    if machine is None:
         raise HsaError(
             Status.ERROR_INVALID_CODE_OBJECT,
-            "this is an AMDGPU ELF code object; running compiled machine code needs "
-            "the gfx9 ISA interpreter, which hsaemu does not have yet. Use a "
-            "built-in kernel ('builtin:square', ...) for now",
+            f"a truncated ELF image ({len(blob)} bytes): not even the ELF header is there",
         )
+    if machine != EM_AMDGPU:
+        name = _ELF_MACHINES.get(machine, "an unknown machine")
+        raise HsaError(
+            Status.ERROR_INVALID_CODE_OBJECT,
+            f"an ELF for machine {name} (e_machine {machine}), not EM_AMDGPU ({EM_AMDGPU}): "
+            "not a GPU code object. Load an AMDGPU code object (hipcc --genco, clang "
+            "-target amdgcn-amd-amdhsa) or a built-in ('builtin:square', ...)",
+        )
+    raise HsaError(
+        Status.ERROR_INVALID_CODE_OBJECT,
+        "this is an AMDGPU ELF code object (e_machine EM_AMDGPU); running compiled machine "
+        "code needs the gfx9 ISA interpreter, which hsaemu does not have yet. Use a "
+        "built-in kernel ('builtin:square', ...) for now",
+    )
+
+
+def load(rt: Runtime, agent: Agent, source: object) -> Executable:
+    blob = read_code_object(source)
+    if blob.startswith(ELF_MAGIC):
+        check_elf(blob)
     if not blob.startswith(CODE_OBJECT_MAGIC):
         raise HsaError(
             Status.ERROR_INVALID_CODE_OBJECT,
@@ -152,8 +305,12 @@ def load(rt: Runtime, agent: Agent, source: str | bytes | Path) -> Executable:
         )
     try:
         meta = decode_code_object(blob)
-        kernels = meta["amdhsa.kernels"]
-    except (ValueError, KeyError) as e:
+        kernels = list(meta["amdhsa.kernels"])
+    except RecursionError:  # JSON nested past the interpreter's recursion limit
+        raise HsaError(
+            Status.ERROR_INVALID_CODE_OBJECT, "bad code object metadata: nested too deeply"
+        ) from None
+    except (ValueError, KeyError, TypeError) as e:
         raise HsaError(Status.ERROR_INVALID_CODE_OBJECT, f"bad code object metadata: {e}") from None
     granule = (
         VGPR_ENCODING_GRANULE_GFX90A
@@ -164,38 +321,50 @@ def load(rt: Runtime, agent: Agent, source: str | bytes | Path) -> Executable:
     stride = KERNEL_DESCRIPTOR_SIZE
     code_base = -(-len(kernels) * stride // CODE_ALIGN) * CODE_ALIGN
     size = code_base + len(kernels) * CODE_ALIGN
+    # Every descriptor is built before anything is allocated: bad metadata leaks nothing.
+    parsed = []
+    for i, k in enumerate(kernels):
+        try:
+            name = k[".name"]
+            spec = BUILTINS.get(name) if isinstance(name, str) else None
+            if spec is None:
+                raise HsaError(
+                    Status.ERROR_INVALID_CODE_OBJECT,
+                    f"code object kernel {show(name)} has no built-in implementation",
+                )
+            vgprs, sgprs = int(k[".vgpr_count"]), int(k[".sgpr_count"])
+            kernarg_size = int(k[".kernarg_segment_size"])
+            kd = KernelDescriptor(
+                group_segment_fixed_size=int(k[".group_segment_fixed_size"]),
+                private_segment_fixed_size=int(k[".private_segment_fixed_size"]),
+                kernarg_size=kernarg_size,
+                kernel_code_entry_byte_offset=(code_base + i * CODE_ALIGN) - i * stride,
+                compute_pgm_rsrc1=make_rsrc1(vgprs=vgprs, vgpr_granule=granule, sgprs=sgprs),
+                compute_pgm_rsrc2=make_rsrc2(
+                    user_sgpr_count=2 + 2 * (kernarg_size > 0),
+                    enable_sgpr_workgroup_id_y=1,
+                    enable_sgpr_workgroup_id_z=1,
+                ),
+                kernel_code_properties=make_kernel_code_properties(
+                    enable_sgpr_dispatch_ptr=1,
+                    enable_sgpr_kernarg_segment_ptr=int(kernarg_size > 0),
+                ),
+            )
+        except HsaError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise HsaError(
+                Status.ERROR_INVALID_CODE_OBJECT,
+                f"bad metadata for kernel {i} of the code object: {type(e).__name__}: {e}",
+            ) from None
+        parsed.append((name, spec, vgprs, sgprs, kd))
     alloc = rt.thunk.alloc_memory(0, max(size, 4096), executable=True)
     rt.thunk.map_memory_to_gpu(alloc.address, [agent.node])
     symbols: dict[str, KernelSymbol] = {}
-    for i, k in enumerate(kernels):
-        name = k[".name"]
-        spec = BUILTINS.get(name)
-        if spec is None:
-            raise HsaError(
-                Status.ERROR_INVALID_CODE_OBJECT,
-                f"code object kernel {name!r} has no built-in implementation",
-            )
+    for i, (name, spec, vgprs, sgprs, kd) in enumerate(parsed):
         kd_off = i * stride
         code_off = code_base + i * CODE_ALIGN
         kd_va = alloc.address + kd_off
-        code_va = alloc.address + code_off
-        vgprs, sgprs = int(k[".vgpr_count"]), int(k[".sgpr_count"])
-        kd = KernelDescriptor(
-            group_segment_fixed_size=int(k[".group_segment_fixed_size"]),
-            private_segment_fixed_size=int(k[".private_segment_fixed_size"]),
-            kernarg_size=int(k[".kernarg_segment_size"]),
-            kernel_code_entry_byte_offset=code_va - kd_va,
-            compute_pgm_rsrc1=make_rsrc1(vgprs=vgprs, vgpr_granule=granule, sgprs=sgprs),
-            compute_pgm_rsrc2=make_rsrc2(
-                user_sgpr_count=2 + 2 * (k[".kernarg_segment_size"] > 0),
-                enable_sgpr_workgroup_id_y=1,
-                enable_sgpr_workgroup_id_z=1,
-            ),
-            kernel_code_properties=make_kernel_code_properties(
-                enable_sgpr_dispatch_ptr=1,
-                enable_sgpr_kernarg_segment_ptr=int(k[".kernarg_segment_size"] > 0),
-            ),
-        )
         alloc.mapping.write(kd_off, kd.to_bytes())
         alloc.mapping.write(code_off, spec.entry_token())
         symbols[name] = KernelSymbol(
@@ -207,5 +376,7 @@ def load(rt: Runtime, agent: Agent, source: str | bytes | Path) -> Executable:
             spec.args,
             vgprs,
             sgprs,
+            rt=rt,
+            agent=agent,
         )
     return Executable(rt, agent, symbols, alloc)

@@ -11,12 +11,13 @@ reads.
 from __future__ import annotations
 
 from enum import IntEnum, IntFlag
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rocr.errors import HsaError
 from rocr.status import Status
+from rocr.validate import as_bytes, as_int, show
 
 if TYPE_CHECKING:
     from rocr.agent import Agent
@@ -103,20 +104,32 @@ class MemoryPool(PoolFlags):
 
     def allocate(self, size: int) -> Buffer:
         """hsa_amd_memory_pool_allocate."""
-        if not self.alloc_allowed:
-            raise HsaError(
-                Status.ERROR_INVALID_ALLOCATION,
-                f"pool {self.name} ({self.segment.name} segment) cannot be allocated "
-                "from; use a GLOBAL pool",
-            )
-        if size <= 0:
-            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"size {size} must be positive")
-        if size > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ALLOCATION,
-                f"{size} bytes requested from pool {self.name} of {self.size} bytes",
-            )
+        size = check_alloc_size(self, size)
         return self.rt._allocate(self, size)
+
+
+def check_alloc_size(pool: Any, size: object) -> int:
+    """The checks of hsa_amd_memory_pool_allocate, shared by local and remote pools: size 0 is
+    INVALID_ARGUMENT; a size the pool cannot give, or a pool that cannot allocate, is
+    INVALID_ALLOCATION (ROCr hsa_amd_memory_pool_allocate, MemoryRegion::Allocate)."""
+    rt = getattr(pool, "rt", None)
+    if rt is not None and getattr(rt, "closed", False):
+        raise HsaError(Status.ERROR_NOT_INITIALIZED, "the runtime was shut down")
+    n = as_int(size, "size", why="bytes to allocate")
+    if not pool.alloc_allowed:
+        raise HsaError(
+            Status.ERROR_INVALID_ALLOCATION,
+            f"pool {pool.name} ({pool.segment.name} segment) cannot be allocated "
+            "from; use a GLOBAL pool",
+        )
+    if n <= 0:
+        raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"size = {n}: it must be at least 1 byte")
+    if n > pool.size:
+        raise HsaError(
+            Status.ERROR_INVALID_ALLOCATION,
+            f"size = {n} bytes: more than pool {pool.name} holds ({pool.size} bytes)",
+        )
+    return n
 
 
 def filter_pools(
@@ -146,6 +159,7 @@ def filter_pools(
 class BufferBase:
     """What local and remote buffers share: an address, a size, a pool, a freed flag."""
 
+    rt: Any
     address: int
     size: int
     pool: MemoryPool
@@ -158,8 +172,54 @@ class BufferBase:
         return self.address
 
     def _check(self) -> None:
+        """A buffer is usable until it is freed or its runtime shuts down (which frees all
+        memory): after that, any use is an error, never a touch of released memory. ROCr
+        answers an address it no longer tracks with HSA_STATUS_ERROR_INVALID_ALLOCATION
+        (Runtime::FreeMemory), and any call after hsa_shut_down with NOT_INITIALIZED."""
+        if getattr(self.rt, "closed", False):
+            raise HsaError(
+                Status.ERROR_NOT_INITIALIZED,
+                f"buffer at {self.address:#x}: the runtime was shut down, which freed it",
+            )
         if self.freed:
-            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"buffer at {self.address:#x} was freed")
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION, f"buffer at {self.address:#x} was freed"
+            )
+
+    def _view_shape(self, dtype: object, count: object) -> tuple[np.dtype, int]:
+        try:
+            dt = np.dtype(dtype)  # type: ignore[call-overload]
+        except (TypeError, ValueError) as e:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT, f"dtype = {show(dtype)} is not a numpy dtype: {e}"
+            ) from None
+        if dt.itemsize == 0 or dt.hasobject:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"dtype = {dt} cannot view raw memory: use a fixed-size numeric dtype",
+            )
+        if count is None:
+            return dt, self.size // dt.itemsize
+        n = as_int(
+            count,
+            "count",
+            0,
+            self.size // dt.itemsize,
+            why=f"{dt} elements that fit in the {self.size}-byte buffer",
+        )
+        return dt, n
+
+    def _range(self, offset: object, size: object, what: str = "size") -> tuple[int, int]:
+        """(offset, size) of a host access, both checked against the buffer."""
+        off = as_int(offset, "offset", 0, self.size, why=f"the buffer has {self.size} bytes")
+        n = self.size - off if size is None else as_int(size, what, 0)
+        if off + n > self.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{n} bytes at offset {off}: range [{off}, {off + n}) outside the "
+                f"{self.size}-byte buffer",
+            )
+        return off, n
 
 
 class Buffer(BufferBase):
@@ -183,33 +243,23 @@ class Buffer(BufferBase):
                 f"{self} is in device memory the host cannot map (coarse-grained "
                 "VRAM): copy it with rt.memory_copy() to a system buffer",
             )
-        dt = np.dtype(dtype)
-        n = self.size // dt.itemsize if count is None else count
-        if n * dt.itemsize > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT, f"{n} x {dt} does not fit in {self.size} bytes"
-            )
+        dt, n = self._view_shape(dtype, count)
         return m.array[: n * dt.itemsize].view(dt)
 
     def read(self, offset: int = 0, size: int | None = None) -> bytes:
-        size = self.size - offset if size is None else size
-        if offset < 0 or offset + size > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"range [{offset}, {offset + size}) outside the {self.size}-byte buffer",
-            )
-        return bytes(self.view()[offset : offset + size])
+        self._check()
+        off, n = self._range(offset, size)
+        return bytes(self.view()[off : off + n])
 
     def write(self, data: bytes, offset: int = 0) -> None:
-        if offset < 0 or offset + len(data) > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"{len(data)} bytes at {offset} overflow the {self.size}-byte buffer",
-            )
-        self.view()[offset : offset + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._check()
+        raw = as_bytes(data, "data")
+        off, n = self._range(offset, len(raw), "data length")
+        self.view()[off : off + n] = np.frombuffer(raw, dtype=np.uint8)
 
     def free(self) -> None:
-        """hsa_amd_memory_pool_free."""
-        if not self.freed:
-            self.rt._free(self)
-            self.freed = True
+        """hsa_amd_memory_pool_free: a second free is HSA_STATUS_ERROR_INVALID_ALLOCATION, as
+        ROCr's Runtime::FreeMemory answers a pointer it no longer tracks."""
+        self._check()
+        self.rt._free(self)
+        self.freed = True

@@ -10,6 +10,7 @@ ROCr's table and calls the queue's error callback.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from hw_model.structs import (
 )
 from rocr.errors import HsaError
 from rocr.status import Status, status_c_name
+from rocr.validate import I64_MAX, as_bytes, as_int, as_u64, cu_mask, show
 from roct import HsaKmtError
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ def kmt_priority(priority: int) -> int:
     """A QueuePriority, or a raw HSA_QUEUE_PRIORITY (-3 minimum .. 3 maximum), as hsaKmt's."""
     if isinstance(priority, QueuePriority):
         return _KMT_PRIORITY[priority]
-    if isinstance(priority, int) and -3 <= priority <= 3:
+    if isinstance(priority, int) and not isinstance(priority, bool) and -3 <= priority <= 3:
         return priority
     raise HsaError(
         Status.ERROR_INVALID_ARGUMENT,
@@ -161,9 +163,18 @@ class Queue:
         return f"Queue(id={self.id}, kfd queue {self.queue_id}, size={self.size})"
 
     # -- error handling --------------------------------------------------------------------
-    def _check(self) -> None:
+    def _live(self) -> None:
+        """hsa_queue_* on a queue that no longer exists: HSA_STATUS_ERROR_INVALID_QUEUE (its
+        ring and amd_queue_t are freed memory), NOT_INITIALIZED once the runtime is gone."""
+        if self.rt.closed:
+            raise HsaError(
+                Status.ERROR_NOT_INITIALIZED, f"queue {self.id}: the runtime was shut down"
+            )
         if self.destroyed:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"queue {self.id} was destroyed")
+
+    def _check(self) -> None:
+        self._live()
         self.rt.poll_async()
         if self.error is not None and self.callback is None:
             raise self.error
@@ -190,23 +201,36 @@ class Queue:
     # -- indices ---------------------------------------------------------------------------
     def load_write_index(self) -> int:
         """hsa_queue_load_write_index_scacquire."""
+        self._live()
         return self._q.load_u64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET)
 
     def store_write_index(self, value: int) -> None:
+        """hsa_queue_store_write_index_screlease (write_dispatch_id is a uint64_t)."""
+        value = as_u64(value, "value", why="write_dispatch_id is a uint64_t")
+        self._check()
         self._q.store_u64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, value)
 
     def add_write_index(self, delta: int = 1) -> int:
         """hsa_queue_add_write_index_scacq_screl: returns the previous write index."""
+        # A uint64_t in C; below 2**63 here, where a larger one could only be a mistake.
+        delta = as_int(delta, "delta", 0, I64_MAX, why="packets to reserve")
         self._check()
         old = self._q.atomic_add_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, delta)
         return old
 
     def cas_write_index(self, expected: int, value: int) -> int:
+        """hsa_queue_cas_write_index_scacq_screl: returns the value observed."""
+        expected = as_u64(expected, "expected", why="write_dispatch_id is a uint64_t")
+        value = as_u64(value, "value", why="write_dispatch_id is a uint64_t")
         self._check()
-        return self._q.atomic_cas_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, expected, value)
+        # The i64 CAS compares bit patterns: compare as the signed view of the same 64 bits.
+        signed = expected - (1 << 64) if expected > I64_MAX else expected
+        old = self._q.atomic_cas_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, signed, value)
+        return old & 0xFFFF_FFFF_FFFF_FFFF
 
     def load_read_index(self) -> int:
         """hsa_queue_load_read_index_scacquire: read_dispatch_id, advanced by the CP."""
+        self._live()
         return self._q.load_u64(AMD_QUEUE_READ_DISPATCH_ID_OFFSET)
 
     # -- packets ---------------------------------------------------------------------------
@@ -215,12 +239,9 @@ class Queue:
 
     def write_packet(self, index: int, packet: Packet | bytes) -> None:
         """Write a packet into slot `index`: body first, then the header (release)."""
+        index = as_u64(index, "index", why="a packet index is a uint64_t")
+        raw = packet_raw(packet)
         self._check()
-        raw = packet if isinstance(packet, bytes | bytearray) else packet.to_bytes()
-        if len(raw) != aql.PACKET_SIZE:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT, f"an AQL packet is 64 bytes, got {len(raw)}"
-            )
         read = self.load_read_index()
         if index < read or index >= read + self.size:
             raise HsaError(
@@ -236,9 +257,14 @@ class Queue:
         ring.write(base, bytes(raw[:4]))
         self.rt.thunk.host_elapse(self.rt.host_cost("packet_write_ps"))
         ptype = raw[0]
+        if ptype == PacketType.KERNEL_DISPATCH:
+            ka = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
+            self.rt._note_packet(self, index, int.from_bytes(raw[ka : ka + 8], "little"))
         self.rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
 
     def packet_bytes(self, index: int) -> bytes:
+        index = as_u64(index, "index", why="a packet index is a uint64_t")
+        self._live()
         base = self._slot(index)
         return bytes(self._ring.mapping.array[base : base + aql.PACKET_SIZE])
 
@@ -247,6 +273,9 @@ class Queue:
 
     def ring_doorbell(self, index: int) -> None:
         """hsa_signal_store_screlease(queue->doorbell_signal, index)."""
+        index = as_int(
+            index, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t"
+        )
         self._check()
         self.rt.trace(
             "rocr",
@@ -295,6 +324,7 @@ class Queue:
 
     def submit(self, packet: Packet | bytes) -> int:
         """Reserve a slot, write the packet, ring the doorbell; returns the packet index."""
+        packet = packet_raw(packet)  # a bad packet must not leave a reserved, INVALID slot
         i = self.add_write_index(1)
         self.write_packet(i, packet)
         self.ring_doorbell(i)
@@ -313,14 +343,21 @@ class Queue:
         self.priority = kmt
 
     def set_cu_mask(self, mask: list[int]) -> None:
-        """hsa_amd_queue_cu_set_mask: 32-bit words, bit i enables CU i."""
+        """hsa_amd_queue_cu_set_mask: 32-bit words, bit i enables CU i.
+
+        ROCr's AqlQueue::SetCUMasking passes the words to hsaKmtSetQueueCUMask; the documented
+        refusals (hsa_ext_amd.h) are INVALID_ARGUMENT, and a KFD failure is HSA_STATUS_ERROR.
+        """
+        words = cu_mask(mask, self.agent.compute_unit_count)
         self._check()
-        self.rt.thunk.set_queue_cu_mask(self.queue_id, mask)
+        try:
+            self.rt.thunk.set_queue_cu_mask(self.queue_id, words)
+        except HsaKmtError as e:
+            raise HsaError(Status.ERROR, f"set_cu_mask: {e.message}") from e
 
     def destroy(self) -> None:
-        """hsa_queue_destroy."""
-        if self.destroyed:
-            return
+        """hsa_queue_destroy; a queue destroyed already is HSA_STATUS_ERROR_INVALID_QUEUE."""
+        self._live()
         th = self.rt.thunk
         th.destroy_queue(self.queue_id)
         self.doorbell_signal.release()
@@ -329,6 +366,31 @@ class Queue:
             th.free_memory(alloc.address)
         self.destroyed = True
         self.rt._queues.discard(self)
+
+
+def packet_raw(packet: object) -> bytes:
+    """The 64 bytes of an hw_model.aql packet, or of a bytes-like packet."""
+    if isinstance(packet, aql.PackedModel):
+        try:
+            raw = packet.to_bytes()
+        except (ValueError, OverflowError, TypeError, struct.error) as e:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT, f"packet {show(packet)} cannot be encoded: {e}"
+            ) from None
+    elif isinstance(packet, bytes | bytearray | memoryview):
+        raw = as_bytes(packet, "packet")
+    else:
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"packet must be an AQL packet (rocr.KernelDispatchPacket, ...) or its 64 bytes, "
+            f"got {show(packet)} ({type(packet).__name__})",
+        )
+    if len(raw) != aql.PACKET_SIZE:
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"packet is {len(raw)} bytes: an AQL packet is {aql.PACKET_SIZE}",
+        )
+    return raw
 
 
 def _type_name(ptype: int) -> str:

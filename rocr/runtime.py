@@ -10,21 +10,39 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from hw_model import aql
 from hw_model.aql import FenceScope, PacketType
+from hw_model.kernels import pack_args
 from rocr.agent import Agent, make_pools
 from rocr.errors import HsaError
 from rocr.executable import Executable, KernelSymbol, load
 from rocr.memory import Buffer, MemoryPool
-from rocr.queue import Queue
+from rocr.queue import Queue, status_for_error_code
 from rocr.signal import Condition, Signal, SignalPool
 from rocr.status import Status
-from roct import HsaKmtError, HsaKmtStatus, InProcess, Thunk
+from rocr.validate import (
+    as_bool,
+    as_signal_value,
+    as_u32,
+    as_u64,
+    check_agents,
+    dispatch_geometry,
+    fence_scope,
+    show,
+)
+from roct import HsaEvent, HsaKmtError, HsaKmtStatus, InProcess, Thunk
+from roct.thunk import HSA_EVENTTYPE_MEMORY, HsaMemoryAccessFault
 
 KERNARG_CHUNK = 1 << 20  # kernarg arena per chunk (ROCr sub-allocates kernargs likewise)
+# Called with every new Runtime at the end of hsa_init, as ROCr calls the OnLoad of each tool
+# library named in HSA_TOOLS_LIB: `hsaemu trace` (like rocprofv3) uses it to find every
+# machine a script creates. A hook must not keep what it is given past its own run.
+INIT_HOOKS: list[Callable[[Runtime], None]] = []
 KERNARG_ALIGN = 64
 
 
@@ -37,26 +55,56 @@ def _hsa_error(e: HsaKmtError, status: Status, what: str) -> HsaError:
 
 
 class DispatchHandle:
-    """What `queue.dispatch()` returns: the packet index and its completion signal."""
+    """What `queue.dispatch()` returns: the packet index and its completion signal.
+
+    A completion signal the runtime made for the dispatch belongs to the handle: while the
+    handle lives the signal is the caller's to load, wait on and read timestamps from; once
+    the handle is gone (and the packet has retired) the signal goes back to the runtime's
+    pool, as HIP's and ROCr's own pools of completion signals are reused, so a loop of
+    dispatches keeps a flat number of signals and KFD events. `detach_signal()` keeps it.
+    """
 
     def __init__(self, queue: Queue, index: int, signal: Signal, owns_signal: bool) -> None:
         self.queue = queue
         self.index = index
         self.signal = signal
         self._owns_signal = owns_signal
+        self._recycle: weakref.finalize | None = None
+        rt = getattr(queue, "rt", None)
+        if owns_signal and isinstance(rt, Runtime):
+            self._recycle = weakref.finalize(self, rt._recycle_completion_signal, signal)
+            self._recycle.atexit = False
+
+    def detach_signal(self) -> Signal:
+        """Take the completion signal for good: it is no longer returned to the pool when the
+        handle goes; destroy it yourself (hsa_signal_destroy) when done."""
+        if self._recycle is not None:
+            self._recycle.detach()
+            self._recycle = None
+        self._owns_signal = False
+        return self.signal
 
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
-        """Wait for the kernel to retire (its completion signal below 1)."""
+        """Wait for the packet to retire (its completion signal below 1).
+
+        `timeout_ns` bounds the wait in simulated time, as hsa_signal_wait's timeout does
+        (negative: HSA_STATUS_ERROR_INVALID_ARGUMENT); a packet not retired by then raises
+        HsaError(ERROR) naming it (`handle.signal.wait` returns the value instead). A wait
+        that can never finish raises at once; if the queue was stopped by an error, the
+        message's first line says which queue and why."""
         v = self.signal.wait(Condition.LT, 1, timeout_ns)
         err = self._queue_error()
         if err is not None:
-            raise err
+            raise err  # "queue N stopped by the CP: <why>": the queue and the reason first
         if v >= 1:
-            raise HsaError(
-                Status.ERROR,
-                f"timeout: packet {self.index} of queue "
-                f"{self.queue.id} did not complete in {timeout_ns} ns",
-            )
+            rt = self.queue.rt
+            lines = [
+                f"timeout: packet {self.index} of queue {self.queue.id} did not complete "
+                f"within {timeout_ns} ns of simulated time (its completion signal "
+                f"{self.signal.handle:#x} is {v})",
+                *rt.queue_report(self.queue),
+            ]
+            raise HsaError(Status.ERROR, "\n".join(lines))
         return self
 
     def _queue_error(self) -> HsaError | None:
@@ -97,9 +145,11 @@ class Runtime:
         self._buffers: set[Buffer] = set()
         self._executables: list[Executable] = []
         self._queue_ids = 0
-        self._kernarg_chunk: Buffer | None = None
+        self._kernarg_chunk: _KernargChunk | None = None
         self._kernarg_off = 0
-        self._kernarg_chunks: list[Buffer] = []
+        self._kernarg_chunks: list[_KernargChunk] = []
+        # Completion signals of dropped DispatchHandles, oldest first, to reuse once retired.
+        self._spare_signals: deque[Signal] = deque()
         self.agent_list: list[Agent] = []
         for node, props in enumerate(self.thunk.nodes):
             agent = Agent(self, node, props)
@@ -110,7 +160,22 @@ class Runtime:
         self.gpus = [a for a in self.agent_list if a.is_gpu]
         self._clock0 = {g.node: self.thunk.get_clock_counters(g.node) for g in self.gpus}
         self.closed = False
+        # ROCr Runtime::BindVmFaultHandler: a memory event, manual reset ("to avoid racing
+        # condition with driver in case of multiple concurrent VM faults"), on which the async
+        # events thread waits; VMFaultHandler runs when the KFD reports a fault through it.
+        self._vm_fault_event: HsaEvent | None = None
+        self._vm_fault: HsaError | None = None  # the fault reported; every later call raises it
+        if self.gpus:
+            try:
+                self._vm_fault_event = self.thunk.create_event(
+                    HSA_EVENTTYPE_MEMORY, manual_reset=True
+                )
+            except HsaKmtError as e:
+                raise HsaError(Status.ERROR, f"hsa_init: no VM fault event: {e.message}") from e
+            self.thunk.wait_on_multiple_events_async([self._vm_fault_event], _async_thread_woke)
         self.trace("rocr", "hsa_init", agents=len(self.agent_list))
+        for hook in list(INIT_HOOKS):
+            hook(self)
 
     # -- lifetime --------------------------------------------------------------------------
     def __enter__(self) -> Runtime:
@@ -126,16 +191,15 @@ class Runtime:
         self.trace("rocr", "hsa_shut_down")
         for q in list(self._queues):
             q.destroy()
-        out = os.environ.get("HSAEMU_TRACE_DIR")
-        if out and hasattr(self.transport, "write_reports"):
-            # Like a profiler injected with rocprofv3: the run's reports land in that folder.
-            self.transport.write_reports(out)
         self.thunk.close()
         self.closed = True
 
     def _check(self) -> None:
         if self.closed:
             raise HsaError(Status.ERROR_NOT_INITIALIZED, "the runtime was shut down")
+        ev = self._vm_fault_event
+        if self._vm_fault is not None or (ev is not None and ev.MemoryAccessFault is not None):
+            self.poll_async()  # a VM fault: every call of this process raises it (ROCr aborts)
 
     # -- agents ----------------------------------------------------------------------------
     def agents(self) -> list[Agent]:
@@ -195,13 +259,26 @@ class Runtime:
         self._buffers.discard(buf)
 
     def allow_access(self, agents: Iterable[Agent], buf: Buffer) -> None:
-        """hsa_amd_agents_allow_access: map `buf` into the page tables of `agents`."""
+        """hsa_amd_agents_allow_access: map `buf` into the page tables of `agents`.
+
+        As hsa_amd_agents_allow_access: no agents is INVALID_ARGUMENT, a handle that is not
+        an agent of this runtime INVALID_AGENT, memory the runtime does not track (freed, or
+        another runtime's) INVALID_ALLOCATION."""
         self._check()
-        nodes = [a.node for a in agents if a.is_gpu]
-        bad = [a for a in agents if not isinstance(a, Agent)]
-        if bad:
-            raise HsaError(Status.ERROR_INVALID_AGENT, f"not an agent: {bad[0]!r}")
+        agent_list = check_agents(agents, self, Agent)
+        if not isinstance(buf, Buffer):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"buf must be a Buffer (pool.allocate(size)), got {show(buf)} "
+                f"({type(buf).__name__}); the call is allow_access(agents, buf)",
+            )
+        if buf.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION,
+                f"{buf!r} was allocated by another runtime (process): this one does not track it",
+            )
         buf._check()
+        nodes = [a.node for a in agent_list if a.is_gpu]
         if nodes:
             try:
                 self.thunk.map_memory_to_gpu(buf.address, nodes)
@@ -210,24 +287,47 @@ class Runtime:
         self.trace("rocr", "hsa_amd_agents_allow_access", address=hex(buf.address), nodes=nodes)
 
     def _kernarg(self, data: bytes) -> int:
+        """Kernarg space for one dispatch, carved from 1 MiB chunks of the kernarg pool. A
+        full chunk is reused once every packet that pointed into it has retired (the CP has
+        read its kernargs), so long runs need a constant number of chunks."""
         n = max(-(-len(data) // KERNARG_ALIGN) * KERNARG_ALIGN, KERNARG_ALIGN)
         if self._kernarg_chunk is None or self._kernarg_off + n > KERNARG_CHUNK:
-            pool = self.cpu.pools(kernarg=True)[0]
-            chunk = pool.allocate(KERNARG_CHUNK)
-            self.allow_access(self.gpus, chunk)
-            self._kernarg_chunks.append(chunk)
+            chunk = next(
+                (c for c in self._kernarg_chunks if c is not self._kernarg_chunk and c.free()),
+                None,
+            )
+            if chunk is None:
+                pool = self.cpu.pools(kernarg=True)[0]
+                buf = pool.allocate(KERNARG_CHUNK)
+                self.allow_access(self.gpus, buf)
+                chunk = _KernargChunk(buf)
+                self._kernarg_chunks.append(chunk)
+            chunk.users.clear()
             self._kernarg_chunk, self._kernarg_off = chunk, 0
-        addr = self._kernarg_chunk.address + self._kernarg_off
+        chunk = self._kernarg_chunk
+        addr = chunk.buf.address + self._kernarg_off
         if data:
-            self._kernarg_chunk.write(data, self._kernarg_off)
+            chunk.buf.write(data, self._kernarg_off)
         self._kernarg_off += n
         return addr
+
+    def _note_packet(self, q: Queue, index: int, kernarg_address: int) -> None:
+        """A kernel dispatch packet naming `kernarg_address` went into slot `index` of `q`:
+        its kernarg chunk stays busy until that packet retires."""
+        for c in self._kernarg_chunks:
+            a = c.buf.address
+            if a <= kernarg_address < a + KERNARG_CHUNK:
+                if index >= c.users.get(q, -1):
+                    c.users[q] = index
+                return
 
     # -- signals ---------------------------------------------------------------------------
     def create_signal(
         self, initial: int = 0, *, interrupt: bool = True, _internal: bool = False
     ) -> Signal:
         """hsa_signal_create (interrupt=True: backed by a KFD event, as ROCr's default)."""
+        initial = as_signal_value(initial, "initial")
+        interrupt = as_bool(interrupt, "interrupt")
         self._check()
         event = None
         if interrupt:
@@ -249,6 +349,7 @@ class Runtime:
 
     def signal(self, handle: int) -> Signal:
         """The live signal of this runtime whose handle (amd_signal_t address) is `handle`."""
+        handle = as_u64(handle, "handle", why="an hsa_signal_t handle")
         for s in self._signals:
             if s.handle == handle and not s.destroyed:
                 return s
@@ -256,9 +357,22 @@ class Runtime:
 
     # -- code objects ----------------------------------------------------------------------
     def load_code_object(self, source: Any = "builtin", agent: Agent | None = None) -> Executable:
-        """Load a code object for `agent` (default: the first GPU)."""
+        """Load a code object for `agent` (default: the first GPU). `source`: 'builtin',
+        'builtin:<name>,...', a path, or the code object's bytes (bytes, bytearray,
+        memoryview)."""
         self._check()
-        agent = agent or self.gpus[0]
+        if agent is None:
+            agent = self.gpus[0]
+        elif not isinstance(agent, Agent) or agent.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_AGENT,
+                f"agent = {show(agent)} is not an agent of this runtime (rt.gpus[...])",
+            )
+        elif not agent.is_gpu:
+            raise HsaError(
+                Status.ERROR_INVALID_AGENT,
+                f"{agent!r} runs no kernels: load code objects for a GPU agent (rt.gpus[...])",
+            )
         exe = load(self, agent, source)
         self._executables.append(exe)
         self.trace("rocr", "hsa_executable_load_agent_code_object", kernels=list(exe.symbols))
@@ -318,23 +432,37 @@ class Runtime:
         acquire: FenceScope = FenceScope.SYSTEM,
         release: FenceScope = FenceScope.SYSTEM,
     ) -> aql.KernelDispatchPacket:
-        """A kernel dispatch packet for `kernel`, its kernargs packed into the kernarg pool."""
-        grid_t = (grid,) if isinstance(grid, int) else tuple(grid)
-        wg_t = (workgroup,) if isinstance(workgroup, int) else tuple(workgroup)
-        if not 1 <= len(grid_t) <= 3 or len(wg_t) != len(grid_t):
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"grid {grid_t} and workgroup {wg_t} need the same 1-3 dimensions",
-            )
-        dims = len(grid_t)
-        g3 = grid_t + (1,) * (3 - dims)
-        w3 = wg_t + (1,) * (3 - dims)
-        kernarg = self._kernarg(kernel.pack_args(*args)) if kernel.kernarg_size else 0
+        """A kernel dispatch packet for `kernel`, its kernargs packed into the kernarg pool.
+
+        Every argument is checked first (HsaError naming it, its value and the limit): the
+        geometry against the packet's field widths and the agent's HSA_AGENT_INFO_* limits, the
+        kernel arguments against the code object's metadata."""
+        f = self._dispatch_fields(
+            kernel,
+            grid,
+            workgroup,
+            args,
+            completion_signal,
+            group_segment_size,
+            barrier,
+            acquire,
+            release,
+        )
+        return self._packet(kernel, f)
+
+    def _packet(self, kernel: KernelSymbol, f: dict[str, Any]) -> aql.KernelDispatchPacket:
+        """The packet for checked fields `f`, its kernargs packed into the kernarg pool."""
+        g3, w3 = f["grid"], f["workgroup"]
+        data = pack_args(kernel.args, kernel.kernarg_size, f["args"])
+        kernarg = self._kernarg(data) if kernel.kernarg_size else 0
         return aql.KernelDispatchPacket(
             header=aql.make_header(
-                PacketType.KERNEL_DISPATCH, barrier=barrier, acquire=acquire, release=release
+                PacketType.KERNEL_DISPATCH,
+                barrier=f["barrier"],
+                acquire=f["acquire"],
+                release=f["release"],
             ),
-            setup=dims,
+            setup=f["dims"],
             workgroup_size_x=w3[0],
             workgroup_size_y=w3[1],
             workgroup_size_z=w3[2],
@@ -342,12 +470,130 @@ class Runtime:
             grid_size_y=g3[1],
             grid_size_z=g3[2],
             private_segment_size=kernel.private_segment_size,
-            group_segment_size=(
-                kernel.group_segment_size if group_segment_size is None else group_segment_size
-            ),
+            group_segment_size=f["group_segment_size"],
             kernel_object=kernel.kernel_object,
             kernarg_address=kernarg,
-            completion_signal=int(getattr(completion_signal, "handle", completion_signal)),
+            completion_signal=f["completion_signal"],
+        )
+
+    def _dispatch_fields(
+        self,
+        kernel: Any,
+        grid: Any,
+        workgroup: Any,
+        args: Any,
+        completion_signal: Any,
+        group_segment_size: Any,
+        barrier: Any,
+        acquire: Any,
+        release: Any,
+        agent: Agent | None = None,
+    ) -> dict[str, Any]:
+        """The arguments of a dispatch, checked, as kernel dispatch packet fields."""
+        self._check()
+        if not isinstance(kernel, KernelSymbol):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"kernel must be a KernelSymbol (exe.kernel('name')), got {show(kernel)} "
+                f"({type(kernel).__name__})",
+            )
+        if kernel.rt is not self:
+            # hsa_executable_symbol_get_info on a symbol this runtime never loaded.
+            raise HsaError(
+                Status.ERROR_INVALID_EXECUTABLE_SYMBOL,
+                f"kernel {kernel.name} was loaded by another runtime: its kernel_object "
+                f"{kernel.kernel_object:#x} means nothing in this process; load the code "
+                "object with this runtime",
+            )
+        agent = agent or kernel.agent or self.gpus[0]
+        g3, w3, dims = dispatch_geometry(grid, workgroup, agent)
+        values = kernel.check_args(args, self)
+        if group_segment_size is None:
+            gss = kernel.group_segment_size
+        else:
+            gss = as_u32(group_segment_size, "group_segment_size", why="bytes of LDS")
+        if gss > agent.lds_size:
+            # What the CP would stop the queue for (ROCr: "invalid group memory").
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION,
+                f"group_segment_size = {gss} bytes: at most {agent.lds_size} bytes of LDS per "
+                f"workgroup on this agent ({agent.name})",
+            )
+        if isinstance(completion_signal, Signal):
+            self._own_signal(completion_signal, "completion_signal")
+            handle = completion_signal.handle
+        elif completion_signal is None:
+            handle = 0
+        else:
+            handle = as_u64(
+                completion_signal, "completion_signal", why="a Signal, or a handle (0: none)"
+            )
+        return {
+            "grid": g3,
+            "workgroup": w3,
+            "dims": dims,
+            "args": values,
+            "group_segment_size": gss,
+            "completion_signal": handle,
+            "barrier": as_bool(barrier, "barrier"),
+            "acquire": fence_scope(acquire, "acquire"),
+            "release": fence_scope(release, "release"),
+        }
+
+    def _own_signal(self, sig: Signal, what: str) -> None:
+        """`sig` must be a live signal of this runtime: HSA_STATUS_ERROR_INVALID_SIGNAL."""
+        if sig.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_SIGNAL,
+                f"{what} {sig.handle:#x} belongs to another runtime (process)",
+            )
+        if sig.destroyed:
+            raise HsaError(Status.ERROR_INVALID_SIGNAL, f"{what} {sig.handle:#x} was destroyed")
+
+    def _check_dispatch(
+        self,
+        q: Any,
+        kernel: Any,
+        grid: Any,
+        workgroup: Any,
+        args: Any,
+        completion: Any,
+        group_segment_size: Any,
+        barrier: Any,
+        acquire: Any,
+        release: Any,
+    ) -> dict[str, Any]:
+        """Everything `queue.dispatch()` is given, checked before anything is allocated or
+        written: a refused dispatch leaves no signal, kernarg or reserved slot behind."""
+        self._check()
+        if not isinstance(q, Queue) or q.rt is not self:
+            raise HsaError(Status.ERROR_INVALID_QUEUE, f"{show(q)} is not a queue of this runtime")
+        q._check()
+        if completion is not None and not isinstance(completion, Signal):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"completion_signal must be a Signal (rt.create_signal(1)) or None, got "
+                f"{show(completion)} ({type(completion).__name__})",
+            )
+        mine = isinstance(kernel, KernelSymbol) and kernel.rt is self
+        k_agent = kernel.agent if mine else None
+        if k_agent is not None and k_agent is not q.agent:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"kernel {kernel.name} was loaded for {k_agent!r} but queue {q.id} is "
+                f"on {q.agent!r}: load the code object for the queue's agent",
+            )
+        return self._dispatch_fields(
+            kernel,
+            grid,
+            workgroup,
+            args,
+            completion,
+            group_segment_size,
+            barrier,
+            acquire,
+            release,
+            q.agent,
         )
 
     def _dispatch(
@@ -363,35 +609,135 @@ class Runtime:
         acquire: FenceScope,
         release: FenceScope,
     ) -> DispatchHandle:
-        owns = completion is None
-        sig = completion if completion is not None else self.create_signal(1)
-        pkt = self.dispatch_packet(
+        f = self._check_dispatch(
+            q,
             kernel,
             grid,
             workgroup,
             args,
-            sig,
-            group_segment_size=group_segment_size,
-            barrier=barrier,
-            acquire=acquire,
-            release=release,
+            completion,
+            group_segment_size,
+            barrier,
+            acquire,
+            release,
         )
+        owns = completion is None
+        sig = completion if completion is not None else self._completion_signal()
+        f["completion_signal"] = sig.handle
+        pkt = self._packet(kernel, f)
         i = q.add_write_index(1)
         q.write_packet(i, pkt)
         q.ring_doorbell(i)
         return DispatchHandle(q, i, sig, owns)
 
+    def _completion_signal(self) -> Signal:
+        """A completion signal at 1 for a dispatch: a retired one from the pool, else new."""
+        spare = self._spare_signals
+        if spare and not spare[0].destroyed and spare[0].load() < 1:
+            sig = spare.popleft()
+            sig._rearm(1)
+            return sig
+        while spare and spare[0].destroyed:
+            spare.popleft()
+        return self.create_signal(1)
+
+    def _recycle_completion_signal(self, sig: Signal) -> None:
+        if not self.closed and not sig.destroyed:
+            self._spare_signals.append(sig)
+
     # -- async events (ROCr's async event thread) ------------------------------------------
     def poll_async(self) -> None:
+        """What ROCr's async events thread has done by now: a VM fault reported through the
+        memory event (Signal::WaitAny returns for a memory event whose MemoryAccessFault.Flags
+        is HSA_EVENTID_MEMORY_FATAL_PROCESS, and VMFaultHandler runs), then the queues' error
+        callbacks. After a VM fault every call that polls raises it: ROCr aborts there."""
+        if self._vm_fault is None:
+            ev = self._vm_fault_event
+            if ev is not None and ev.MemoryAccessFault is not None:
+                self._vm_fault_handler(ev.MemoryAccessFault)
         for q in list(self._queues):
             q._poll_error()
+        if self._vm_fault is not None:
+            raise HsaError(self._vm_fault.status, self._vm_fault.message)
 
     def async_events(self) -> list:
-        return [
+        """The KFD events the async events thread waits on: each queue's inactive-signal event
+        and the VM fault event. A host wait includes them, so a fault wakes it."""
+        events = [
             q.inactive_signal.event
             for q in self._queues
             if not q._error_reported and q.inactive_signal.event is not None
         ]
+        if self._vm_fault_event is not None:
+            events.append(self._vm_fault_event)
+        return events
+
+    def _vm_fault_handler(self, fault: HsaMemoryAccessFault) -> None:
+        """ROCr Runtime::VMFaultHandler without a system event handler: the message it prints
+        ("Memory access fault by GPU node-N ... on address A. Reason: R."), then std::abort().
+        Here the error is kept and raised by every later call, and each queue's error callback
+        hears it once, as for a queue error."""
+        f = fault.Failure
+        if f.NotPresent:
+            reason = "Page not present or supervisor privilege"
+        elif f.ReadOnly:
+            reason = "Write access to a read-only page"
+        elif f.NoExecute:
+            reason = "Execute access to a page marked NX"
+        elif f.GpuAccess:
+            reason = "Host access only"
+        else:
+            reason = "Unknown"
+        agent = next((g for g in self.gpus if g.node == fault.NodeId), None)
+        where = f" ({agent.name})" if agent is not None else ""
+        running = self._in_flight_on(fault.NodeId)
+        message = (
+            f"Memory access fault by GPU node-{fault.NodeId}{where} on address "
+            f"{fault.VirtualAddress:#x}{'(may not be exact address)' if f.Imprecise else ''}. "
+            f"Reason: {reason}."
+            + (f" In flight: {'; '.join(running)}." if running else "")
+            + " The KFD evicted every queue of this process on that GPU (kfd_dqm_evict_pasid);"
+            " a real runtime aborts the process here."
+        )
+        err = HsaError(Status.ERROR_MEMORY_FAULT, message)
+        self._vm_fault = err
+        self.trace("rocr", "VMFaultHandler", address=hex(fault.VirtualAddress), node=fault.NodeId)
+        for q in self.queues():
+            if q.destroyed or q._error_reported:
+                continue
+            q.error = err
+            q._error_reported = True
+            if q.callback is not None:
+                self.trace("rocr", "queue error callback", queue=q.id, status=err.status.name)
+                q.callback(err, q)
+
+    def _in_flight_on(self, node: int) -> list[str]:
+        """The packets at the read index of this process's queues on GPU `node`: the work a
+        fault there can belong to, as a debugger reads it from the queues' memory."""
+        out = []
+        for q in self.queues():
+            if q.destroyed or q.agent.node != node:
+                continue
+            r, w = q.load_read_index(), q.load_write_index()
+            if w <= r:
+                continue
+            raw = q.packet_bytes(r)
+            what = f"queue {q.id} packet {r}"
+            if raw[0] == PacketType.KERNEL_DISPATCH:
+                off = aql.KERNEL_DISPATCH_KERNEL_OBJECT_OFFSET
+                ko = int.from_bytes(raw[off : off + 8], "little")
+                name = next(
+                    (
+                        sym.name
+                        for exe in self._executables
+                        for sym in exe.symbols.values()
+                        if sym.kernel_object == ko
+                    ),
+                    f"kernel_object {ko:#x}",
+                )
+                what += f" (kernel {name})"
+            out.append(what)
+        return out
 
     # -- diagnosis -------------------------------------------------------------------------
     def queue_error_detail(self, q: Queue) -> str:
@@ -435,8 +781,8 @@ class Runtime:
         if raw[0] == PacketType.INVALID:
             lines.append(
                 f"  the packet at read index {r} still has an INVALID header: the CP "
-                "stalled there. Write the header last (after the body) and ring the "
-                "doorbell again"
+                "stalled there and watches the slot. Write the packet's header (a valid "
+                "type, stored last, after the body); it starts then, without another doorbell"
             )
             return lines
         try:
@@ -466,29 +812,62 @@ class Runtime:
                 return str(s.load())
         return "?"
 
+    def stop_reason(self, q: Queue) -> str:
+        """One line on why the CP stopped `q`: its error code (the queue-inactive signal's
+        value) and the packet at its read index, read from memory as a debugger would."""
+        code = q.inactive_signal.load() & 0xFFFFFFFF
+        if code == 0 and q.error is not None:
+            return q.error.message.splitlines()[0]
+        _, what = status_for_error_code(code)
+        r = q.load_read_index()
+        try:
+            pkt = aql.decode_packet(q.packet_bytes(r))
+        except ValueError:
+            return f"{what}: packet {r} has header type {q.packet_bytes(r)[0]}"
+        if isinstance(pkt, aql.KernelDispatchPacket):
+            wg = (pkt.workgroup_size_x, pkt.workgroup_size_y, pkt.workgroup_size_z)
+            items = wg[0] * wg[1] * wg[2]
+            lds = q.agent.lds_size
+            if code & 0x40 and items > q.agent.workgroup_max_size:
+                return f"workgroup of {items} work-items > {q.agent.workgroup_max_size}"
+            if code & 0x4 and pkt.group_segment_size > lds:
+                return f"group segment of {pkt.group_segment_size} bytes > {lds} bytes of LDS"
+        return f"{what} at packet {r}" + ("" if pkt is None else f" ({describe_packet(pkt)})")
+
     def stuck_wait(self, sig: Signal, cond: Condition, compare: int, value: int) -> HsaError:
+        """The error of a wait without a timeout that can never return. When a queue holding
+        the signal's packet (else any queue of this process) was stopped by the CP, the first
+        line says so: "queue 0 stopped: <why>: <status>"; the memory diagnosis follows."""
+        self.poll_async()
         lines = [
             f"hsa_signal_wait on signal {sig.handle:#x} can never return: its value is "
             f"{value} and the wait needs value {_COND_TEXT[cond]} {compare}, but the GPU "
-            "has nothing left to do and no other agent can change the signal."
+            "has nothing left to do that could change it and no other agent can change "
+            "the signal."
         ]
-        users = []
+        users: list[tuple[int, Queue]] = []
         for q in self.queues():
             w, r = q.load_write_index(), q.load_read_index()
             for i in range(r, w):
                 raw = q.packet_bytes(i)
                 if int.from_bytes(raw[56:64], "little") == sig.handle:
-                    users.append(f"packet {i} of queue {q.id}")
+                    users.append((i, q))
         if users:
-            lines.append(f"It is the completion signal of {', '.join(users)}.")
+            named = ", ".join(f"packet {i} of queue {q.id}" for i, q in users)
+            lines.append(f"It is the completion signal of {named}.")
         else:
             lines.append("No unretired packet names it as its completion signal.")
         for q in self.queues():
             lines.extend(self.queue_report(q))
         lines.extend(self.hws_report())
-        errored = [q for q in self._queues if q.error is not None]
-        status = errored[0].error.status if errored else Status.ERROR
-        return HsaError(status, "\n".join(lines))
+        errored = [q for _, q in users if q.error is not None]
+        errored += [q for q in self.queues() if q.error is not None and q not in errored]
+        if not errored:
+            return HsaError(Status.ERROR, "\n".join(lines))
+        q = errored[0]
+        status = q.error.status
+        first = f"queue {q.id} stopped: {self.stop_reason(q)}: {status.c_name}"
+        return HsaError(status, "\n".join([first, *lines]))
 
     def runlist(self) -> list[dict]:
         """Per GPU, the KFD's runlist of every process's active queues (priority, HQD, state,
@@ -542,6 +921,25 @@ def describe_packet(pkt: object) -> str:
             f"{pkt.kernarg_address:#x}"
         )
     return type(pkt).__name__
+
+
+class _KernargChunk:
+    """A 1 MiB kernarg buffer and, per queue, the last packet index whose kernargs are in it."""
+
+    __slots__ = ("buf", "users")
+
+    def __init__(self, buf: Buffer) -> None:
+        self.buf = buf
+        self.users: dict[Queue, int] = {}
+
+    def free(self) -> bool:
+        return all(q.destroyed or q.load_read_index() > i for q, i in self.users.items())
+
+
+def _async_thread_woke(event: HsaEvent) -> None:
+    """The async events thread's wait returned; the thunk stored the fault in the event.
+    VMFaultHandler runs at the process's next call (Runtime.poll_async): user callbacks must
+    not run inside the device's event loop."""
 
 
 def init(

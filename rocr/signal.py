@@ -27,6 +27,7 @@ from hw_model.structs import (
 )
 from rocr.errors import HsaError
 from rocr.status import Status
+from rocr.validate import U64_MAX, as_int, as_signal_value, as_u64
 
 if TYPE_CHECKING:
     from rocr.runtime import Runtime
@@ -60,6 +61,19 @@ class WaitState(IntEnum):
 
     BLOCKED = 0
     ACTIVE = 1
+
+
+def _condition(value: object) -> Condition:
+    """An hsa_signal_condition_t, or HsaError(INVALID_ARGUMENT) naming it."""
+    if isinstance(value, Condition):
+        return value
+    try:
+        return Condition(as_int(value, "condition"))
+    except ValueError:
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"condition = {value!r}: one of Condition.EQ (0), NE (1), LT (2), GTE (3)",
+        ) from None
 
 
 class SignalPool:
@@ -114,6 +128,11 @@ class Signal:
         return self.handle
 
     def _live(self) -> None:
+        if self.rt.closed:
+            raise HsaError(
+                Status.ERROR_NOT_INITIALIZED,
+                f"signal {self.handle:#x}: the runtime was shut down",
+            )
         if self.destroyed:
             raise HsaError(Status.ERROR_INVALID_SIGNAL, f"signal {self.handle:#x} was destroyed")
 
@@ -126,49 +145,63 @@ class Signal:
     # -- hsa_signal_load / store / arithmetic ------------------------------------------------
     def load(self) -> int:
         """hsa_signal_load_scacquire."""
-        if self.destroyed:
+        if self.destroyed or self.rt.closed:
             self._live()
         return int(self._value[0])
 
+    # Values are hsa_signal_value_t (int64_t): anything else is INVALID_ARGUMENT; arithmetic
+    # wraps in two's complement, as the C atomics do.
     def store(self, value: int) -> None:
+        value = as_signal_value(value)
         self._live()
         self._map.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
 
     def add(self, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_add_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
         return old
 
     def subtract(self, value: int) -> int:
-        return self.add(-value)
+        value = as_signal_value(value)
+        self._live()
+        old = self._map.atomic_add_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, -value)
+        self._changed()
+        return old
 
     def exchange(self, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_exchange_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
         return old
 
     def cas(self, expected: int, value: int) -> int:
+        expected = as_signal_value(expected, "expected")
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_cas_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, expected, value)
         self._changed()
         return old
 
     def and_(self, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_and_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
         return old
 
     def or_(self, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_or_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
         return old
 
     def xor(self, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
         old = self._map.atomic_xor_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         self._changed()
@@ -184,16 +217,33 @@ class Signal:
     ) -> int:
         """Wait until `value <condition> compare_value`; returns the value observed.
 
-        On timeout the current value is returned (as hsa_signal_wait does). A wait that can
-        never be satisfied — the GPU is idle and nothing else can change the value — raises
-        HsaError(ERROR) with a diagnosis instead of hanging.
+        `timeout_ns` (simulated ns; None or UINT64_MAX: no limit): once it has passed the
+        current value is returned, as hsa_signal_wait_* does, whatever the GPU is doing. A wait
+        without a timeout that can never be satisfied — nothing the machine has left to do
+        can change the value, and no other agent can — raises HsaError(ERROR) with a
+        diagnosis instead of hanging.
         """
         self._live()
-        cond = Condition(condition)
+        cond = _condition(condition)
+        compare_value = as_signal_value(compare_value, "compare_value")
+        if timeout_ns is not None:
+            # hsa_signal_wait_*'s timeout_hint is a uint64_t; UINT64_MAX is "forever" to callers
+            # (HIP passes it for an unbounded wait).
+            timeout_ns = as_u64(timeout_ns, "timeout_ns", why="None waits without a limit")
+            if timeout_ns == U64_MAX:
+                timeout_ns = None
+        if not isinstance(wait_state, WaitState):
+            try:
+                wait_state = WaitState(as_int(wait_state, "wait_state"))
+            except ValueError:
+                raise HsaError(
+                    Status.ERROR_INVALID_ARGUMENT,
+                    f"wait_state = {wait_state!r}: one of WaitState.BLOCKED (0), ACTIVE (1)",
+                ) from None
         rt = self.rt
         th = rt.thunk
         start = th.host_now()
-        deadline = None if timeout_ns is None else start + int(timeout_ns) * 1000
+        deadline = None if timeout_ns is None else start + timeout_ns * 1000
         spin_end = start + SPIN_BEFORE_SLEEP_PS
         rt.trace(
             "rocr",
@@ -210,19 +260,24 @@ class Signal:
                 return value
             now = th.host_now()
             if deadline is not None and now >= deadline:
+                rt.trace("rocr", "wait times out", value=value)
                 return value
-            if self.event is None or wait_state == WaitState.ACTIVE or now < spin_end:
-                limit = (
-                    spin_end if self.event is not None and wait_state != WaitState.ACTIVE else None
-                )
+            # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the whole
+            # milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with less than 1 ms
+            # left it calls it with 0 and polls the value until the deadline: a spin here.
+            remaining = (
+                INFINITE_MS
+                if deadline is None
+                else min((deadline - now) // 1_000_000_000, INFINITE_MS - 1)
+            )
+            sleep = self.event is not None and wait_state != WaitState.ACTIVE
+            if not sleep or now < spin_end or remaining == 0:
+                limit = spin_end if sleep and now < spin_end else None
                 if deadline is not None:
                     limit = deadline if limit is None else min(limit, deadline)
                 if not th.host_step(limit):
                     raise rt.stuck_wait(self, cond, compare_value, value)
                 continue
-            remaining = (
-                INFINITE_MS if deadline is None else max(1, -(-(deadline - now) // 1_000_000_000))
-            )
             from roct import HsaKmtError, HsaKmtStatus
 
             try:
@@ -248,6 +303,14 @@ class Signal:
                 "no timestamps: the signal was not a completion signal of a retired packet",
             )
         return self.rt.gpu_ticks_to_ns(start), self.rt.gpu_ticks_to_ns(end)
+
+    def _rearm(self, value: int) -> None:
+        """Reuse a retired completion signal: value back to `value`, timestamps cleared. No
+        host-side waiter can be parked on a pooled signal, so no event is set."""
+        m, off = self._map, self._off
+        m.store_i64(off + AMD_SIGNAL_VALUE_OFFSET, value)
+        m.store_u64(off + AMD_SIGNAL_START_TS_OFFSET, 0)
+        m.store_u64(off + AMD_SIGNAL_END_TS_OFFSET, 0)
 
     def destroy(self) -> None:
         if self.destroyed:

@@ -11,6 +11,7 @@ snake case; structures keep the C field names of hsakmttypes.h.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -133,6 +134,38 @@ class Allocation:
     mapped_nodes: set[int] = field(default_factory=set)
 
 
+# hsakmttypes.h HSA_EVENTTYPE: the same numbers as the KFD's KFD_IOC_EVENT_*
+HSA_EVENTTYPE_SIGNAL = io.KFD_IOC_EVENT_SIGNAL
+HSA_EVENTTYPE_MEMORY = io.KFD_IOC_EVENT_MEMORY
+
+# hsakmttypes.h HSA_EVENTID_MEMORYFLAGS
+HSA_EVENTID_MEMORY_RECOVERABLE = 0
+HSA_EVENTID_MEMORY_FATAL_PROCESS = 1
+
+
+@dataclass
+class HsaAccessAttributeFailure:
+    """hsakmttypes.h HsaAccessAttributeFailure (bit fields of a GPU memory fault)."""
+
+    NotPresent: int = 0  # page not present or supervisor privilege
+    ReadOnly: int = 0  # write to a read-only page
+    NoExecute: int = 0  # execute on a no-execute page
+    GpuAccess: int = 0  # host-only page
+    ECC: int = 0
+    Imprecise: int = 0  # the address may not be exact
+    ErrorType: int = 0  # 0 none, 1 ECC SRAM, 2 poison, 3 hang
+
+
+@dataclass
+class HsaMemoryAccessFault:
+    """hsakmttypes.h HsaMemoryAccessFault: EventData of an HSA_EVENTTYPE_MEMORY event."""
+
+    NodeId: int
+    VirtualAddress: int
+    Failure: HsaAccessAttributeFailure
+    Flags: int = HSA_EVENTID_MEMORY_FATAL_PROCESS
+
+
 @dataclass
 class HsaEvent:
     """HsaEvent: EventId plus HWData (HWData2 = the event's mailbox address)."""
@@ -141,6 +174,8 @@ class HsaEvent:
     EventType: int
     HWData2: int  # mailbox pointer: event page + slot * 8
     HWData3: int  # trigger data
+    # EventData.EventData.MemoryAccessFault, filled when a wait on a memory event returns
+    MemoryAccessFault: HsaMemoryAccessFault | None = None
 
 
 @dataclass
@@ -566,11 +601,56 @@ class Thunk:
         )
         raw = self._scratch_read(size * len(events))
         out = [io.EventData.from_bytes(raw[i * size : (i + 1) * size]) for i in range(len(events))]
+        for ev, d in zip(events, out, strict=True):
+            if ev.EventType == io.KFD_IOC_EVENT_MEMORY:
+                self._store_event_data(ev, d.memory_exception_data)
         if a.wait_result == io.KFD_IOC_WAIT_RESULT_COMPLETE:
             return HsaKmtStatus.SUCCESS, out
         if a.wait_result == io.KFD_IOC_WAIT_RESULT_TIMEOUT:
             return HsaKmtStatus.WAIT_TIMEOUT, out
         return HsaKmtStatus.WAIT_FAILURE, out
+
+    def _store_event_data(self, ev: HsaEvent, data: io.HsaMemoryExceptionData) -> None:
+        """As libhsakmt events.c does when WAIT_EVENTS returns: a memory event whose
+        kfd_hsa_memory_exception_data names a GPU gets its MemoryAccessFault (gpu_id turned
+        into the topology node id, Flags = HSA_EVENTID_MEMORY_FATAL_PROCESS)."""
+        if ev.EventType != io.KFD_IOC_EVENT_MEMORY or not data.gpu_id:
+            return
+        node = next((n for n, g in self.gpu_ids.items() if g == data.gpu_id), 0)
+        f = data.failure
+        ev.MemoryAccessFault = HsaMemoryAccessFault(
+            NodeId=node,
+            VirtualAddress=data.va,
+            Failure=HsaAccessAttributeFailure(
+                NotPresent=f.NotPresent,
+                ReadOnly=f.ReadOnly,
+                NoExecute=f.NoExecute,
+                Imprecise=f.imprecise,
+                ErrorType=data.ErrorType,
+            ),
+            Flags=HSA_EVENTID_MEMORY_FATAL_PROCESS,
+        )
+
+    def wait_on_multiple_events_async(
+        self, events: list[HsaEvent], on_wake: Callable[[HsaEvent], None]
+    ) -> bool:
+        """hsaKmtWaitOnMultipleEvents(events, wait any, no timeout) from a second thread, as
+        ROCr's async events thread issues it: returns at once; when the KFD ends that wait,
+        the event data are stored as hsaKmt stores them and `on_wake(event)` runs. The
+        thread's time is its own. False when the transport cannot run such a thread."""
+        start = getattr(self.transport, "wait_events_async", None)
+        if start is None:
+            return False
+        by_id = {e.EventId: e for e in events}
+
+        def woke(event_id: int, data: io.HsaMemoryExceptionData) -> None:
+            ev = by_id.get(event_id)
+            if ev is not None:
+                self._store_event_data(ev, data)
+                on_wake(ev)
+
+        start(list(by_id), woke)
+        return True
 
     def wait_on_event(self, ev: HsaEvent, timeout_ms: int) -> HsaKmtStatus:
         return self.wait_on_multiple_events([ev], True, timeout_ms)[0]

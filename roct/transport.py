@@ -75,6 +75,12 @@ class InProcess:
     def host_step(self, limit_ps: int | None) -> bool:
         return self.system.host_step(limit_ps)
 
+    def wait_events_async(self, event_ids: list[int], wake: Any) -> None:
+        """AMDKFD_IOC_WAIT_EVENTS from a second thread of this process (ROCr's async events
+        thread): it sleeps in the driver on its own clock; `wake(event_id, data)` runs when it
+        returns. Optional in a transport: the thunk checks for it."""
+        self.process.add_async_waiter(event_ids, wake)
+
     def trace_marker(self, track: str, name: str, args: dict | None = None) -> None:
         tr = self.system.tracer
         if tr.enabled:

@@ -25,8 +25,7 @@ def scenario_header(rt):
     i = q.load_read_index()
     raw = bytearray(q.packet_bytes(i))
     raw[0:2] = starter.aql.make_header(starter.aql.PacketType.KERNEL_DISPATCH).to_bytes(2, "little")
-    q.write_packet(i, bytes(raw))  # publish the header, last
-    q.ring_doorbell(i)  # the CP stalled on INVALID: it needs a later doorbell to look again
+    q.write_packet(i, bytes(raw))  # publish the header, last: the stalled CP sees the store
     return done, dst
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rocr.agent import DeviceType
+from rocr.agent import DeviceType, check_queue_args
 from rocr.memory import Segment, filter_pools
 from rocr.service.schemas import AgentInfo
+from rocr.validate import as_u32
 
 if TYPE_CHECKING:
     from rocr.client.memory import MemoryPool
@@ -79,4 +80,7 @@ class Agent:
         group_segment_size: int = 0,
     ) -> Queue:
         """hsa_queue_create. `callback(error, queue)` runs when this client sees the error."""
+        size, callback, priority = check_queue_args(self, size, callback, priority)
+        as_u32(private_segment_size, "private_segment_size")
+        as_u32(group_segment_size, "group_segment_size")
         return self.rt._create_queue(self, size, callback, priority)

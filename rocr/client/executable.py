@@ -9,6 +9,7 @@ from rocr.errors import HsaError
 from rocr.executable import KernelSymbol as LocalKernelSymbol
 from rocr.service.schemas import ExecutableInfo, KernelSymbolInfo
 from rocr.status import Status
+from rocr.validate import show
 
 if TYPE_CHECKING:
     from rocr.client.agent import Agent
@@ -43,6 +44,11 @@ class Executable:
 
     def kernel(self, name: str) -> KernelSymbol:
         """hsa_executable_get_symbol_by_name (the ".kd" suffix is optional)."""
+        if not isinstance(name, str):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"symbol name must be a str, got {show(name)} ({type(name).__name__})",
+            )
         sym = self.symbols.get(name.removesuffix(".kd"))
         if sym is None:
             raise HsaError(

@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rocr.errors import HsaError
-from rocr.memory import BufferBase, GlobalFlag, PoolFlags, Segment
+from rocr.memory import BufferBase, GlobalFlag, PoolFlags, Segment, check_alloc_size
 from rocr.service.schemas import BufferInfo, PoolInfo
-from rocr.status import Status
+from rocr.validate import as_bytes
 
 if TYPE_CHECKING:
     from rocr.client.agent import Agent
@@ -57,9 +56,8 @@ class MemoryPool(PoolFlags):
 
     def allocate(self, size: int) -> Buffer:
         """hsa_amd_memory_pool_allocate."""
-        info = BufferInfo.model_validate(
-            self.rt._post("/buffers", {"pool": self.id, "size": int(size)})
-        )
+        size = check_alloc_size(self, size)
+        info = BufferInfo.model_validate(self.rt._post("/buffers", {"pool": self.id, "size": size}))
         return self.rt._add_buffer(Buffer(self.rt, self, info))
 
 
@@ -75,12 +73,7 @@ class Buffer(BufferBase):
 
     def read(self, offset: int = 0, size: int | None = None) -> bytes:
         self._check()
-        size = self.size - offset if size is None else size
-        if offset < 0 or size < 0 or offset + size > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"range [{offset}, {offset + size}) outside the {self.size}-byte buffer",
-            )
+        offset, size = self._range(offset, size)
         step = self.rt._chunk
         parts = []
         pos = offset
@@ -101,12 +94,8 @@ class Buffer(BufferBase):
 
     def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
         self._check()
-        data = bytes(data)
-        if offset < 0 or offset + len(data) > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"{len(data)} bytes at {offset} overflow the {self.size}-byte buffer",
-            )
+        data = as_bytes(data, "data")
+        offset, _ = self._range(offset, len(data), "data length")
         step = self.rt._chunk
         for pos in range(0, max(len(data), 1), step):
             self.rt._request(
@@ -119,12 +108,7 @@ class Buffer(BufferBase):
     def view(self, dtype: type | str = np.uint8, count: int | None = None) -> np.ndarray:
         """A snapshot of the buffer as a numpy array; assignments through it write back."""
         self._check()
-        dt = np.dtype(dtype)
-        n = self.size // dt.itemsize if count is None else count
-        if n * dt.itemsize > self.size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT, f"{n} x {dt} does not fit in {self.size} bytes"
-            )
+        dt, n = self._view_shape(dtype, count)
         raw = np.frombuffer(bytearray(self.read(0, n * dt.itemsize)), dtype=dt)
         v = raw.view(RemoteView)
         v._buffer = self
@@ -132,11 +116,11 @@ class Buffer(BufferBase):
         return v
 
     def free(self) -> None:
-        """hsa_amd_memory_pool_free."""
-        if not self.freed:
-            self.rt._delete(f"/buffers/{self.address}")
-            self.freed = True
-            self.rt._buffers.pop(self.address, None)
+        """hsa_amd_memory_pool_free (a second free: HSA_STATUS_ERROR_INVALID_ALLOCATION)."""
+        self._check()
+        self.rt._delete(f"/buffers/{self.address}")
+        self.freed = True
+        self.rt._buffers.pop(self.address, None)
 
 
 def _view_key(key: Any) -> Any:

@@ -14,8 +14,20 @@ import numpy as np
 
 from hw_model import aql
 from rocr.errors import HsaError
+from rocr.executable import KernelSymbol as LocalKernelSymbol
+from rocr.queue import kmt_priority, packet_raw
 from rocr.service.schemas import DispatchInfo, QueueError, QueueInfo
 from rocr.status import Status
+from rocr.validate import (
+    I64_MAX,
+    as_bool,
+    as_int,
+    as_u64,
+    cu_mask,
+    dispatch_geometry,
+    fence_scope,
+    show,
+)
 
 if TYPE_CHECKING:
     from rocr.client.agent import Agent
@@ -77,8 +89,9 @@ class DoorbellSignal:
         return self._queue.doorbell_value
 
     def store(self, value: int) -> None:
+        value = as_int(value, "value", -(1 << 63), I64_MAX, why="hsa_signal_value_t")
         self._queue._update(
-            self._queue.rt._put(self._queue._path("/doorbell-signal"), {"value": int(value)})
+            self._queue.rt._put(self._queue._path("/doorbell-signal"), {"value": value})
         )
 
 
@@ -109,6 +122,10 @@ class Queue:
         return f"/queues/{self.id}{tail}"
 
     def _check(self) -> None:
+        if self.rt.closed:
+            raise HsaError(
+                Status.ERROR_NOT_INITIALIZED, f"queue {self.id}: the runtime was shut down"
+            )
         if self.destroyed:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"queue {self.id} was destroyed")
 
@@ -146,17 +163,21 @@ class Queue:
         return int(self.rt._get(self._path("/write-index"))["value"])
 
     def store_write_index(self, value: int) -> None:
+        value = as_u64(value, "value", why="write_dispatch_id is a uint64_t")
         self._check()
-        self.rt._put(self._path("/write-index"), {"value": int(value)})
+        self.rt._put(self._path("/write-index"), {"value": value})
 
     def add_write_index(self, delta: int = 1) -> int:
         """hsa_queue_add_write_index_scacq_screl: returns the previous write index."""
+        delta = as_int(delta, "delta", 0, I64_MAX, why="packets to reserve")
         self._check()
-        return int(self.rt._post(self._path("/write-index/add"), {"delta": int(delta)})["value"])
+        return int(self.rt._post(self._path("/write-index/add"), {"delta": delta})["value"])
 
     def cas_write_index(self, expected: int, value: int) -> int:
+        expected = as_u64(expected, "expected", why="write_dispatch_id is a uint64_t")
+        value = as_u64(value, "value", why="write_dispatch_id is a uint64_t")
         self._check()
-        body = {"expected": int(expected), "value": int(value)}
+        body = {"expected": expected, "value": value}
         return int(self.rt._post(self._path("/write-index/cas"), body)["value"])
 
     def load_read_index(self) -> int:
@@ -167,24 +188,30 @@ class Queue:
     # -- packets -------------------------------------------------------------------------------
     def write_packet(self, index: int, packet: Any) -> None:
         """Write a packet into slot `index`: body first, then the header (release)."""
+        index = as_u64(index, "index", why="a packet index is a uint64_t")
+        raw = packet_raw(packet)  # the local checks, with the local messages
         self._check()
-        path = self._path(f"/packets/{int(index)}")
+        path = self._path(f"/packets/{index}")
         if isinstance(packet, bytes | bytearray | memoryview):
-            self.rt._request("PUT", path, content=bytes(packet))
+            self.rt._request("PUT", path, content=raw)
         else:
             self.rt._put(path, packet_json(packet))
 
     def packet_bytes(self, index: int) -> bytes:
+        index = as_u64(index, "index", why="a packet index is a uint64_t")
         self._check()
-        return self.rt._request("GET", self._path(f"/packets/{int(index)}"), octet=True).content
+        return self.rt._request("GET", self._path(f"/packets/{index}"), octet=True).content
 
     def packet(self, index: int) -> Any:
         return aql.decode_packet(self.packet_bytes(index))
 
     def ring_doorbell(self, index: int) -> None:
         """hsa_signal_store_screlease(queue->doorbell_signal, index)."""
+        index = as_int(
+            index, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t"
+        )
         self._check()
-        self._update(self.rt._post(self._path("/doorbell"), {"value": int(index)}))
+        self._update(self.rt._post(self._path("/doorbell"), {"value": index}))
 
     # -- convenience ---------------------------------------------------------------------------
     def dispatch(
@@ -205,18 +232,38 @@ class Queue:
         Returns a DispatchHandle whose `.wait()` waits for the completion signal.
         """
         from rocr.client.runtime import DispatchHandle
+        from rocr.client.signal import Signal
 
         self._check()
+        # The local runtime's checks, so a mistake reads the same here as there.
+        if not isinstance(kernel, LocalKernelSymbol):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"kernel must be a KernelSymbol (exe.kernel('name')), got {show(kernel)} "
+                f"({type(kernel).__name__})",
+            )
+        g3, w3, dims = dispatch_geometry(grid, workgroup, self.agent)
+        values = kernel.check_args(args, self.rt)
+        if completion_signal is not None and not isinstance(completion_signal, Signal):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"completion_signal must be a Signal (rt.create_signal(1)) or None, got "
+                f"{show(completion_signal)} ({type(completion_signal).__name__})",
+            )
+        if group_segment_size is not None:
+            group_segment_size = as_int(
+                group_segment_size, "group_segment_size", 0, 0xFFFF_FFFF, why="bytes of LDS"
+            )
         body = {
             "kernel_object": kernel.kernel_object,
-            "grid": grid if isinstance(grid, int) else list(grid),
-            "workgroup": workgroup if isinstance(workgroup, int) else list(workgroup),
-            "args": [kernel_arg(a) for a in args],
+            "grid": list(g3[:dims]),
+            "workgroup": list(w3[:dims]),
+            "args": [kernel_arg(a) for a in values],
             "completion_signal": None if completion_signal is None else completion_signal.handle,
             "group_segment_size": group_segment_size,
-            "barrier": bool(barrier),
-            "acquire_fence_scope": aql.FenceScope(acquire).name,
-            "release_fence_scope": aql.FenceScope(release).name,
+            "barrier": as_bool(barrier, "barrier"),
+            "acquire_fence_scope": aql.FenceScope(fence_scope(acquire, "acquire")).name,
+            "release_fence_scope": aql.FenceScope(fence_scope(release, "release")).name,
         }
         d = DispatchInfo.model_validate(self.rt._post(self._path("/dispatch"), body))
         sig = completion_signal if completion_signal is not None else self.rt.signal(d.signal)
@@ -224,6 +271,7 @@ class Queue:
 
     def submit(self, packet: Any) -> int:
         """Reserve a slot, write the packet, ring the doorbell; returns the packet index."""
+        packet_raw(packet)  # a bad packet must not leave a reserved, INVALID slot
         i = self.add_write_index(1)
         self.write_packet(i, packet)
         self.ring_doorbell(i)
@@ -232,19 +280,20 @@ class Queue:
     # -- teardown ------------------------------------------------------------------------------
     def set_priority(self, priority: int) -> None:
         """hsa_amd_queue_set_priority."""
+        kmt = kmt_priority(priority)
         self._check()
-        self._update(self.rt._put(self._path("/priority"), {"priority": int(priority)}))
-        self.priority = priority
+        self._update(self.rt._put(self._path("/priority"), {"priority": kmt}))
+        self.priority = kmt
 
     def set_cu_mask(self, mask: list[int]) -> None:
         """hsa_amd_queue_cu_set_mask: 32-bit words, bit i enables CU i."""
+        words = cu_mask(mask, self.agent.compute_unit_count)
         self._check()
-        self._update(self.rt._put(self._path("/cu-mask"), {"mask": [int(m) for m in mask]}))
+        self._update(self.rt._put(self._path("/cu-mask"), {"mask": words}))
 
     def destroy(self) -> None:
-        """hsa_queue_destroy."""
-        if self.destroyed:
-            return
+        """hsa_queue_destroy; a queue destroyed already is HSA_STATUS_ERROR_INVALID_QUEUE."""
+        self._check()
         self.rt._delete(self._path())
         self.destroyed = True
         self.rt._queues.pop(self.id, None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rocr.client.agent import Agent
@@ -24,6 +23,7 @@ from rocr.client.queue import Queue
 from rocr.client.signal import Signal
 from rocr.client.system import System
 from rocr.errors import HsaError
+from rocr.executable import read_code_object
 from rocr.runtime import DispatchHandle as LocalDispatchHandle
 from rocr.service.schemas import (
     AgentInfo,
@@ -38,6 +38,7 @@ from rocr.service.schemas import (
     SystemCreated,
 )
 from rocr.status import Status
+from rocr.validate import as_bool, as_int, as_signal_value, as_u64, check_agents, show
 
 if TYPE_CHECKING:
     import httpx
@@ -148,26 +149,38 @@ class Runtime:
 
     def allow_access(self, agents: Iterable[Agent], buf: Buffer) -> None:
         """hsa_amd_agents_allow_access: map `buf` into the page tables of `agents`."""
-        agents = list(agents)
-        bad = [a for a in agents if not isinstance(a, Agent)]
-        if bad:
-            raise HsaError(Status.ERROR_INVALID_AGENT, f"not an agent: {bad[0]!r}")
+        self._check()
+        agents = check_agents(agents, self, Agent)
+        if not isinstance(buf, Buffer):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"buf must be a Buffer (pool.allocate(size)), got {show(buf)} "
+                f"({type(buf).__name__}); the call is allow_access(agents, buf)",
+            )
+        if buf.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_ALLOCATION,
+                f"{buf!r} was allocated by another runtime (process): this one does not track it",
+            )
         buf._check()
         self._post(f"/buffers/{buf.address}/allow-access", {"agents": [a.node for a in agents]})
 
     # -- signals -------------------------------------------------------------------------------
     def signal(self, handle: int) -> Signal:
         """The signal with this handle (e.g. one another client of the system created)."""
+        handle = as_u64(handle, "handle", why="an hsa_signal_t handle")
         sig = self._signals.get(handle)
         if sig is None:
-            sig = Signal(self, SignalInfo.model_validate(self._get(f"/signals/{int(handle)}")))
+            sig = Signal(self, SignalInfo.model_validate(self._get(f"/signals/{handle}")))
             self._signals[handle] = sig
         return sig
 
     def create_signal(self, initial: int = 0, *, interrupt: bool = True) -> Signal:
         """hsa_signal_create (interrupt=True: backed by a KFD event, as ROCr's default)."""
+        initial = as_signal_value(initial, "initial")
+        interrupt = as_bool(interrupt, "interrupt")
         info = SignalInfo.model_validate(
-            self._post("/signals", {"initial": int(initial), "interrupt": bool(interrupt)})
+            self._post("/signals", {"initial": initial, "interrupt": interrupt})
         )
         sig = Signal(self, info)
         self._signals[sig.handle] = sig
@@ -177,19 +190,24 @@ class Runtime:
     def load_code_object(self, source: Any = "builtin", agent: Agent | None = None) -> Executable:
         """Load a code object for `agent` (default: the first GPU). A path is read here and
         its bytes are sent; built-ins go by name."""
-        agent = agent or self.gpus[0]
+        self._check()
+        if agent is None:
+            agent = self.gpus[0]
+        elif not isinstance(agent, Agent) or agent.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_AGENT,
+                f"agent = {show(agent)} is not an agent of this runtime (rt.gpus[...])",
+            )
+        elif not agent.is_gpu:
+            raise HsaError(
+                Status.ERROR_INVALID_AGENT,
+                f"{agent!r} runs no kernels: load code objects for a GPU agent (rt.gpus[...])",
+            )
         if isinstance(source, str) and (source == "builtin" or source.startswith("builtin:")):
             raw = self._post("/executables", {"source": source, "agent": agent.node})
         else:
-            if isinstance(source, bytes | bytearray):
-                blob = bytes(source)
-            else:
-                try:
-                    blob = Path(source).read_bytes()
-                except OSError as e:
-                    raise HsaError(
-                        Status.ERROR_INVALID_FILE, f"cannot read code object {str(source)!r}: {e}"
-                    ) from None
+            # Paths are read here (the same checks and messages as the local loader).
+            blob = read_code_object(source)
             raw = self._request(
                 "POST", "/executables", content=blob, params={"agent": agent.node}
             ).json()
@@ -218,16 +236,18 @@ class Runtime:
 
     def queue(self, queue_id: int) -> Queue:
         """The queue with this id (e.g. one another client of the system created)."""
-        return self._queue(QueueInfo.model_validate(self._get(f"/queues/{int(queue_id)}")))
+        queue_id = as_int(queue_id, "queue_id", 0, None)
+        return self._queue(QueueInfo.model_validate(self._get(f"/queues/{queue_id}")))
 
     def queues(self) -> list[Queue]:
         return [self._queue(QueueInfo.model_validate(q)) for q in self._get("/queues")]
 
     def buffer(self, address: int) -> Buffer:
         """The buffer at this address (e.g. one another client of the system allocated)."""
+        address = as_u64(address, "address")
         buf = self._buffers.get(address)
         if buf is None:
-            info = BufferInfo.model_validate(self._get(f"/buffers/{int(address)}"))
+            info = BufferInfo.model_validate(self._get(f"/buffers/{address}"))
             pool = next(p for a in self.agent_list for p in a._pools if p.id == info.pool)
             buf = self._add_buffer(Buffer(self, pool, info))
         return buf

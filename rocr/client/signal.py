@@ -9,6 +9,7 @@ from rocr.errors import HsaError
 from rocr.service.schemas import SignalInfo, SignalWaitResult
 from rocr.signal import Condition, WaitState
 from rocr.status import Status
+from rocr.validate import as_signal_value
 
 if TYPE_CHECKING:
     from rocr.client.runtime import Runtime
@@ -32,6 +33,11 @@ class Signal:
         return self.handle
 
     def _live(self) -> None:
+        if self.rt.closed:
+            raise HsaError(
+                Status.ERROR_NOT_INITIALIZED,
+                f"signal {self.handle:#x}: the runtime was shut down",
+            )
         if self.destroyed:
             raise HsaError(Status.ERROR_INVALID_SIGNAL, f"signal {self.handle:#x} was destroyed")
 
@@ -39,8 +45,9 @@ class Signal:
         return f"/signals/{self.handle}{tail}"
 
     def _op(self, op: str, value: int) -> int:
+        value = as_signal_value(value)
         self._live()
-        return int(self.rt._post(self._path(f"/{op}"), {"value": int(value)})["old"])
+        return int(self.rt._post(self._path(f"/{op}"), {"value": value})["old"])
 
     # -- hsa_signal_load / store / arithmetic --------------------------------------------------
     def load(self) -> int:
@@ -48,8 +55,9 @@ class Signal:
         return int(self.rt._get(self._path())["value"])
 
     def store(self, value: int) -> None:
+        value = as_signal_value(value)
         self._live()
-        self.rt._put(self._path("/value"), {"value": int(value)})
+        self.rt._put(self._path("/value"), {"value": value})
 
     def add(self, value: int) -> int:
         return self._op("add", value)
@@ -70,8 +78,10 @@ class Signal:
         return self._op("xor", value)
 
     def cas(self, expected: int, value: int) -> int:
+        expected = as_signal_value(expected, "expected")
+        value = as_signal_value(value)
         self._live()
-        body = {"expected": int(expected), "value": int(value)}
+        body = {"expected": expected, "value": value}
         return int(self.rt._post(self._path("/cas"), body)["old"])
 
     # -- hsa_signal_wait_scacquire -------------------------------------------------------------

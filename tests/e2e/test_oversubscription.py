@@ -169,7 +169,8 @@ def test_same_inputs_give_the_same_schedule():
 def test_hsaemu_hws_shows_the_swaps_and_the_runlist(capsys):
     from rocr.cli import main
 
-    assert main(["hws", "--processes", "2", "--queues", "2", "-n", "1024"]) == 0
+    argv = ["hws", "--preset", "teaching", "--processes", "2", "--queues", "2", "-n", "1024"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "unmap queue 0 from HQD 0" in out and "map queue 0 -> HQD 0  (pasid 0x8001)" in out
     assert "context switches 2" in out and "CORRECT" in out

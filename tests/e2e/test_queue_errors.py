@@ -126,6 +126,8 @@ def test_bad_packet_is_refused_with_rocr_status(setup, case):
 
 
 def test_buffer_pointer_outside_gpu_memory_faults(setup):
+    # A page the GPU's page tables do not map: a VM fault (tests/e2e/test_memory_faults.py),
+    # which ROCr's VMFaultHandler reports as HSA_STATUS_ERROR_MEMORY_FAULT.
     rt, k, src, _ = setup
     got = []
     q = rt.gpus[0].create_queue(64, callback=lambda err, q: got.append(err))
@@ -133,8 +135,9 @@ def test_buffer_pointer_outside_gpu_memory_faults(setup):
     h = q.dispatch(k, grid=N, workgroup=64, args=(host_only, src, N))
     with pytest.raises(rocr.HsaError) as info:
         h.wait()
-    assert info.value.status == rocr.Status.ERROR_MEMORY_APERTURE_VIOLATION
-    assert got and got[0].status == rocr.Status.ERROR_MEMORY_APERTURE_VIOLATION
+    assert info.value.status == rocr.Status.ERROR_MEMORY_FAULT
+    assert f"{host_only.address:#x}" in info.value.message
+    assert got and got[0].status == rocr.Status.ERROR_MEMORY_FAULT
     assert h.signal.load() == 1
 
 
@@ -172,3 +175,49 @@ def test_queue_on_cpu_agent_is_invalid_agent(rt):
     with pytest.raises(rocr.HsaError) as info:
         rt.cpu.create_queue(256)
     assert info.value.status == rocr.Status.ERROR_INVALID_AGENT
+
+
+def test_a_wait_on_a_stopped_queue_says_so_on_its_first_line(setup):
+    rt, k, src, dst = setup
+    q = rt.gpus[0].create_queue(64, callback=lambda err, q: None)
+    sig = rt.create_signal(1)
+    kernarg = rt._kernarg(k.pack_args(dst, src, N))
+    q.submit(_packet(k, kernarg, sig, workgroup_size_x=2048, grid_size_x=4096))
+    with pytest.raises(rocr.HsaError) as info:
+        sig.wait(rocr.Condition.LT, 1)
+    err = info.value
+    assert err.status == rocr.Status.ERROR_INVALID_ARGUMENT
+    lines = err.message.splitlines()
+    assert lines[0] == (
+        f"queue {q.id} stopped: workgroup of 2048 work-items > 1024: "
+        "HSA_STATUS_ERROR_INVALID_ARGUMENT"
+    )
+    assert lines[1].startswith(f"hsa_signal_wait on signal {sig.handle:#x} can never return")
+    assert f"queue {q.id}: write_index 1, read_dispatch_id 0" in err.message  # memory after
+
+
+def test_a_wait_stuck_behind_another_stopped_queue_names_that_queue_first(setup):
+    """The waited-for packet is healthy but waits (barrier-AND) for a packet of a queue the
+    CP stopped: the first line names the stopped queue, the barrier follows."""
+    rt, k, src, dst = setup
+    bad = rt.gpus[0].create_queue(64, callback=lambda err, q: None)
+    good = rt.gpus[0].create_queue(64)
+    bad_done, done = rt.create_signal(1), rt.create_signal(1)
+    kernarg = rt._kernarg(k.pack_args(dst, src, N))
+    bad.submit(_packet(k, kernarg, bad_done, kernel_object=0))
+    good.submit(
+        rocr.BarrierAndPacket(
+            header=aql.make_header(aql.PacketType.BARRIER_AND),
+            dep_signal=[bad_done.handle, 0, 0, 0, 0],
+            completion_signal=done.handle,
+        )
+    )
+    with pytest.raises(rocr.HsaError) as info:
+        done.wait(rocr.Condition.LT, 1)
+    err = info.value
+    assert err.status == rocr.Status.ERROR_INVALID_CODE_OBJECT
+    first = err.message.splitlines()[0]
+    assert first.startswith(f"queue {bad.id} stopped: invalid (or NULL) code at packet 0")
+    assert first.endswith(": HSA_STATUS_ERROR_INVALID_CODE_OBJECT")
+    assert f"packet 0 of queue {good.id}" in err.message
+    assert f"{bad_done.handle:#x}=1" in err.message

@@ -203,3 +203,74 @@ def test_a_barrier_of_an_unmapped_queue_completes_only_once_remapped(rt):
     quantum_ns = rt.system.spec.gpu.quantum_ps / 1000
     assert d1.dispatch_time()[1] - t < 10_000
     assert d0.dispatch_time()[1] > (t // quantum_ns + 1) * quantum_ns
+
+
+def _completion_write_ps(rt, sig) -> int:
+    """When the CP decremented `sig` (the trace's "completion signal" instant)."""
+    hits = [
+        e.ts
+        for e in rt.system.tracer.events
+        if e.name == "completion signal" and e.args.get("signal") == hex(sig.handle)
+    ]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+@pytest.mark.parametrize("previous", ["barrier-AND", "agent NOP", "kernel"])
+def test_barrier_bit_waits_until_the_previous_packet_has_retired(rt, previous):
+    """HSA barrier bit: the packet starts only once every earlier packet of its queue has
+    completed: release fence done and completion signal decremented, not merely finished."""
+    gpu = rt.gpus[0]
+    k = rt.load_code_object("builtin:empty").kernel("empty")
+    q = gpu.create_queue(64)
+    first, second = rt.create_signal(1), rt.create_signal(1)
+    if previous == "barrier-AND":
+        pkt = barrier(PacketType.BARRIER_AND, [], first)  # completes at once
+    elif previous == "agent NOP":
+        pkt = rocr.AgentDispatchPacket(
+            header=aql.make_header(PacketType.AGENT_DISPATCH), completion_signal=first.handle
+        )
+    else:
+        pkt = rt.dispatch_packet(k, 64, 64, (), first)
+    assert aql.header_release(pkt.header) == aql.FenceScope.SYSTEM  # a fence to wait for
+    i = q.add_write_index(2)
+    q.write_packet(i, pkt)
+    q.write_packet(i + 1, rt.dispatch_packet(k, 64, 64, (), second, barrier=True))
+    q.ring_doorbell(i)
+    q.ring_doorbell(i + 1)  # a second doorbell must not let the barrier-bit packet start
+    assert second.wait(rocr.Condition.LT, 1) == 0
+    signalled = _completion_write_ps(rt, first)
+    record = next(r for r in rt.system.gpus[0].kernel_records if r["dispatch_id"] == i + 1)
+    assert record["start_ps"] >= signalled
+    fetch = next(
+        e.ts
+        for e in rt.system.tracer.events
+        if e.track == f"queue {q.queue_id}" and e.name == f"fetch packet {i + 1}"
+    )
+    assert fetch >= signalled
+    assert second.dispatch_time()[0] >= first.dispatch_time()[1]
+
+
+def test_an_invalid_header_of_an_unmapped_queue_is_watched_too():
+    """Both HQDs hold queues blocked on a barrier; the third queue's doorbell was rung on an
+    INVALID header. Publishing the header (no doorbell) makes it runnable, and ready_first
+    swaps it in: the HWS hears of the header store."""
+    with rocr.init(spec=system_spec("teaching", scheduler_policy="ready_first")) as rt:
+        gpu = rt.gpus[0]
+        k = rt.load_code_object("builtin:empty").kernel("empty")
+        q0, q1, q2 = (gpu.create_queue(64) for _ in range(3))
+        gate = rt.create_signal(1)
+        q0.submit(barrier(PacketType.BARRIER_AND, [gate]))
+        q1.submit(barrier(PacketType.BARRIER_AND, [gate]))
+        done = rt.create_signal(1)
+        pkt = rt.dispatch_packet(k, 64, 64, (), done)
+        raw = bytearray(pkt.to_bytes())
+        raw[0:2] = PacketType.INVALID.to_bytes(2, "little")
+        i = q2.add_write_index(1)
+        q2.write_packet(i, bytes(raw))
+        q2.ring_doorbell(i)
+        rt.system.run_for(300 * US)
+        assert pp_of(rt, q2).slot is None and not pp_of(rt, q2).runnable
+        q2.write_packet(i, pkt)  # publish the header
+        assert done.wait(rocr.Condition.LT, 1) == 0
+        gate.store(0)

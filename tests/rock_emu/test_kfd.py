@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 
@@ -10,6 +11,7 @@ from rock_emu import ioctl as io
 from rock_emu import machine
 from rock_emu.ioctl import KfdError
 from rock_emu.kfd import (
+    KFD_EVENT_TIMEOUT_INFINITE,
     KFD_MMAP_GPU_ID_SHIFT,
     KFD_MMAP_TYPE_DOORBELL,
     USER_HEAP_VA,
@@ -206,9 +208,14 @@ def test_signal_events_set_reset_and_wait_any_all(kfd):
     assert (e0.event_slot_index, e1.event_slot_index) == (0, 1)
     call(p, io.AMDKFD_IOC_SET_EVENT, io.SetEventArgs(event_id=e0.event_id))
     assert _wait(p, [e0.event_id, e1.event_id], False, 10) == io.KFD_IOC_WAIT_RESULT_COMPLETE
-    # wait-all with e1 unsignaled and nothing pending on the GPU: deadlock, said at once
+    # wait-all with e1 unsignaled and nothing pending on the GPU: a 10 ms wait sleeps its
+    # 10 ms and times out (kfd_wait_on_events); a wait without a timeout is a deadlock, said
+    # at once
+    t0 = kfd.system.host_now
+    assert _wait(p, [e0.event_id, e1.event_id], True, 10) == io.KFD_IOC_WAIT_RESULT_TIMEOUT
+    assert kfd.system.host_now - t0 >= 10 * 10**9
     with pytest.raises(KfdError) as info:
-        _wait(p, [e0.event_id, e1.event_id], True, 10)
+        _wait(p, [e0.event_id, e1.event_id], True, KFD_EVENT_TIMEOUT_INFINITE)
     assert info.value.errno == errno.EDEADLK
     call(p, io.AMDKFD_IOC_SET_EVENT, io.SetEventArgs(event_id=e1.event_id))
     assert _wait(p, [e0.event_id, e1.event_id], True, 10) == io.KFD_IOC_WAIT_RESULT_COMPLETE
@@ -289,3 +296,46 @@ def test_closing_a_process_frees_its_memory(kfd):
     with pytest.raises(KfdError) as info:
         call(p, io.AMDKFD_IOC_GET_VERSION, io.GetVersionArgs())
     assert info.value.errno == errno.EBADF
+
+
+def _queue_args(kfd, ring_base, ring_size):
+    return io.CreateQueueArgs(
+        ring_base_address=ring_base,
+        ring_size=ring_size,
+        gpu_id=gpu_id(kfd),
+        queue_type=io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL,
+        queue_percentage=100,
+        read_pointer_address=0x300080,
+        write_pointer_address=0x300038,
+    )
+
+
+@pytest.mark.parametrize("ring_size", [0, 64, 512])
+def test_create_queue_clamps_a_ring_under_kfd_min_queue_ring_size(kfd, ring_size):
+    # kfd_chardev.c set_queue_properties_from_user clamps ring_size up to
+    # KFD_MIN_QUEUE_RING_SIZE (1024 bytes) and the args come back with the clamped size.
+    p = ready(kfd)
+    alloc(p, kfd, 0x200000, 4096)
+    alloc(p, kfd, 0x300000, 4096)
+    out = call(p, io.AMDKFD_IOC_CREATE_QUEUE, _queue_args(kfd, 0x200000, ring_size))
+    assert out.ring_size == io.KFD_MIN_QUEUE_RING_SIZE == 1024
+    (mqd,) = [q for proc in json.loads(kfd.read_debugfs("mqds")) for q in proc["queues"]]
+    assert mqd["ring_size"] == 1024  # the CP wraps the ring at 16 packets
+    assert mqd["hw"]["slot"] is not None  # an active queue, mapped to an HQD
+
+
+def test_a_clamped_ring_must_fit_in_its_allocation(kfd):
+    p = ready(kfd)
+    alloc(p, kfd, 0x200000, 4096)
+    alloc(p, kfd, 0x300000, 4096)
+    # 64 bytes at the end of the BO: clamped to 1024, the ring would run 960 bytes past it.
+    with pytest.raises(KfdError) as info:
+        call(p, io.AMDKFD_IOC_CREATE_QUEUE, _queue_args(kfd, 0x200000 + 4096 - 64, 64))
+    assert info.value.errno == errno.EFAULT
+    assert "clamped up to KFD_MIN_QUEUE_RING_SIZE" in str(info.value)
+    assert "ring_size 64" in str(info.value)
+    # A full-size ring there is refused as before, and a power of 2 is still required.
+    with pytest.raises(KfdError) as info:
+        call(p, io.AMDKFD_IOC_CREATE_QUEUE, _queue_args(kfd, 0x200000, 96))
+    assert info.value.errno == errno.EINVAL
+    assert "power of 2" in str(info.value)

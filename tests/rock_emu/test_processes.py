@@ -92,8 +92,9 @@ def test_a_process_cannot_wait_on_or_set_another_process_events(two):
         b.wait_on_event(ea, 0)
     eb = b.create_event()
     a.set_event(ea)  # same event id, other process: B's event stays unsignaled
+    assert b.wait_on_event(eb, 1) == roct.HsaKmtStatus.WAIT_TIMEOUT  # 1 ms passes
     with pytest.raises(roct.HsaKmtError) as info:
-        b.wait_on_event(eb, 1)  # nothing left that could set it: reported, not a hang
+        b.wait_on_event(eb, 0xFFFFFFFF)  # no timeout, nothing left that could set it
     assert info.value.status == roct.HsaKmtStatus.WAIT_FAILURE
     assert a.wait_on_event(ea, 1) == roct.HsaKmtStatus.SUCCESS
 

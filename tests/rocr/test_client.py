@@ -64,8 +64,9 @@ def test_objects_mirror_the_local_ones(remote):
     for name, sym in lexe.symbols.items():
         assert repr(rexe.kernel(name + ".kd")) == repr(sym)
         assert rexe.kernel(name).info() == {**sym.info(), "args": sym.info()["args"]}
-        assert rexe.kernel(name).pack_args(*[1] * len(sym.args)) == sym.pack_args(
-            *[1] * len(sym.args)
+        # 0x10000: a value every argument kind takes (a pointer must be above the null page)
+        assert rexe.kernel(name).pack_args(*[0x10000] * len(sym.args)) == sym.pack_args(
+            *[0x10000] * len(sym.args)
         )
 
 

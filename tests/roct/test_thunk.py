@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import roct
@@ -55,8 +57,11 @@ def test_events_and_waits(kmt):
     assert ev.HWData2 == kmt.event_page.address + 8 * ev.EventId
     kmt.set_event(ev)
     assert kmt.wait_on_event(ev, 1) == roct.HsaKmtStatus.SUCCESS
+    # auto-reset consumed it; nothing else will set it: a 1 ms wait times out after 1 ms,
+    # a wait without a timeout is refused at once
+    assert kmt.wait_on_event(ev, 1) == roct.HsaKmtStatus.WAIT_TIMEOUT
     with pytest.raises(roct.HsaKmtError) as info:
-        kmt.wait_on_event(ev, 1)  # auto-reset consumed it; nothing else will set it
+        kmt.wait_on_event(ev, 0xFFFFFFFF)
     assert info.value.status == roct.HsaKmtStatus.WAIT_FAILURE
 
 
@@ -83,3 +88,20 @@ def test_queue_priority_is_mapped_to_kfd_range(kmt):
             write_ptr=ring.address,
             priority=9,
         )
+
+
+def test_create_queue_with_a_ring_under_the_kfd_minimum(kmt):
+    # hsaKmtCreateQueue passes ring_size through; the KFD clamps it up to
+    # KFD_MIN_QUEUE_RING_SIZE (kfd_chardev.c), so the ring needs room for 1024 bytes.
+    ring = kmt.alloc_memory(0, 4096)
+    ptrs = kmt.alloc_memory(0, 4096)
+    for a in (ring, ptrs):
+        kmt.map_memory_to_gpu(a.address)
+    small = dict(read_ptr=ptrs.address + 128, write_ptr=ptrs.address + 56, ring_size=64)
+    q = kmt.create_queue(1, ring_base=ring.address, **small)
+    (mqd,) = [x for p in json.loads(kmt.read_debugfs("mqds")) for x in p["queues"]]
+    assert (mqd["queue_id"], mqd["ring_size"]) == (q.QueueId, io.KFD_MIN_QUEUE_RING_SIZE)
+    with pytest.raises(roct.HsaKmtError) as info:
+        kmt.create_queue(1, ring_base=ring.address + 4096 - 64, **small)
+    assert info.value.status == roct.HsaKmtStatus.INVALID_PARAMETER
+    assert "KFD_MIN_QUEUE_RING_SIZE" in info.value.message
