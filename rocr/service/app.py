@@ -1,4 +1,6 @@
-"""The FastAPI application: routers, error handlers, the request-size limit, idle expiry.
+"""The FastAPI application: routers, error handlers, the guards in front of the routes
+(credentials before bodies, the request-size limit, the net for unexpected errors), idle
+expiry.
 
 `create_app()` needs nothing else: each system it serves is a fresh in-process machine. The
 OpenAPI document it generates (GET /openapi.json, shown at /docs) is the API's contract; the
@@ -17,9 +19,9 @@ from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rocr.service import errors
+from rocr.service.guard import BodyLimit, Gate, SafetyNet
 from rocr.service.routes import ROUTERS
 from rocr.service.schemas import (
     API_VERSION,
@@ -30,7 +32,6 @@ from rocr.service.schemas import (
     ServerLimits,
 )
 from rocr.service.systems import SystemRegistry
-from rocr.status import Status
 
 log = logging.getLogger("hsaemu.service")
 
@@ -60,74 +61,6 @@ _EXTRA_SCHEMAS: dict[str, Any] = {
     "PacketWrite": PacketBody | RawPacket,
 }
 _REF = "#/components/schemas/{model}"
-
-
-class BodyLimit:
-    """Refuses request bodies larger than `max_bytes` with 413, before any route reads them.
-
-    The body is read here (bounded) and replayed to the app, so a chunked body that grows past
-    the limit is refused the same way as one whose Content-Length says so.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _refuse(self, send: Send) -> None:
-        from fastapi.responses import JSONResponse
-
-        body = errors.error_body(
-            Status.ERROR_OUT_OF_RESOURCES,
-            f"the request body is larger than {self.max_bytes} bytes (server limit "
-            f"max_body_bytes = {self.max_bytes}); send it in pieces",
-            limit=("max_body_bytes", self.max_bytes),
-        )
-        resp = JSONResponse(body, status_code=413, headers={"Connection": "close"})
-        await resp({"type": "http"}, _no_receive, send)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = 0
-                if declared > self.max_bytes:
-                    await self._refuse(send)
-                    return
-        chunks: list[bytes] = []
-        size = 0
-        pending: Message | None = None
-        while True:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                pending = msg  # the client went away while sending: pass that on
-                break
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks)}]
-        if pending is not None:
-            replay.insert(0, pending)
-
-        async def replayed() -> Message:
-            if replay:
-                return replay.pop()
-            return await receive()
-
-        await self.app(scope, replayed, send)
-
-
-async def _no_receive() -> Message:  # pragma: no cover - a response never reads
-    return {"type": "http.disconnect"}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -167,9 +100,11 @@ def create_app(
     *,
     default_preset: str = "gfx900",
     admin_token: str | None = None,
+    api_keys: list[str] | None = None,
 ) -> FastAPI:
-    """The hsaemu HTTP API, serving fresh machines of `default_preset` within `limits`."""
-    registry = SystemRegistry(limits, default_preset, admin_token)
+    """The hsaemu HTTP API, serving fresh machines of `default_preset` within `limits`.
+    With `api_keys`, creating a system needs one of them (X-API-Key); see SystemRegistry."""
+    registry = SystemRegistry(limits, default_preset, admin_token, api_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -189,7 +124,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.registry = registry
+    # Outermost first: credentials, then the body's size, then the net under the routes.
+    app.add_middleware(SafetyNet)
     app.add_middleware(BodyLimit, max_bytes=registry.limits.max_body_bytes)
+    app.add_middleware(Gate, registry=registry)
     errors.install(app)
     for r in ROUTERS:
         app.include_router(r)

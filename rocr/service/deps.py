@@ -14,7 +14,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from rocr.service.errors import ApiError
+from rocr.service.errors import TOO_DEEP, ApiError
 from rocr.service.schemas import ErrorBody
 from rocr.service.systems import ServedSystem, SystemRegistry
 from rocr.status import Status
@@ -32,9 +32,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no bearer token"},
     404: {"model": ErrorBody, "description": "unknown id, or a token that does not own it"},
     409: {"model": ErrorBody, "description": "conflicts with the state (queue error, stuck wait)"},
+    413: {
+        "model": ErrorBody,
+        "description": "the request body is larger than max_body_bytes (the connection closes)",
+    },
     422: {"model": ErrorBody, "description": "malformed request, or a value past a limit"},
     429: {"model": ErrorBody, "description": "a server limit (systems, memory, queues, signals)"},
+    500: {
+        "model": ErrorBody,
+        "description": "a fault in the server itself (a bug to report); the connection stays open",
+    },
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds until the limit may let the request through",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+# Answers only some routes give, added to theirs with `responses(...)`.
+MORE_ERRORS: dict[int, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "no API key (X-API-Key) where the server requires one",
+    },
+    403: {"model": ErrorBody, "description": "the credentials do not allow this"},
+    415: {"model": ErrorBody, "description": "a content type this route does not take"},
+    429: {
+        "model": ErrorBody,
+        "description": "a server limit (systems, per-client systems, creation rate, memory, "
+        "queues, signals); Retry-After when waiting helps",
+        "headers": _RETRY_AFTER,
+    },
+    507: {"model": ErrorBody, "description": "the emulated machine ran out of memory"},
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for the answers a route gives beyond ERRORS."""
+    return {c: MORE_ERRORS[c] for c in codes}
 
 
 def registry(request: Request) -> SystemRegistry:
@@ -72,7 +107,8 @@ def admin(
         raise ApiError(
             403,
             Status.ERROR,
-            "this needs the server's admin token (set with hsaemu serve --admin-token)",
+            "this needs the server's admin token (hsaemu serve --admin-token-file, or "
+            "$HSAEMU_ADMIN_TOKEN)",
         )
 
 
@@ -102,6 +138,8 @@ async def json_body(request: Request) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise ApiError(422, Status.ERROR_INVALID_ARGUMENT, TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(
             422, Status.ERROR_INVALID_ARGUMENT, f"invalid request: body is not JSON: {e}"

@@ -6,12 +6,14 @@ follows REST usage: 400 for arguments the runtime refuses, 401/404 for ownership
 system's token learns nothing: it gets the same 404 as an unknown id), 409 for state conflicts
 (a queue stopped by an error, a wait that can never finish, a busy system), 413/422/429 for
 limits, 507 when the emulated machine itself runs out. Nothing a client sends may produce a 5xx;
-an unexpected exception is a 500 with its message, and the server goes on serving.
+an unexpected exception is a 500 with its message, on a connection that stays open, and the
+server goes on serving.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -83,13 +85,49 @@ class ApiError(Exception):
         return cls(http_status or http_status_for(e.status), e.status, e.message)
 
 
-def limit_error(http_status: int, name: str, value: int | float, message: str) -> ApiError:
+def limit_error(
+    http_status: int,
+    name: str,
+    value: int | float,
+    message: str,
+    *,
+    retry_after_s: float | None = None,
+) -> ApiError:
+    """A limit refusal; with `retry_after_s`, a `Retry-After` header (whole seconds, >= 1)."""
+    headers = None
+    if retry_after_s is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
     return ApiError(
         http_status,
         Status.ERROR_OUT_OF_RESOURCES,
         f"{message} (server limit {name} = {value})",
         limit=(name, value),
+        headers=headers,
     )
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body that grew past max_body_bytes while a route read it. An HTTPException,
+    so FastAPI's own body parsing passes it on instead of calling it a parse error."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, "request body too large")
+        self.max_bytes = max_bytes
+
+
+def body_too_large(max_bytes: int) -> dict[str, Any]:
+    return error_body(
+        Status.ERROR_OUT_OF_RESOURCES,
+        f"the request body is larger than {max_bytes} bytes (server limit "
+        f"max_body_bytes = {max_bytes}); send it in pieces",
+        limit=("max_body_bytes", max_bytes),
+    )
+
+
+TOO_DEEP = (
+    "invalid request: the body's JSON is nested too deeply to be read (nothing this API "
+    "takes is nested more than a few levels)"
+)
 
 
 def not_found(status: Status, message: str) -> ApiError:
@@ -190,8 +228,23 @@ def install(app: FastAPI) -> None:
         # Overflow, or a zero in a spec a client chose (a clock, a granule).
         return _json(400, Status.ERROR_INVALID_ARGUMENT, f"{type(e).__name__}: {e}")
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, e: BodyTooLarge) -> JSONResponse:
+        # The rest of the body was not read: the connection cannot carry another request.
+        return JSONResponse(
+            body_too_large(e.max_bytes), status_code=413, headers={"Connection": "close"}
+        )
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, e: RecursionError) -> JSONResponse:
+        # Only input nested past the interpreter's recursion limit gets here (JSON, spec
+        # overrides, code-object metadata): the request's shape, not a server fault.
+        return _json(422, Status.ERROR_INVALID_ARGUMENT, TOO_DEEP)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        if isinstance(e.__cause__, RecursionError):  # FastAPI's own JSON parsing
+            return _json(422, Status.ERROR_INVALID_ARGUMENT, TOO_DEEP)
         status = Status.ERROR_INVALID_ARGUMENT if e.status_code < 500 else Status.ERROR
         return _json(e.status_code, status, str(e.detail), getattr(e, "headers", None))
 

@@ -58,9 +58,11 @@ NodeId = Annotated[int, Field(ge=0, le=0xFFFF, description="KFD topology node of
 
 
 class Request(BaseModel):
-    """A request body: unknown fields are refused, so a typo is an error, not a no-op."""
+    """A request body: unknown fields are refused, so a typo is an error, not a no-op, and
+    types are strict: `true` or `"4096"` where a number belongs is refused, not coerced (an
+    int is still taken where a float belongs, as JSON has one number type)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # -- errors and limits ---------------------------------------------------------------------------
@@ -86,14 +88,32 @@ class ErrorBody(BaseModel):
 class ServerLimits(Request):
     """What one server allows; a request past a limit gets a 4xx naming the limit."""
 
+    # Read from `--limit NAME=VALUE` strings too, so not strict.
+    model_config = ConfigDict(extra="forbid", strict=False)
+
     max_systems: int = Field(128, ge=1, description="emulated machines alive at once")
+    max_systems_per_client: int = Field(
+        32,
+        ge=1,
+        description="systems one client may hold at once; a client is its API key when the "
+        "server requires keys (hsaemu serve --require-key), else its IP address",
+    )
+    create_rate_per_minute: float = Field(
+        60.0,
+        gt=0,
+        description="systems one client may create per minute, on average (token bucket)",
+    )
+    create_burst: int = Field(
+        30, ge=1, description="systems one client may create back to back before the rate applies"
+    )
     idle_timeout_s: float = Field(
         1800.0, gt=0, description="a system nobody has used for this long is shut down"
     )
     max_memory_per_system: int = Field(
         128 * MiB,
         ge=1 << 16,
-        description="bytes of buffers, queue rings and code objects one system may hold",
+        description="bytes of buffers, queue rings, code objects and trace markers one system "
+        "may hold",
     )
     max_queues_per_process: int = Field(32, ge=1, description="AQL queues per system")
     max_signals_per_system: int = Field(1024, ge=1, description="signals per system")
@@ -111,7 +131,10 @@ class ServerLimits(Request):
         4096, ge=1, description="compute units over all GPUs of one system's spec"
     )
     max_trace_events: int = Field(
-        200_000, ge=0, description="trace events kept per system (later ones are counted, dropped)"
+        200_000, ge=1, description="trace events kept per system (the newest; older are dropped)"
+    )
+    max_kernels_per_code_object: int = Field(
+        1024, ge=1, description="kernels (amdhsa.kernels entries) one code object may declare"
     )
 
 
@@ -224,7 +247,7 @@ class BufferCreate(Request):
     """hsa_amd_memory_pool_allocate."""
 
     pool: NonNegative = Field(description="pool id (GET pools)")
-    size: int = Field(description="bytes (the runtime refuses sizes the pool cannot give)")
+    size: int = Field(ge=1, description="bytes (the runtime refuses sizes the pool cannot give)")
 
 
 class BufferInfo(BaseModel):
@@ -609,11 +632,18 @@ class RunlistInfo(BaseModel):
 class TraceEvents(BaseModel):
     events: list[dict[str, Any]] = Field(description="events with ps timestamps")
     next: int = Field(description="pass as `since` to get only later events")
-    total: int
-    dropped: int
+    total: int = Field(description="events recorded since the system started")
+    dropped: int = Field(description="oldest events discarded (the trace is a ring buffer)")
+
+
+MarkerKey = Annotated[str, Field(min_length=1, max_length=64)]
+MarkerValue = Annotated[str, Field(max_length=256)] | int | float | bool
 
 
 class TraceMarker(Request):
+    """A marker in the trace; its strings are bounded and count against the system's memory
+    while the trace keeps it."""
+
     track: str = Field("user", max_length=64)
     name: str = Field(max_length=256)
-    args: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=32)
+    args: dict[MarkerKey, MarkerValue] = Field(default_factory=dict, max_length=32)

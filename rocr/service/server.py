@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rocr.service.schemas import ServerLimits
 
 
@@ -17,6 +19,31 @@ def parse_limits(items: list[str] | None) -> ServerLimits:
     return ServerLimits.model_validate(values)
 
 
+ADMIN_TOKEN_ENV = "HSAEMU_ADMIN_TOKEN"
+ADMIN_TOKEN_MIN = 16  # characters: a guessable admin token would open every system
+
+
+def admin_token(given: str | None, path: str | None, environ: Mapping[str, str]) -> str | None:
+    """The admin token from --admin-token, else --admin-token-file (its first line), else
+    $HSAEMU_ADMIN_TOKEN; None when none is set. ValueError/OSError naming the source."""
+    source = "--admin-token"
+    token = given
+    if token is None and path is not None:
+        source = f"--admin-token-file {path}"
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    if token is None and environ.get(ADMIN_TOKEN_ENV):
+        source, token = f"${ADMIN_TOKEN_ENV}", environ[ADMIN_TOKEN_ENV].strip()
+    if token is None:
+        return None
+    if len(token) < ADMIN_TOKEN_MIN:
+        raise ValueError(
+            f"{source}: the admin token has {len(token)} characters; use at least "
+            f"{ADMIN_TOKEN_MIN} (e.g. python -c 'import secrets; print(secrets.token_urlsafe())')"
+        )
+    return token
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -24,6 +51,7 @@ def serve(
     preset: str = "gfx900",
     limits: ServerLimits | None = None,
     admin_token: str | None = None,
+    api_keys: list[str] | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted."""
@@ -31,5 +59,5 @@ def serve(
 
     from rocr.service.app import create_app
 
-    app = create_app(limits, default_preset=preset, admin_token=admin_token)
+    app = create_app(limits, default_preset=preset, admin_token=admin_token, api_keys=api_keys)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -6,6 +6,10 @@ signals by handle, executables by number. One lock per system serializes its wor
 is single-threaded Python); different systems run side by side. Tokens are kept only as
 SHA-256 digests and compared in constant time. Idle systems are shut down after
 `idle_timeout_s`; every count and size a client controls is checked against `ServerLimits`.
+
+Creating a system is admitted per client: a client is its API key when the server requires
+keys (also kept only as digests), else its IP address; each may hold `max_systems_per_client`
+systems and create them at `create_rate_per_minute` (a token bucket of `create_burst`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,6 +40,16 @@ SIMDS_PER_CU_MAX = 16
 # A shorter HW scheduler quantum lets the quantum timer, not the work, dominate a simulation
 # (1 us is 1/100 of gem5's default); a served machine must not be able to spin in place.
 QUANTUM_MIN_PS = 1_000_000
+# SystemSpec nests three levels (spec.gpu.<field>); a deeper override is a mistake or an attack
+# on the recursive merge.
+SPEC_DEPTH_MAX = 8
+# Host memory a trace event takes beside its strings (~500 bytes measured with tracemalloc,
+# hw_model.trace): what a marker costs the system while the trace keeps it.
+TRACE_EVENT_BYTES = 512
+ADMIN_CLIENT = "admin"  # the admin token creates systems outside the per-client limits
+# Rate buckets kept for clients that are not full (older, full ones are forgotten): bounds the
+# table one client per address could grow.
+MAX_RATE_BUCKETS = 4096
 
 
 def _digest(token: str) -> bytes:
@@ -107,6 +122,13 @@ def build_spec(preset: str, overrides: dict[str, Any], limits: ServerLimits) -> 
 def _check_overrides(over: dict[str, Any], base: dict[str, Any], where: str = "") -> None:
     """Overridden latencies (`*_ps`) may be 0; any other overridden number sizes, counts or
     clocks the machine and must be positive (or 0 where the preset itself has 0)."""
+    if where.count(".") >= SPEC_DEPTH_MAX:
+        raise ApiError(
+            422,
+            Status.ERROR_INVALID_ARGUMENT,
+            f"spec override {where.rstrip('.')} is nested deeper than any SystemSpec field "
+            f"(at most {SPEC_DEPTH_MAX} levels)",
+        )
     for k, v in over.items():
         b = base.get(k) if isinstance(base, dict) else None
         if isinstance(v, dict):
@@ -133,8 +155,10 @@ class ServedSystem:
         preset: str,
         name: str,
         limits: ServerLimits,
+        client: str | None = None,
     ) -> None:
         self.id = sid
+        self.client = client  # who created it, for the per-client limits
         self._token = _digest(token)
         self.rt = rt
         self.preset = preset
@@ -154,6 +178,7 @@ class ServedSystem:
         self._next_executable = 0
         self._charges: dict[tuple[str, int], int] = {}
         self.memory_bytes = 0
+        self._markers: deque[tuple[int, int]] = deque()  # (trace sequence number, bytes)
         if rt.system is not None:
             # Bound the trace's memory: a server holds many machines.
             rt.system.tracer.max_events = limits.max_trace_events
@@ -218,6 +243,29 @@ class ServedSystem:
 
     def refund(self, kind: str, key: int) -> None:
         self.memory_bytes -= self._charges.pop((kind, key), 0)
+
+    def charge_marker(self, nbytes: int, record: Any) -> None:
+        """Record a trace marker of `nbytes` (by calling `record()`), charged to the system
+        while the trace keeps it: the trace is a ring, so markers it dropped are refunded."""
+        self.release_markers()
+        self.ensure_room(nbytes)
+        log = self.rt.system.tracer.events if self.rt.system is not None else None
+        before = log.total if log is not None else 0
+        record()
+        if log is not None and log.total > before:
+            self._markers.append((log.total - 1, nbytes))
+            self.memory_bytes += nbytes
+
+    def release_markers(self) -> None:
+        if self.rt.system is None:
+            return
+        log = self.rt.system.tracer.events
+        gone_below = log.dropped
+        if self._markers and self._markers[-1][0] >= log.total:
+            # The trace was cleared and numbers its events from 0 again: every marker is gone.
+            gone_below = self._markers[-1][0] + 1
+        while self._markers and self._markers[0][0] < gone_below:
+            self.memory_bytes -= self._markers.popleft()[1]
 
     @staticmethod
     def buffer_bytes(size: int) -> int:
@@ -320,6 +368,7 @@ class ServedSystem:
 
     # -- description -------------------------------------------------------------------------
     def info(self) -> SystemInfo:
+        self.release_markers()
         sysm = self.rt.system
         idle = self.idle_s()
         return SystemInfo(
@@ -340,6 +389,27 @@ class ServedSystem:
         )
 
 
+def key_digest(entry: str) -> bytes:
+    """The SHA-256 digest of an API key, or of 'sha256:<64 hex digits>' (a digest given)."""
+    kind, sep, rest = entry.partition(":")
+    if sep and kind == "sha256" and len(rest) == 64:
+        try:
+            return bytes.fromhex(rest)
+        except ValueError:
+            pass
+    return _digest(entry)
+
+
+def read_api_keys(path: str) -> list[str]:
+    """API keys from a file, one a line ('#' comments and blank lines skipped); OSError or
+    ValueError naming the file."""
+    with open(path, encoding="utf-8") as f:
+        keys = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    if not keys:
+        raise ValueError(f"{path} holds no API key (one a line)")
+    return keys
+
+
 def gone(sid: str) -> ApiError:
     return not_found(
         Status.ERROR_NOT_INITIALIZED,
@@ -355,30 +425,140 @@ class SystemRegistry:
         limits: ServerLimits | None = None,
         default_preset: str = "gfx900",
         admin_token: str | None = None,
+        api_keys: Iterable[str] | None = None,
     ) -> None:
+        """`api_keys`: when given, creating a system needs one of them (header X-API-Key);
+        an entry 'sha256:<hex>' is a key's digest, so a key file need not hold the keys."""
         self.limits = limits or ServerLimits()
         self.default_preset = default_preset
         self._admin = _digest(admin_token) if admin_token else None
+        self._keys = None if api_keys is None else [key_digest(k) for k in api_keys]
         self._lock = threading.Lock()
         self._systems: dict[str, ServedSystem] = {}
         self._pending = 0
+        self._pending_by: dict[str, int] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
 
     def __len__(self) -> int:
         return len(self._systems)
 
-    def create(self, req: SystemCreate) -> tuple[ServedSystem, str]:
+    @property
+    def requires_key(self) -> bool:
+        return self._keys is not None
+
+    # -- admission of new systems ------------------------------------------------------------
+    def _known_key(self, key: str) -> bytes | None:
+        given = _digest(key)
+        found = None
+        for d in self._keys or ():  # every digest compared, in constant time each
+            if hmac.compare_digest(given, d):
+                found = d
+        return found
+
+    def client_of(self, *, api_key: str | None, token: str | None, address: str | None) -> str:
+        """Who is creating a system: the admin, an API key (digest), or an IP address."""
+        if token is not None and self.is_admin(token):
+            return ADMIN_CLIENT
+        if self._keys is None:
+            return f"addr:{address or 'unknown'}"
+        if not api_key:
+            raise ApiError(
+                401,
+                Status.ERROR,
+                "this server creates systems only for clients with an API key: send it in "
+                "the X-API-Key header (the person running the server hands out keys)",
+                headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'},
+            )
+        digest = self._known_key(api_key)
+        if digest is None:
+            raise ApiError(403, Status.ERROR, "this API key is not one the server accepts")
+        return "key:" + digest.hex()[:16]
+
+    def _held_by(self, client: str) -> list[ServedSystem]:
+        now = time.monotonic()  # an expired system is as good as gone (the reaper is due)
+        return [s for s in self._systems.values() if s.client == client and not s.expired(now)]
+
+    def _check_client_room(self, client: str) -> None:
+        """Under self._lock: 429 when `client` holds max_systems_per_client already."""
+        if client == ADMIN_CLIENT:
+            return
+        lim = self.limits.max_systems_per_client
+        held = self._held_by(client)
+        if len(held) + self._pending_by.get(client, 0) >= lim:
+            now = time.monotonic()
+            soonest = min(
+                (self.limits.idle_timeout_s - s.idle_s(now) for s in held),
+                default=1.0,
+            )
+            raise limit_error(
+                429,
+                "max_systems_per_client",
+                lim,
+                f"this client holds {len(held)} systems already; delete one it no longer "
+                "needs (or wait until an idle one expires)",
+                retry_after_s=soonest,
+            )
+
+    def _take_rate_token(self, client: str) -> None:
+        """Under self._lock: one token of the client's creation bucket, or 429."""
+        if client == ADMIN_CLIENT:
+            return
+        rate = self.limits.create_rate_per_minute / 60.0  # tokens per second
+        burst = float(self.limits.create_burst)
+        now = time.monotonic()
+        tokens, at = self._buckets.get(client, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            raise limit_error(
+                429,
+                "create_rate_per_minute",
+                self.limits.create_rate_per_minute,
+                f"this client creates systems faster than the server allows (bursts of "
+                f"{self.limits.create_burst}); reuse a system, or retry later",
+                retry_after_s=(1.0 - tokens) / rate,
+            )
+        self._buckets[client] = (tokens - 1.0, now)
+        if len(self._buckets) > MAX_RATE_BUCKETS:
+            full = [
+                c
+                for c, (t, a) in self._buckets.items()
+                if min(burst, t + (now - a) * rate) >= burst
+            ]
+            for c in full:
+                del self._buckets[c]
+
+    def admit(self, *, api_key: str | None, token: str | None, address: str | None) -> str:
+        """Admission of a new system from the request's headers alone (before its body is
+        read): the client's identity, or 401/403 (API key) or 429 (per-client limits)."""
+        client = self.client_of(api_key=api_key, token=token, address=address)
+        with self._lock:
+            self._check_client_room(client)
+            self._take_rate_token(client)
+        return client
+
+    def create(self, req: SystemCreate, client: str | None = None) -> tuple[ServedSystem, str]:
         self.reap()
         preset = req.preset or self.default_preset
         spec = build_spec(preset, req.spec, self.limits)
         with self._lock:
             if len(self._systems) + self._pending >= self.limits.max_systems:
+                now = time.monotonic()
+                soonest = min(
+                    (self.limits.idle_timeout_s - s.idle_s(now) for s in self._systems.values()),
+                    default=1.0,
+                )
                 raise limit_error(
                     429,
                     "max_systems",
                     self.limits.max_systems,
                     "the server runs as many systems as it may; delete one you no longer "
                     "need, or try again when idle ones have expired",
+                    retry_after_s=soonest,
                 )
+            if client is not None:
+                self._check_client_room(client)
+                self._pending_by[client] = self._pending_by.get(client, 0) + 1
             self._pending += 1
         try:
             try:
@@ -398,12 +578,16 @@ class SystemRegistry:
                 )
             sid = secrets.token_hex(8)
             token = secrets.token_urlsafe(32)
-            served = ServedSystem(sid, token, rt, preset, req.name, self.limits)
+            served = ServedSystem(sid, token, rt, preset, req.name, self.limits, client)
             with self._lock:
                 self._systems[sid] = served
         finally:
             with self._lock:
                 self._pending -= 1
+                if client is not None:
+                    left = self._pending_by.pop(client) - 1
+                    if left:
+                        self._pending_by[client] = left
         return served, token
 
     def get(self, sid: str, token: str | None) -> ServedSystem:
@@ -418,6 +602,18 @@ class SystemRegistry:
             self._remove(served)
             raise gone(sid)
         served.touch()
+        return served
+
+    def authorize(self, sid: str, token: str) -> ServedSystem:
+        """The system `sid` if `token` owns it, else the 404 of an unknown id. Never blocks:
+        an expired system is refused here and shut down by the reaper (or `get`)."""
+        with self._lock:
+            served = self._systems.get(sid)
+        if served is None:
+            _digest(token)  # same work as a real comparison: timing tells nothing
+            raise gone(sid)
+        if not served.owned_by(token) or served.closed or served.expired():
+            raise gone(sid)
         return served
 
     def is_admin(self, token: str | None) -> bool:

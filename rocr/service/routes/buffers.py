@@ -18,6 +18,7 @@ from rocr.service.deps import (
     dual_body,
     json_body,
     octet_or,
+    responses,
     wants_octet,
 )
 from rocr.service.errors import limit_error
@@ -44,7 +45,7 @@ def buffer_info(s: ServedSystem, b: rocr.Buffer) -> BufferInfo:
     )
 
 
-@router.post("/buffers", status_code=201)
+@router.post("/buffers", status_code=201, responses=responses(507))
 def allocate(body: BufferCreate, s: System) -> BufferInfo:
     """hsa_amd_memory_pool_allocate from pool `pool`."""
     with s.use():
@@ -124,6 +125,7 @@ def read_bytes(
 @router.put(
     "/buffers/{address}/bytes",
     openapi_extra=dual_body("BufferWrite", "raw bytes (at ?offset=) or JSON with base64 data"),
+    responses=responses(415),
 )
 async def write_bytes(
     address: int,

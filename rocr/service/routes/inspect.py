@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from rocr.service.deps import ERRORS, PREFIX, System
 from rocr.service.errors import ApiError, not_found
 from rocr.service.schemas import Clock, KfdInfo, RunlistInfo, RunRequest, TraceEvents, TraceMarker
-from rocr.service.systems import ServedSystem
+from rocr.service.systems import TRACE_EVENT_BYTES, ServedSystem
 from rocr.status import Status
 
 router = APIRouter(prefix=PREFIX, tags=["inspection"], responses=ERRORS)
@@ -139,28 +139,34 @@ def trace_events(
     since: Annotated[int, Query(ge=0, description="first event index")] = 0,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> TraceEvents:
-    """Trace events from index `since` (ps timestamps): poll with `next` to follow a launch."""
+    """Trace events from sequence number `since` (ps timestamps): poll with `next` to follow
+    a launch. The trace keeps its newest events (a ring buffer): numbers below `dropped` are
+    gone, and a page starts at the oldest event still kept."""
     with s.use(counts=False):
-        tr = _machine(s).tracer
-        evs = tr.events[since : since + limit]
+        log = _machine(s).tracer.events
+        first = max(since, log.dropped)
+        evs = log.since(first, limit)
         return TraceEvents(
             events=[e.as_dict() for e in evs],
-            next=since + len(evs),
-            total=len(tr.events),
-            dropped=tr.dropped,
+            next=first + len(evs),
+            total=log.total,
+            dropped=log.dropped,
         )
 
 
 @router.post("/trace/markers", status_code=204)
 def trace_marker(body: TraceMarker, s: System) -> Response:
-    """Put a marker of your own into the trace, at the current host time."""
+    """Put a marker of your own into the trace, at the current host time. It counts
+    against max_memory_per_system while the trace keeps it."""
     clash = {"track", "name"} & body.args.keys()
     if clash:
         raise ApiError(
             422, Status.ERROR_INVALID_ARGUMENT, f"marker args may not be called {sorted(clash)}"
         )
+    nbytes = TRACE_EVENT_BYTES + len(body.track) + len(body.name)
+    nbytes += sum(len(k) + (len(v) if isinstance(v, str) else 8) for k, v in body.args.items())
     with s.use() as rt:
-        rt.trace(body.track, body.name, **body.args)
+        s.charge_marker(nbytes, lambda: rt.trace(body.track, body.name, **body.args))
     return Response(status_code=204)
 
 

@@ -27,6 +27,7 @@ from rocr.service.deps import (
     dual_body,
     json_body,
     octet_or,
+    responses,
     wants_octet,
 )
 from rocr.service.errors import ApiError, limit_error
@@ -100,7 +101,7 @@ def _record_error(err: HsaError, q: rocr.Queue) -> None:
     (q.error) and calls go on."""
 
 
-@router.post("/queues", status_code=201)
+@router.post("/queues", status_code=201, responses=responses(507))
 def create_queue(body: QueueCreate, s: System) -> QueueInfo:
     """hsa_queue_create on GPU `agent`: ring and amd_queue_t in memory, CREATE_QUEUE, doorbell."""
     with s.use():
@@ -307,6 +308,7 @@ def read_packet(queue_id: int, index: PacketIndex, s: System, request: Request):
         "PacketWrite",
         "the packet: its raw 64 bytes, or JSON — structured (with `type`) or {raw: base64}",
     ),
+    responses=responses(415),
 )
 async def write_packet(
     queue_id: int, index: PacketIndex, s: System, request: Request
@@ -381,7 +383,7 @@ def set_cu_mask(queue_id: int, body: CuMask, s: System) -> QueueInfo:
         return queue_info(q)
 
 
-@router.post("/queues/{queue_id}/dispatch", status_code=201)
+@router.post("/queues/{queue_id}/dispatch", status_code=201, responses=responses(507))
 def dispatch(queue_id: int, body: DispatchRequest, s: System) -> DispatchInfo:
     """Pack the kernargs, write a kernel dispatch packet and ring the doorbell."""
     with s.use():
@@ -402,7 +404,7 @@ def dispatch(queue_id: int, body: DispatchRequest, s: System) -> DispatchInfo:
                 acquire=FenceScope[body.acquire_fence_scope],
                 release=FenceScope[body.release_fence_scope],
             )
-        s.add_signal(h.signal)
+        s.add_signal(h.detach_signal())  # the served system owns it from now on
         return DispatchInfo(
             queue=q.id, index=h.index, signal=h.signal.handle, kernel_object=k.kernel_object
         )

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request, Response
 
 import rocr
 from rocr.errors import HsaError
-from rocr.service.deps import ERRORS, PREFIX, System
+from rocr.service.deps import ERRORS, PREFIX, System, responses
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.routes.queues import queue_error
 from rocr.service.schemas import (
@@ -53,7 +53,7 @@ def signal_info(sig: rocr.Signal) -> SignalInfo:
     )
 
 
-@router.post("/signals", status_code=201)
+@router.post("/signals", status_code=201, responses=responses(507))
 def create_signal(body: SignalCreate, s: System) -> SignalInfo:
     """hsa_signal_create (an interrupt signal by default, as ROCr's)."""
     with s.use() as rt:

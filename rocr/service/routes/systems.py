@@ -7,7 +7,8 @@ from fastapi import APIRouter, Request, Response
 
 from hw_model.config import PRESETS
 from hw_model.kernels import BUILTINS
-from rocr.service.deps import ERRORS, Admin, System, registry
+from rocr.service.deps import ERRORS, Admin, System, registry, responses
+from rocr.service.guard import CLIENT_STATE_KEY
 from rocr.service.schemas import (
     API_VERSION,
     BuiltinKernelInfo,
@@ -68,16 +69,21 @@ def builtin_kernels() -> list[BuiltinKernelInfo]:
     ]
 
 
-@router.post("/v1/systems", status_code=201, tags=["systems"])
+@router.post(
+    "/v1/systems", status_code=201, tags=["systems"], responses=responses(401, 403, 429, 507)
+)
 def create_system(body: SystemCreate, request: Request) -> SystemCreated:
     """A fresh emulated machine (hsa_init on it). Keep the token: every call on the system
-    needs it, and nobody can recover it."""
-    served, token = registry(request).create(body)
+    needs it, and nobody can recover it. A server started with --require-key wants an API
+    key in the X-API-Key header; each client (API key, else IP address) may hold
+    max_systems_per_client systems and create create_rate_per_minute of them."""
+    client = request.scope.get("state", {}).get(CLIENT_STATE_KEY)
+    served, token = registry(request).create(body, client=client)
     with served.use():
         return SystemCreated(id=served.id, token=token, info=served.info())
 
 
-@router.get("/v1/systems", tags=["systems"])
+@router.get("/v1/systems", tags=["systems"], responses=responses(403))
 def list_systems(request: Request, _: Admin) -> list[SystemInfo]:
     """Every system on the server (admin token only): for the person running the lab."""
     return [s.info() for s in registry(request).all()]
