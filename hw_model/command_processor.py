@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from hw_model import aql
 from hw_model.aql import PacketType
 from hw_model.dispatcher import KernelLaunch
+from hw_model.isa.decoder import DecodeError, decode_one
 from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
 from hw_model.memory import VM_FAULT_CLIENT_SHADER, MemoryFault
 from hw_model.structs import (
@@ -567,11 +568,35 @@ class PacketProcessor:
         name = parse_entry_token(token)
         kernel = BUILTINS.get(name) if name is not None else None
         if kernel is None:
+            word = int.from_bytes(token[:4], "little")
+            # What a loader writes (AMDGPUUsage "Kernel Descriptor"): reserved bytes zero, a
+            # nonzero COMPUTE_PGM_RSRC1 and an entry on a 256-byte boundary.
+            if (
+                kd.kernel_code_entry_byte_offset != 0
+                and entry_va % 256 == 0
+                and kd.compute_pgm_rsrc1 != 0
+                and not any(kd.reserved0 + kd.reserved1 + kd.reserved3)
+            ):
+                # A compiled kernel: the loader published a real descriptor whose entry is
+                # gfx9 machine code. The SPI would launch it; the ISA interpreter does not
+                # exist yet, so the queue stops rather than pretend the kernel ran.
+                try:
+                    first = decode_one(token, 0, spec.name, entry_va).mnemonic
+                except (DecodeError, ValueError):
+                    first = None
+                why = (
+                    f"is AMDGPU machine code (first instruction {first or '?'}, word "
+                    f"{word:#010x}); the gfx9 ISA interpreter does not run compiled kernels yet"
+                )
+            else:
+                why = (
+                    f"(first word {word:#010x}) is not an instruction stream this GPU can "
+                    "execute; is kernel_object a kernel descriptor?"
+                )
             self._queue_error(
                 QueueErrorBits.ILLEGAL_INSTRUCTION,
-                f"packet {idx}: the code at {entry_va:#x} (kernel_object {ko:#x} + entry offset "
-                f"{kd.kernel_code_entry_byte_offset}) is not an instruction stream this GPU "
-                "can execute; is kernel_object a kernel descriptor?",
+                f"packet {idx}: kernel_object {ko:#x}: the code at {entry_va:#x} (entry offset "
+                f"{kd.kernel_code_entry_byte_offset}) {why}",
             )
             return
         vgprs = decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)

@@ -7,8 +7,9 @@ segment sizes, kernarg size, granulated register counts in compute_pgm_rsrc1/2, 
 address — what a dispatch packet carries and what the CP reads.
 
 Built-in code objects (hw_model.kernels) carry the `amdhsa.kernels` metadata and an entry
-token as their code. Real AMDGPU ELF code objects are recognised and refused with a clear
-error until the gfx9 ISA interpreter exists.
+token as their code. AMDGPU ELF code objects (and clang offload bundles holding them) are
+loaded by rocr.loader as ROCr's loader does: segments, relocations, descriptors at their
+`name.kd` symbols. Their machine code is not executed yet (docs/isa.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from hw_model.structs import (
     make_rsrc1,
     make_rsrc2,
 )
+from rocr.elf import OFFLOAD_BUNDLE_MAGIC
 from rocr.errors import HsaError
+from rocr.loader import CodeObject, KernelInfo, fill_hidden, hidden_values, load_elf
 from rocr.memory import BufferBase
 from rocr.status import Status
 from rocr.validate import as_bytes, as_int, as_real, as_u64, show
@@ -65,6 +68,10 @@ _ELF_MACHINES = {
 # here); nothing is ever mapped below it, so a nonzero pointer there is not an address.
 NULL_PAGE_END = 0x1000
 _INT_RANGES = {
+    "u8": (0, 0xFF),
+    "i8": (-(1 << 7), (1 << 7) - 1),
+    "u16": (0, 0xFFFF),
+    "i16": (-(1 << 15), (1 << 15) - 1),
     "u32": (0, 0xFFFF_FFFF),
     "i32": (-(1 << 31), (1 << 31) - 1),
     "u64": (0, 0xFFFF_FFFF_FFFF_FFFF),
@@ -88,6 +95,8 @@ class KernelSymbol:
         *,
         rt: Runtime | None = None,
         agent: Agent | None = None,
+        info: KernelInfo | None = None,
+        code_object_version: int | None = None,
     ) -> None:
         self.rt = rt  # the runtime whose loader made it (None for a remote symbol)
         self.agent = agent  # the agent its code object was loaded for
@@ -100,6 +109,12 @@ class KernelSymbol:
         self.args = args
         self.vgprs = vgprs
         self.sgprs = sgprs
+        # Compiled kernels: the metadata and descriptor the loader read (None for built-ins).
+        self.code = info
+        self.code_object_version = code_object_version
+        self.hidden_args = info.hidden_args if info is not None else ()
+        if info is not None:
+            self.kernarg_alignment = max(16, info.kernarg_align)
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{a.name}: {a.type}" for a in self.args)
@@ -139,13 +154,34 @@ class KernelSymbol:
                 raise HsaError(e.status, f"{e.message}. The kernel is {self.signature}") from None
         return tuple(out)
 
-    def pack_args(self, *values: object) -> bytes:
-        """Kernarg bytes for `values`, by the declared layout (buffers pack as addresses)."""
+    def pack_args(
+        self,
+        *values: object,
+        grid: object = None,
+        workgroup: object = None,
+        queue_ptr: int = 0,
+        dynamic_lds: int = 0,
+    ) -> bytes:
+        """Kernarg bytes for `values`, by the declared layout (buffers pack as addresses).
+
+        A compiled kernel's hidden arguments (block counts, group sizes, remainders, grid
+        dims, queue pointer, ...) depend on the dispatch: pass `grid` and `workgroup` (ints
+        or 3-tuples) to fill them as the runtime does; without them they stay 0."""
         checked = self.check_args(values, self.rt)
         try:
-            return pack_args(self.args, self.kernarg_size, checked)
+            data = pack_args(self.args, self.kernarg_size, checked)
         except (TypeError, ValueError, OverflowError, struct.error) as e:
             raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"{self.signature}: {e}") from None
+        if not self.hidden_args or grid is None:
+            return data
+        g3, w3, dims = _geometry(grid, workgroup if workgroup is not None else 64)
+        buf = bytearray(data)
+        fill_hidden(
+            buf,
+            self.hidden_args,
+            hidden_values(g3, w3, dims, queue_ptr=queue_ptr, dynamic_lds=dynamic_lds),
+        )
+        return bytes(buf)
 
     def info(self) -> dict:
         return {
@@ -158,6 +194,16 @@ class KernelSymbol:
             "vgpr_count": self.vgprs,
             "sgpr_count": self.sgprs,
             "args": [a.model_dump() for a in self.args],
+            **(
+                {
+                    "hidden_args": [a.model_dump() for a in self.hidden_args],
+                    "code_object_version": self.code_object_version,
+                    "wavefront_size": self.code.wavefront_size,
+                    "max_flat_workgroup_size": self.code.max_flat_workgroup_size,
+                }
+                if self.code is not None
+                else {}
+            ),
         }
 
 
@@ -169,6 +215,8 @@ class Executable:
         self.agent = agent
         self.symbols = symbols
         self._alloc = allocation
+        self.code_object: CodeObject | None = None  # the parsed ELF (None for built-ins)
+        self.load_base = allocation.address  # where the code object's VA 0 was loaded
 
     def kernel(self, name: str) -> KernelSymbol:
         """hsa_executable_get_symbol_by_name (the ".kd" suffix is optional)."""
@@ -184,6 +232,10 @@ class Executable:
                 f"no kernel {name!r} in this executable; it has {', '.join(sorted(self.symbols))}",
             )
         return sym
+
+    def kernel_at(self, kernel_object: int) -> KernelSymbol | None:
+        """The kernel whose descriptor is at `kernel_object` (what a queue error names)."""
+        return next((k for k in self.symbols.values() if k.kernel_object == kernel_object), None)
 
     def __repr__(self) -> str:
         return f"Executable({', '.join(self.symbols)})"
@@ -232,7 +284,30 @@ def _arg_value(a: KernelArg, v: object, what: str, rt: object) -> int | float:
     if a.type in _INT_RANGES:
         lo, hi = _INT_RANGES[a.type]
         return as_int(v, what, lo, hi, why=f"a {a.type}")
-    return as_real(v, what, f32=a.type == "f32")
+    if a.type == "bytes":
+        raw = as_bytes(v, what)
+        if len(raw) != a.size:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"{what} is passed by value as {a.size} bytes, got {len(raw)} bytes",
+            )
+        return raw  # type: ignore[return-value]
+    return as_real(v, what, f32=a.type in ("f32", "f16"))
+
+
+def _geometry(grid: object, workgroup: object) -> tuple[tuple, tuple, int]:
+    """(grid, workgroup, dims) as 3-tuples from ints or 1- to 3-tuples."""
+
+    def three(v: object, what: str) -> tuple[int, int, int]:
+        t = tuple(v) if isinstance(v, tuple | list) else (v,)
+        if not 1 <= len(t) <= 3:
+            raise HsaError(Status.ERROR_INVALID_ARGUMENT, f"{what} must have 1 to 3 dimensions")
+        vals = [as_int(x, what, 1, 0xFFFF_FFFF) for x in t]
+        return (*vals, *[1] * (3 - len(vals)))  # type: ignore[return-value]
+
+    g3 = three(grid, "grid")
+    dims = len(grid) if isinstance(grid, tuple | list) else 1
+    return g3, three(workgroup, "workgroup"), dims
 
 
 def read_code_object(source: object) -> bytes:
@@ -286,18 +361,15 @@ def check_elf(blob: bytes) -> None:
             "not a GPU code object. Load an AMDGPU code object (hipcc --genco, clang "
             "-target amdgcn-amd-amdhsa) or a built-in ('builtin:square', ...)",
         )
-    raise HsaError(
-        Status.ERROR_INVALID_CODE_OBJECT,
-        "this is an AMDGPU ELF code object (e_machine EM_AMDGPU); running compiled machine "
-        "code needs the gfx9 ISA interpreter, which hsaemu does not have yet. Use a "
-        "built-in kernel ('builtin:square', ...) for now",
-    )
 
 
 def load(rt: Runtime, agent: Agent, source: object) -> Executable:
     blob = read_code_object(source)
     if blob.startswith(ELF_MAGIC):
         check_elf(blob)
+        return load_elf(rt, agent, blob)
+    if blob.startswith(OFFLOAD_BUNDLE_MAGIC):
+        return load_elf(rt, agent, blob)
     if not blob.startswith(CODE_OBJECT_MAGIC):
         raise HsaError(
             Status.ERROR_INVALID_CODE_OBJECT,

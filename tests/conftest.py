@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,14 +37,78 @@ def buffers(rt):
     return lambda data, dtype=np.float32: gpu_buffer(rt, data, dtype)
 
 
+# The AMDGPU toolchain (Debian clang-15, lld-15, rocm-device-libs, llvm-15): tests that compile
+# kernels skip with a reason starting with this when it is absent, and CI refuses that skip.
+TOOLCHAIN_MISSING = "AMDGPU toolchain not installed"
+
+
+@functools.cache
+def _device_lib_dir() -> str | None:
+    for d in (
+        "/usr/lib/x86_64-linux-gnu/amdgcn/bitcode",
+        "/usr/lib/aarch64-linux-gnu/amdgcn/bitcode",
+    ):
+        if os.path.exists(os.path.join(d, "ocml.bc")):
+            return d
+    try:
+        out = subprocess.run(
+            ["dpkg", "-L", "rocm-device-libs"], capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:
+        return None
+    hit = next((line for line in out.splitlines() if line.endswith("/ocml.bc")), None)
+    return os.path.dirname(hit) if hit else None
+
+
+def _toolchain_missing() -> str | None:
+    missing = [t for t in ("clang-15", "ld.lld-15") if shutil.which(t) is None]
+    if _device_lib_dir() is None:
+        missing.append("rocm-device-libs")
+    return f"{TOOLCHAIN_MISSING}: {', '.join(missing)}" if missing else None
+
+
+@pytest.fixture
+def compile_cl(tmp_path):
+    """compile_cl(source, mcpu="gfx900", cov=5, opt="-O2") -> path of the linked .hsaco,
+    built as the docs say (clang-15 -x cl ... && ld.lld-15 -shared)."""
+    why = _toolchain_missing()
+    if why:
+        pytest.skip(why)
+    count = iter(range(1_000_000))
+
+    def build(source: str, mcpu: str = "gfx900", cov: int = 5, opt: str = "-O2") -> Path:
+        n = next(count)
+        cl, obj, out = (tmp_path / f"k{n}.{ext}" for ext in ("cl", "o", "hsaco"))
+        cl.write_text(source)
+        cc = [
+            "clang-15", "-x", "cl", "-Xclang", "-finclude-default-header",
+            f"--rocm-device-lib-path={_device_lib_dir()}", "-target", "amdgcn-amd-amdhsa",
+            f"-mcpu={mcpu}", f"-mcode-object-version={cov}", "-cl-kernel-arg-info", opt,
+            "-c", str(cl), "-o", str(obj),
+        ]  # fmt: skip
+        subprocess.run(cc, check=True, capture_output=True)
+        subprocess.run(["ld.lld-15", "-shared", str(obj), "-o", str(out)], check=True)
+        return out
+
+    return build
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (HSAEMU_REQUIRE_HEADERS=1) a layout check skipped for a missing compiler or header
-    is a failure: those checks are the proof that our bytes match the C structs."""
+    is a failure: those checks are the proof that our bytes match the C structs. Likewise
+    (HSAEMU_REQUIRE_TOOLCHAIN=1) a test skipped because the AMDGPU toolchain is missing: those
+    are the only tests of real compiled code objects."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and os.environ.get("HSAEMU_REQUIRE_HEADERS") == "1":
-        reason = str(report.longrepr)
-        if any(w in reason for w in ("gcc", "header", "installed", "not found")):
-            report.outcome = "failed"
-            report.longrepr = f"required layout check was skipped: {reason}"
+    if not report.skipped:
+        return
+    reason = str(report.longrepr)
+    if os.environ.get("HSAEMU_REQUIRE_TOOLCHAIN") == "1" and TOOLCHAIN_MISSING in reason:
+        report.outcome = "failed"
+        report.longrepr = f"required code object test was skipped: {reason}"
+    elif os.environ.get("HSAEMU_REQUIRE_HEADERS") == "1" and any(
+        w in reason for w in ("gcc", "header", "installed", "not found")
+    ):
+        report.outcome = "failed"
+        report.longrepr = f"required layout check was skipped: {reason}"
