@@ -21,7 +21,13 @@ class Frozen(BaseModel):
 
 
 # GpuSpec numbers that may be zero: ids and optional cache levels (latencies, *_ps, may too).
-_MAY_BE_ZERO = ("gfx_target_version", "device_id", "l3_size")
+_MAY_BE_ZERO = (
+    "gfx_target_version",
+    "device_id",
+    "l3_size",
+    "sdma_xgmi_engines",
+    "xgmi_link_bandwidth_gbps",
+)
 
 
 class GpuSpec(Frozen):
@@ -72,8 +78,25 @@ class GpuSpec(Frozen):
     # Queues
     hqd_slots: int = Field(gt=0)  # compute HQDs the HW scheduler can map at once
     vmids_for_kfd: int = 8  # amdgpu gives KFD VMIDs 8..15 on gfx9 (amdgpu_amdkfd.c)
-    sdma_engines: int = 2
-    sdma_queues_per_engine: int = 2
+    # SDMA: engines the KFD hands user queues to, and RLC queues per engine (amdkfd
+    # kfd_device.c kfd_device_info_set_sdma_info: 2 per engine for SDMA 4.0 (Vega 10), 8 from
+    # SDMA 4.2 on). On an XGMI-capable part kfd_get_num_sdma_engines keeps 2 engines for PCIe
+    # and the rest are "XGMI SDMA" engines (KFD_IOC_QUEUE_TYPE_SDMA_XGMI).
+    sdma_engines: int = 2  # Vega 10: 2 SDMA instances (sdma_v4_0.c)
+    sdma_xgmi_engines: int = 0
+    sdma_queues_per_engine: int = 2  # Vega 10 (SDMA 4.0.0): 2 (kfd_device.c)
+    sdma_bandwidth_gbps: float = 20.0  # guess: one engine's copy rate, GB/s
+    # packet fetch + decode + the first DMA request of a copy (guess: ~1 us, in line with the
+    # 5-10 us end-to-end hipMemcpyAsync latency reported for small copies)
+    sdma_setup_latency_ps: int = 1 * PS_PER_US
+    # Host link: PCIe generation x width (or XGMI to the CPU); copies and kernels touching
+    # host memory share it.
+    host_link: str = "PCIe 3.0 x16"
+    # PCIe 3.0 x16: 8 GT/s x 16 lanes x 128b/130b = 15.75 GB/s raw; ~13 GB/s is what
+    # rocm_bandwidth_test / hipMemcpy report for pinned memory on such a link (TLP overhead).
+    link_bandwidth_gbps: float = 13.0
+    link_latency_ns: int = 1000  # guess: a PCIe read round trip is ~0.5-1 us
+    xgmi_link_bandwidth_gbps: float = 0.0  # GPU-GPU XGMI per link and direction; 0 = none
     doorbell_size: int = 8  # SOC15 doorbells are 64-bit (kfd_doorbell.c)
     queue_min_packets: int = 0x40  # ROCr GpuAgent minAqlSize_ (4 KiB of packets)
     queue_max_packets: int = 0x20000  # ROCr GpuAgent maxAqlSize_ (128 Ki packets)
@@ -185,6 +208,10 @@ TEACHING = GpuSpec(
     hqd_switch_latency_ps=10 * PS_PER_US,  # guess: HWS unmap/map of one HQD
     quantum_ps=100 * PS_PER_US,  # gem5 default HW queue quantum
     interrupt_latency_ps=2 * PS_PER_US,  # guess: IH ring -> KFD interrupt handler
+    host_link="slow teaching link (guess)",
+    link_bandwidth_gbps=2.0,  # guess: slow on purpose, so copy time dominates and shows
+    link_latency_ns=2000,  # guess: slow on purpose
+    sdma_bandwidth_gbps=8.0,  # guess
 )
 
 GFX900 = GpuSpec(
@@ -238,7 +265,20 @@ GFX90A = GFX900.model_copy(
         vram_size=64 * GiB,  # 128 GB per MI250X, 64 GB per GCD
         hqd_slots=24,  # KFD on gfx9: 3 pipes x 8 queues for compute it manages (DESIGN)
         wg_dispatch_latency_ps=7 * PS_PER_NS,  # guess: ~12 clocks per workgroup launch per SE
-        sdma_engines=5,  # guess: gfx90a has 5 SDMA engines (amdgpu sdma_v4_4_2), approx.
+        # Aldebaran: 5 SDMA instances (sdma_v4_0.c aldebaran), XGMI-capable, so the KFD
+        # keeps 2 for PCIe and 3 for XGMI (kfd_device.c aldebaran_device_info:
+        # num_sdma_engines 2, num_xgmi_sdma_engines 3); SDMA 4.4.0: 8 queues per engine.
+        sdma_engines=2,
+        sdma_xgmi_engines=3,
+        sdma_queues_per_engine=8,
+        sdma_bandwidth_gbps=50.0,  # guess: sized for one 50 GB/s XGMI link
+        # PCIe 4.0 x16: 16 GT/s x 16 x 128b/130b = 31.5 GB/s raw; ~26 GB/s achieved (guess
+        # from the same ~83% efficiency as PCIe 3)
+        host_link="PCIe 4.0 x16",
+        link_bandwidth_gbps=26.0,
+        link_latency_ns=1000,  # guess
+        # CDNA2 whitepaper: Infinity Fabric links of 50 GB/s per direction (100 GB/s bidir.)
+        xgmi_link_bandwidth_gbps=50.0,
     )
 )
 
@@ -262,7 +302,19 @@ GFX942 = GFX900.model_copy(
         vram_size=192 * GiB,  # MI300X: 192 GB HBM3
         hqd_slots=24,  # KFD on gfx9: 3 pipes x 8 queues for compute it manages (DESIGN)
         wg_dispatch_latency_ps=6 * PS_PER_NS,  # guess: ~12 clocks per workgroup launch per SE
-        sdma_engines=14,  # guess: MI300X exposes many SDMA engines (xGMI + PCIe)
+        # MI300X: 16 SDMA instances (4 per IOD, sdma_v4_4_2.c), XGMI-capable: the KFD keeps
+        # 2 for PCIe, 14 for XGMI (kfd_get_num_sdma_engines / kfd_get_num_xgmi_sdma_engines);
+        # SDMA 4.4.2 takes the default of 8 queues per engine (kfd_device_info_set_sdma_info).
+        sdma_engines=2,
+        sdma_xgmi_engines=14,
+        sdma_queues_per_engine=8,
+        sdma_bandwidth_gbps=64.0,  # guess: sized for one 64 GB/s XGMI link
+        # PCIe 5.0 x16: 32 GT/s x 16 x 128b/130b = 63 GB/s raw; ~52 GB/s achieved (guess)
+        host_link="PCIe 5.0 x16",
+        link_bandwidth_gbps=52.0,
+        link_latency_ns=1000,  # guess
+        # CDNA3 whitepaper: 128 GB/s bidirectional per Infinity Fabric link (64 per direction)
+        xgmi_link_bandwidth_gbps=64.0,
     )
 )
 
@@ -304,6 +356,11 @@ GEM5 = GpuSpec(
     hqd_switch_latency_ps=0,  # gem5's scheduler remaps instantly at the quantum
     quantum_ps=100 * PS_PER_US,  # gem5 HW queue scheduler quantum (tutorial)
     interrupt_latency_ps=1 * PS_PER_US,  # guess
+    # gem5's APU shares one DRAM with the CPU: the "link" is that DRAM
+    host_link="shared DRAM (APU)",
+    link_bandwidth_gbps=12.8,  # = memory_bandwidth_gbps (DDR3_1600_8x8)
+    link_latency_ns=150,  # = memory_latency_ns
+    sdma_bandwidth_gbps=12.8,  # gem5 SDMAEngine copies through the same DRAM
 )
 
 PRESETS: dict[str, GpuSpec] = {

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from hw_model.compute_unit import ComputeUnit, WaveTiming, WgRequirements, WgRun, wave_timing
 from hw_model.kernels.base import KernelSpec, WorkgroupContext
-from hw_model.memory import MemoryFault
+from hw_model.memory import MemKind, MemoryFault
 
 if TYPE_CHECKING:
     from hw_model.gpu import Gpu
@@ -76,6 +76,7 @@ class KernelLaunch:
         self.kernarg = kernarg
         self.cost = kernel.cost_for(kernarg)
         self.timing: WaveTiming | None = None  # set by the dispatcher for its GPU
+        self.host_share = 0.0  # share of its global bytes in host memory (set at launch)
         self.next_wg = 0  # workgroups placed so far
         self.done_wgs = 0
         self.aborted = False  # stopped by a fault or an eviction: no more workgroups placed
@@ -250,9 +251,30 @@ class Dispatcher:
 
     def launch(self, k: KernelLaunch) -> None:
         k.timing = wave_timing(self.spec, k.cost)
+        k.host_share = self._host_share(k)
         self.active.append(k)
         self._blocked = False
         self.kick()
+
+    def _host_share(self, k: KernelLaunch) -> float:
+        """Share of the kernel's global bytes that live in host (system) memory, from the
+        streams it declares: each stream's pointer argument is looked up in the process's VM.
+        A kernel without declared streams is charged to the GPU's memory only."""
+        streams = k.kernel.streams
+        if not streams:
+            return 0.0
+        offsets = {a.name: a.offset for a in k.kernel.args if a.type == "ptr"}
+        mem = self.gpu.memory
+        host = total = 0
+        for name, nbytes in streams:
+            total += nbytes
+            off = offsets.get(name)
+            if off is None or off + 8 > len(k.kernarg):
+                continue
+            bo = mem.find(k.pasid, int.from_bytes(k.kernarg[off : off + 8], "little"))
+            if bo is not None and bo.kind == MemKind.SYSTEM:
+                host += nbytes
+        return host / total if total else 0.0
 
     def kick(self) -> None:
         """Try to place workgroups now (coalesced: at most one pass per tick)."""
@@ -332,7 +354,13 @@ class Dispatcher:
             return
         nbytes = timing.bytes_per_item * run.items
         if nbytes:
-            run.mem_done = self.gpu.channel.transfer(now, nbytes) + timing.latency_ps
+            host = int(nbytes * k.host_share)
+            done = 0
+            if host:  # bytes of host-memory buffers cross the host link (shared with copies)
+                done = self.gpu.host_link.transfer(now, host)
+            if nbytes - host:
+                done = max(done, self.gpu.channel.transfer(now, nbytes - host))
+            run.mem_done = done + timing.latency_ps
         run.cu.begin(run, timing, now)
 
     def _compute_done(self, run: WgRun) -> None:

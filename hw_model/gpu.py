@@ -18,6 +18,7 @@ from hw_model.config import GpuSpec
 from hw_model.dispatcher import Dispatcher
 from hw_model.memory import VM_FAULT_CLIENT_CP, BufferObject, MemoryFault
 from hw_model.scheduler import HwScheduler
+from hw_model.sdma import HostLink, SdmaEngine, SdmaQueue
 from hw_model.structs import (
     AMD_SIGNAL_END_TS_OFFSET,
     AMD_SIGNAL_EVENT_ID_OFFSET,
@@ -50,6 +51,13 @@ class Gpu:
         self.dispatcher = Dispatcher(self, system.spec.placement_policy)
         self.scheduler = HwScheduler(self, system.spec.scheduler_policy)
         self.queues: dict[int, PacketProcessor] = {}  # by doorbell index
+        self.host_link = HostLink(spec)
+        # PCIe SDMA engines first, then the XGMI ones (sdma_engine_id numbering in amdkfd)
+        self.sdma_engines = [
+            SdmaEngine(self, i, xgmi=i >= spec.sdma_engines)
+            for i in range(spec.sdma_engines + spec.sdma_xgmi_engines)
+        ]
+        self.sdma_queues: dict[int, SdmaQueue] = {}  # by doorbell index
         self.queue_errors: list[dict] = []
         # rocprofv3-style kernel records, newest kept (a bounded ring, like the trace)
         self.kernel_records: RingLog = RingLog(DEFAULT_KERNEL_RECORDS)
@@ -69,6 +77,17 @@ class Gpu:
         if pp is not None:
             self.scheduler.remove_queue(pp)
 
+    def register_sdma_queue(self, q: SdmaQueue) -> None:
+        if q.doorbell_index in self.queues or q.doorbell_index in self.sdma_queues:
+            raise ValueError(f"doorbell {q.doorbell_index} already has a queue")
+        self.sdma_queues[q.doorbell_index] = q
+        self.sdma_engines[q.engine_id].add_queue(q)
+
+    def unregister_sdma_queue(self, doorbell_index: int) -> None:
+        q = self.sdma_queues.pop(doorbell_index, None)
+        if q is not None:
+            self.sdma_engines[q.engine_id].remove_queue(q)
+
     def map_doorbell_page(self, bo: BufferObject, first_index: int) -> None:
         """Route 64-bit stores into `bo` to doorbells first_index, first_index+1, ..."""
         size = self.spec.doorbell_size
@@ -80,6 +99,8 @@ class Gpu:
             pp = self.queues.get(index)
             if pp is not None:
                 pp.ring(value)
+            elif (sq := self.sdma_queues.get(index)) is not None:
+                self.sdma_engines[sq.engine_id].ring(sq, value)
             elif self.tracer.enabled:
                 self.tracer.instant(
                     "CP",
@@ -145,6 +166,12 @@ class Gpu:
             mem.store_u64(pasid, mailbox, event_id, self.node)
         self.post_interrupt(IRQ_SIGNAL_EVENT, pasid, {"event_id": event_id})
 
+    def post_sdma_trap(self, pasid: int, int_ctx: int, engine_id: int) -> None:
+        """SDMA_PKT_TRAP: an IH entry from the SDMA block whose context is the event id
+        (kfd_int_process_v9.c: SOC15_INTSRC_SDMA_TRAP -> kfd_signal_event_interrupt with
+        the 28 valid bits of context_id0)."""
+        self.post_interrupt(IRQ_SIGNAL_EVENT, pasid, {"event_id": int_ctx, "sdma": engine_id})
+
     def post_vm_fault(
         self,
         pasid: int,
@@ -207,6 +234,8 @@ class Gpu:
                 for k in self.dispatcher.active
             ],
             "memory_bytes_moved": self.channel.bytes_moved,
+            "host_link": self.host_link.state(),
+            "sdma": [e.state() for e in self.sdma_engines],
         }
 
 

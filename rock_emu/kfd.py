@@ -27,6 +27,7 @@ from hw_model.memory import (
     MemKind,
     OutOfMemory,
 )
+from hw_model.sdma import SdmaQueue
 from hw_model.system import System, WaitOutcome
 from rock_emu import ioctl as io
 from rock_emu.ioctl import AllocMemFlags, KfdError
@@ -48,6 +49,20 @@ KFD_MAX_NUM_OF_QUEUES_PER_PROCESS = 1024  # kfd_priv.h
 UNSIGNALED_EVENT_SLOT = 0xFFFFFFFFFFFFFFFF  # kfd_events.c
 KFD_EVENT_TIMEOUT_IMMEDIATE = 0
 KFD_EVENT_TIMEOUT_INFINITE = 0xFFFFFFFF
+# SOC15 SDMA doorbells are static (kfd_device_queue_manager.c allocate_doorbell): the engine's
+# base index (amdgpu doorbell_index.sdma_engine[]: AMDGPU_DOORBELL64_sDMA_ENGINE0 = 0xF0, the
+# engines 2 apart on Vega 10) + (sdma_queue_id & 1) * KFD_QUEUE_DOORBELL_MIRROR_OFFSET +
+# (sdma_queue_id >> 1).
+SDMA_DOORBELL_ENGINE0 = 0xF0
+SDMA_DOORBELL_ENGINE_STRIDE = 2
+KFD_QUEUE_DOORBELL_MIRROR_OFFSET = 512  # kfd_priv.h
+_SDMA_TYPES = (io.KFD_IOC_QUEUE_TYPE_SDMA, io.KFD_IOC_QUEUE_TYPE_SDMA_XGMI)
+_QUEUE_TYPE_NAMES = {
+    io.KFD_IOC_QUEUE_TYPE_COMPUTE: "compute",
+    io.KFD_IOC_QUEUE_TYPE_SDMA: "sdma",
+    io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL: "compute_aql",
+    io.KFD_IOC_QUEUE_TYPE_SDMA_XGMI: "sdma_xgmi",
+}
 KFD_FIRST_NONSIGNAL_EVENT_ID = 0x80000000  # ids above the signal-event range (guess)
 EVENT_PAGE_SIZE = io.KFD_SIGNAL_EVENT_LIMIT * 8
 DEBUGFS_ROOT = "/sys/kernel/debug/kfd"  # kfd_debugfs.c: mqds, hqds, rls
@@ -86,10 +101,17 @@ class Queue:
     queue_type: int
     doorbell_id: int
     cu_mask: list[int] = field(default_factory=list)
+    sdma: SdmaQueue | None = None  # the SDMA RLC queue, for SDMA/SDMA_XGMI queues
+
+    @property
+    def type_name(self) -> str:
+        return _QUEUE_TYPE_NAMES.get(self.queue_type, str(self.queue_type))
 
 
 def _hw_queue_state(q: Queue) -> dict | None:
     """The MQD's view of a queue: where the CP is in its ring, and whether it holds an HQD."""
+    if q.sdma is not None:
+        return q.sdma.describe()
     pp = q.gpu.queues.get(q.mqd.doorbell_index)
     return None if pp is None else pp.describe()
 
@@ -457,11 +479,12 @@ class KfdProcess:
                 )
         if a.ring_base_address == 0:
             raise _err(errno.EINVAL, "ring_base_address is NULL")
-        if a.queue_type != io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL:
+        if a.queue_type != io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL and a.queue_type not in _SDMA_TYPES:
             raise _err(
                 errno.EINVAL,
                 f"queue_type {a.queue_type}: this GPU model runs AQL compute queues "
-                "(KFD_IOC_QUEUE_TYPE_COMPUTE_AQL = 2); PM4 and SDMA queues are not emulated",
+                "(KFD_IOC_QUEUE_TYPE_COMPUTE_AQL = 2) and SDMA queues (KFD_IOC_QUEUE_TYPE_SDMA"
+                " = 1, KFD_IOC_QUEUE_TYPE_SDMA_XGMI = 3); PM4 compute queues are not emulated",
             )
         ring = self.vm.find(a.ring_base_address)
         if ring is None or a.ring_base_address + a.ring_size > ring.end:
@@ -497,6 +520,10 @@ class KfdProcess:
         frame = self._doorbell_frame(g)
         doorbell_id = qid
         first = self.doorbell_slot * (DOORBELL_FRAME_SIZE // g.spec.doorbell_size)
+        sdma = None
+        if a.queue_type in _SDMA_TYPES:
+            sdma = self._allocate_sdma_queue(g, a, qid, first)
+            doorbell_id = sdma.doorbell_index - first
         mqd = Mqd(
             queue_id=qid,
             pasid=self.pasid,
@@ -508,12 +535,17 @@ class KfdProcess:
             doorbell_index=first + doorbell_id,
             priority=a.queue_priority,
             percentage=a.queue_percentage,
+            is_aql=sdma is None,
         )
-        pp = g.register_queue(mqd)
-        if g.gpu_id in self.evicted:
-            # create_queue_cpsch: q->properties.is_evicted = !!qpd->evicted
-            g.scheduler.set_active(pp, False)
-        self.queues[qid] = Queue(qid, g, mqd, a.queue_type, doorbell_id)
+        if sdma is not None:
+            g.register_sdma_queue(sdma)
+            sdma.active = g.gpu_id not in self.evicted and a.queue_percentage > 0
+        else:
+            pp = g.register_queue(mqd)
+            if g.gpu_id in self.evicted:
+                # create_queue_cpsch: q->properties.is_evicted = !!qpd->evicted
+                g.scheduler.set_active(pp, False)
+        self.queues[qid] = Queue(qid, g, mqd, a.queue_type, doorbell_id, sdma=sdma)
         a.queue_id = qid
         # kfd_chardev.c: mmap type | gpu_id | (SOC15) byte offset inside the doorbell frame
         a.doorbell_offset = (
@@ -523,6 +555,61 @@ class KfdProcess:
         )
         del frame
         self.kfd.note_runlist_change()
+
+    def _allocate_sdma_queue(
+        self, g: Gpu, a: io.CreateQueueArgs, qid: int, first_doorbell: int
+    ) -> SdmaQueue:
+        """kfd_device_queue_manager.c allocate_sdma_queue: the lowest free bit of the device's
+        sdma_bitmap (xgmi_sdma_bitmap for SDMA_XGMI) across every process; engine = id %
+        engines, RLC queue = id / engines. None left: -ENOMEM ("No more SDMA queue to
+        allocate")."""
+        xgmi = a.queue_type == io.KFD_IOC_QUEUE_TYPE_SDMA_XGMI
+        spec = g.spec
+        engines = spec.sdma_xgmi_engines if xgmi else spec.sdma_engines
+        total = engines * spec.sdma_queues_per_engine
+        base = spec.sdma_engines if xgmi else 0
+        used = {
+            (q.engine_id - base) + q.sdma_queue_id * engines
+            for q in g.sdma_queues.values()
+            if q.xgmi == xgmi
+        }
+        sdma_id = next((i for i in range(total) if i not in used), None)
+        kind = "KFD_IOC_QUEUE_TYPE_SDMA_XGMI" if xgmi else "KFD_IOC_QUEUE_TYPE_SDMA"
+        if sdma_id is None:
+            raise _err(
+                errno.ENOMEM,
+                f"no more SDMA queue to allocate ({kind}): gpu_id {g.gpu_id:#x} has "
+                f"{engines} {'XGMI ' if xgmi else ''}SDMA engines x "
+                f"{spec.sdma_queues_per_engine} queues = {total}, all in use",
+            )
+        engine = base + sdma_id % engines
+        slot = sdma_id // engines
+        doorbell = (
+            first_doorbell
+            + SDMA_DOORBELL_ENGINE0
+            + SDMA_DOORBELL_ENGINE_STRIDE * engine
+            + (slot & 1) * KFD_QUEUE_DOORBELL_MIRROR_OFFSET
+            + (slot >> 1)
+        )
+        return SdmaQueue(
+            queue_id=qid,
+            pasid=self.pasid,
+            process_name=self.name,
+            ring_base=a.ring_base_address,
+            ring_size=a.ring_size,
+            rptr_addr=a.read_pointer_address,
+            wptr_addr=a.write_pointer_address,
+            doorbell_index=doorbell,
+            engine_id=engine,
+            sdma_queue_id=slot,
+            xgmi=xgmi,
+        )
+
+    def _unregister(self, q: Queue) -> None:
+        if q.sdma is not None:
+            q.gpu.unregister_sdma_queue(q.sdma.doorbell_index)
+        else:
+            q.gpu.unregister_queue(q.mqd.doorbell_index)
 
     def _queue(self, qid: int) -> Queue:
         q = self.queues.get(qid)
@@ -536,7 +623,7 @@ class KfdProcess:
 
     def _destroy_queue(self, a: io.DestroyQueueArgs) -> None:
         q = self._queue(a.queue_id)
-        q.gpu.unregister_queue(q.mqd.doorbell_index)
+        self._unregister(q)
         del self.queues[a.queue_id]
         self.kfd.note_runlist_change()
 
@@ -553,6 +640,8 @@ class KfdProcess:
             update |= {"ring_base": a.ring_base_address, "ring_size": a.ring_size}
         pp = q.gpu.queues.get(q.mqd.doorbell_index)
         q.mqd = q.mqd.model_copy(update=update)
+        if q.sdma is not None:
+            q.sdma.active = q.mqd.percentage > 0 and q.gpu.gpu_id not in self.evicted
         if pp is not None:
             pp.mqd = q.mqd
             # kfd_device_queue_manager.c update_queue: QUEUE_IS_ACTIVE decides whether the
@@ -804,6 +893,8 @@ class KfdProcess:
         for q in self.queues.values():
             if q.gpu is not g:
                 continue
+            if q.sdma is not None:
+                q.sdma.active = False
             pp = g.queues.get(q.mqd.doorbell_index)
             if pp is not None:
                 g.scheduler.set_active(pp, False)
@@ -833,7 +924,7 @@ class KfdProcess:
         if self.closed:
             return
         for q in list(self.queues.values()):
-            q.gpu.unregister_queue(q.mqd.doorbell_index)
+            self._unregister(q)
         self.queues.clear()
         for bo in self.doorbell_frames.values():
             bo.on_write = None
@@ -852,6 +943,7 @@ class KfdProcess:
                 {
                     "queue_id": q.queue_id,
                     "gpu_id": q.gpu.gpu_id,
+                    "type": q.type_name,
                     "doorbell_index": q.mqd.doorbell_index,
                     "doorbell_id": q.doorbell_id,
                     "ring_base": hex(q.mqd.ring_base),
@@ -985,6 +1077,7 @@ class Kfd:
                             "pasid": q.pasid,
                             "process": self._process_name(q.pasid),
                             "queue_id": q.queue_id,
+                            "type": "compute_aql",
                             "priority": q.priority,
                             "percentage": q.mqd.percentage,
                             "hqd": q.slot,
@@ -993,6 +1086,19 @@ class Kfd:
                             **sched.queue_stats(q),
                         }
                         for q in sched.runlist
+                    ],
+                    # map_queues packets with engine_sel SDMA0/SDMA1...: SDMA queues are in the
+                    # runlist too, on the engine and RLC queue allocate_sdma_queue chose
+                    "sdma_queues": [
+                        {
+                            "pasid": sq.pasid,
+                            "process": self._process_name(sq.pasid),
+                            **sq.describe(),
+                        }
+                        for sq in sorted(
+                            g.sdma_queues.values(), key=lambda x: (x.engine_id, x.sdma_queue_id)
+                        )
+                        if sq.active
                     ],
                     "stats": sched.stats(),
                     "stuck": sched.diagnose(),
@@ -1003,7 +1109,29 @@ class Kfd:
     def hqds(self) -> list[dict]:
         """Which queue each HQD of each device holds now."""
         return [
-            {"node": g.node, "gpu_id": g.gpu_id, "hqds": g.scheduler.mapped_queues()}
+            {
+                "node": g.node,
+                "gpu_id": g.gpu_id,
+                "hqds": g.scheduler.mapped_queues(),
+                # SDMA RLC queues per engine: (engine, queue) -> what holds it
+                "sdma": [
+                    {
+                        "engine": e.engine_id,
+                        "type": "sdma_xgmi" if e.xgmi else "sdma",
+                        "rlc_queues": g.spec.sdma_queues_per_engine,
+                        "queues": [
+                            {
+                                "sdma_queue": q.sdma_queue_id,
+                                "pasid": q.pasid,
+                                "queue_id": q.queue_id,
+                                "type": q.type_name,
+                            }
+                            for q in e.queues
+                        ],
+                    }
+                    for e in g.sdma_engines
+                ],
+            }
             for g in self.system.gpus
         ]
 

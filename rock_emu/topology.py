@@ -129,7 +129,7 @@ def render(system: System) -> dict[str, str]:
             "drm_render_minor": 127 + n,
             "hive_id": 0,
             "num_sdma_engines": s.sdma_engines,
-            "num_sdma_xgmi_engines": 0,
+            "num_sdma_xgmi_engines": s.sdma_xgmi_engines,
             "num_sdma_queues_per_engine": s.sdma_queues_per_engine,
             "num_cp_queues": s.hqd_slots,
             "max_engine_clk_fcompute": s.engine_clock_mhz,

@@ -241,7 +241,9 @@ class Buffer(BufferBase):
             raise HsaError(
                 Status.ERROR_INVALID_AGENT,
                 f"{self} is in device memory the host cannot map (coarse-grained "
-                "VRAM): copy it with rt.memory_copy() to a system buffer",
+                "VRAM): copy it to or from a system buffer with rt.memory_copy(dst, src, "
+                "size) or rt.memory_async_copy(...), fill it with rt.memory_fill(ptr, value, "
+                "count)",
             )
         dt, n = self._view_shape(dtype, count)
         return m.array[: n * dt.itemsize].view(dt)

@@ -19,8 +19,10 @@ from hw_model import aql
 from hw_model.aql import FenceScope, PacketType
 from hw_model.kernels import pack_args
 from rocr.agent import Agent, make_pools
+from rocr.copy import Copier, CopyHandle
 from rocr.errors import HsaError
 from rocr.executable import Executable, KernelSymbol, load
+from rocr.loader import fill_hidden, hidden_values
 from rocr.memory import Buffer, MemoryPool
 from rocr.queue import Queue, status_for_error_code
 from rocr.signal import Condition, Signal, SignalPool
@@ -150,6 +152,7 @@ class Runtime:
         self._kernarg_chunks: list[_KernargChunk] = []
         # Completion signals of dropped DispatchHandles, oldest first, to reuse once retired.
         self._spare_signals: deque[Signal] = deque()
+        self._copier: Copier | None = None  # SDMA queues and blit kernels, made lazily
         self.agent_list: list[Agent] = []
         for node, props in enumerate(self.thunk.nodes):
             agent = Agent(self, node, props)
@@ -189,6 +192,8 @@ class Runtime:
         if self.closed:
             return
         self.trace("rocr", "hsa_shut_down")
+        if self._copier is not None:
+            self._copier.destroy()
         for q in list(self._queues):
             q.destroy()
         self.thunk.close()
@@ -285,6 +290,88 @@ class Runtime:
             except HsaKmtError as e:
                 raise _hsa_error(e, Status.ERROR_INVALID_ARGUMENT, "allow_access") from e
         self.trace("rocr", "hsa_amd_agents_allow_access", address=hex(buf.address), nodes=nodes)
+
+    # -- copies (hsa_ext_amd.h; rocr/copy.py) ---------------------------------------------
+    @property
+    def copier(self) -> Copier:
+        if self._copier is None:
+            self._copier = Copier(self)
+        return self._copier
+
+    def memory_async_copy(
+        self,
+        dst: Any,
+        dst_agent: Agent,
+        src: Any,
+        src_agent: Agent,
+        size: int,
+        deps: Iterable[Signal] = (),
+        completion_signal: Signal | None = None,
+    ) -> CopyHandle:
+        """hsa_amd_memory_async_copy: copy `size` bytes once every signal in `deps` is 0;
+        the completion signal is decremented when done (a signal of the runtime's own when
+        None). Host<->device copies go to an SDMA queue, device<->device to a blit kernel.
+        Returns a handle with `.wait()`."""
+        return self.copier.async_copy(dst, dst_agent, src, src_agent, size, deps, completion_signal)
+
+    def memory_copy(self, dst: Any, src: Any, size: int) -> None:
+        """hsa_memory_copy: synchronous copy between any two buffers of this runtime (VRAM
+        included); the engine is chosen as memory_async_copy does."""
+        self.copier.copy(dst, src, size)
+
+    def memory_fill(self, ptr: Any, value: int, count: int) -> None:
+        """hsa_amd_memory_fill: `count` 32-bit words of `value` at `ptr` (4-byte aligned);
+        VRAM is filled by a blit kernel, system memory by the host."""
+        self.copier.fill(ptr, value, count)
+
+    def memory_lock(self, buf: Any, agents: Iterable[Agent] | None = None) -> int:
+        """hsa_amd_memory_lock: pin a host buffer and map it for `agents` (all GPUs when
+        None); returns the address the agents use (the same, with one VM per process)."""
+        self._check()
+        if not isinstance(buf, Buffer) or buf.pool.vram:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"buf = {show(buf)} must be a host Buffer (a system pool's allocation) "
+                "to lock for the GPUs",
+            )
+        self.allow_access(self.gpus if agents is None else agents, buf)
+        self.trace("rocr", "hsa_amd_memory_lock", address=hex(buf.address))
+        return buf.address
+
+    def memory_unlock(self, buf: Any) -> None:
+        """hsa_amd_memory_unlock: unmap a locked host buffer from the GPUs."""
+        self._check()
+        if not isinstance(buf, Buffer) or buf.pool.vram:
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT, f"buf = {show(buf)} is not a locked host Buffer"
+            )
+        buf._check()
+        alloc = self.thunk.allocations.get(buf.address)
+        if alloc is not None and alloc.mapped_nodes:
+            self.thunk.unmap_memory_to_gpu(buf.address)
+        self.trace("rocr", "hsa_amd_memory_unlock", address=hex(buf.address))
+
+    def profiling_async_copy_enable(self, enable: bool = True) -> None:
+        """hsa_amd_profiling_async_copy_enable: later SDMA copies write TIMESTAMP packets
+        into their completion signal (start_ts/end_ts)."""
+        self.copier.profiling = as_bool(enable, "enable")
+
+    def async_copy_time(self, signal: Signal) -> tuple[float, float]:
+        """hsa_amd_profiling_get_async_copy_time: (start, end) in ns of the system clock,
+        from the TIMESTAMP packets the copy wrote into `signal`."""
+        if not isinstance(signal, Signal) or signal.rt is not self:
+            raise HsaError(
+                Status.ERROR_INVALID_SIGNAL,
+                f"signal = {show(signal)} is not a signal of this runtime",
+            )
+        try:
+            return signal.dispatch_time()
+        except HsaError:
+            raise HsaError(
+                Status.ERROR_INVALID_SIGNAL,
+                f"signal {signal.handle:#x} holds no copy timestamps: enable copy profiling "
+                "with rt.profiling_async_copy_enable(True) before the copy, and wait for it",
+            ) from None
 
     def _kernarg(self, data: bytes) -> int:
         """Kernarg space for one dispatch, carved from 1 MiB chunks of the kernarg pool. A
@@ -450,10 +537,28 @@ class Runtime:
         )
         return self._packet(kernel, f)
 
-    def _packet(self, kernel: KernelSymbol, f: dict[str, Any]) -> aql.KernelDispatchPacket:
-        """The packet for checked fields `f`, its kernargs packed into the kernarg pool."""
+    def _packet(
+        self, kernel: KernelSymbol, f: dict[str, Any], queue: Queue | None = None
+    ) -> aql.KernelDispatchPacket:
+        """The packet for checked fields `f`, its kernargs packed into the kernarg pool. A
+        compiled kernel's hidden arguments are filled from the geometry as CLR's
+        submitKernelInternal does (the queue pointer when the queue is known)."""
         g3, w3 = f["grid"], f["workgroup"]
         data = pack_args(kernel.args, kernel.kernarg_size, f["args"])
+        if kernel.hidden_args:
+            buf = bytearray(data)
+            fill_hidden(
+                buf,
+                kernel.hidden_args,
+                hidden_values(
+                    g3,
+                    w3,
+                    f["dims"],
+                    queue_ptr=queue.address if queue is not None else 0,
+                    dynamic_lds=max(0, f["group_segment_size"] - kernel.group_segment_size),
+                ),
+            )
+            data = bytes(buf)
         kernarg = self._kernarg(data) if kernel.kernarg_size else 0
         return aql.KernelDispatchPacket(
             header=aql.make_header(
@@ -624,7 +729,7 @@ class Runtime:
         owns = completion is None
         sig = completion if completion is not None else self._completion_signal()
         f["completion_signal"] = sig.handle
-        pkt = self._packet(kernel, f)
+        pkt = self._packet(kernel, f, q)
         i = q.add_write_index(1)
         q.write_packet(i, pkt)
         q.ring_doorbell(i)
@@ -748,7 +853,19 @@ class Runtime:
             return f"packet {idx} has an unknown header type {q.packet_bytes(idx)[0]}"
         if pkt is None:
             return ""
-        return f"packet {idx} is {describe_packet(pkt)}"
+        text = f"packet {idx} is {describe_packet(pkt)}"
+        if isinstance(pkt, aql.KernelDispatchPacket):
+            k = next(
+                (
+                    k
+                    for exe in self._executables
+                    if (k := exe.kernel_at(pkt.kernel_object)) is not None
+                ),
+                None,
+            )
+            if k is not None:
+                text += f" (kernel {k.name})"
+        return text
 
     def queue_report(self, q: Queue) -> list[str]:
         """Why `q` is not making progress, read from its memory as a debugger would."""
@@ -860,6 +977,7 @@ class Runtime:
         for q in self.queues():
             lines.extend(self.queue_report(q))
         lines.extend(self.hws_report())
+        lines.extend(self._sdma_report())
         errored = [q for _, q in users if q.error is not None]
         errored += [q for q in self.queues() if q.error is not None and q not in errored]
         if not errored:
@@ -868,6 +986,26 @@ class Runtime:
         status = q.error.status
         first = f"queue {q.id} stopped: {self.stop_reason(q)}: {status.c_name}"
         return HsaError(status, "\n".join([first, *lines]))
+
+    def _sdma_report(self) -> list[str]:
+        """SDMA queues parked on a POLL_REGMEM (a copy's dependency) or stopped, from the
+        KFD's debugfs runlist."""
+        try:
+            devices = self.runlist()
+        except (HsaKmtError, ValueError):
+            return []
+        lines = []
+        for dev in devices:
+            for q in dev.get("sdma_queues", []):
+                where = f"SDMA queue {q['queue_id']} (pasid {q['pasid']:#x}, engine {q['engine']})"
+                if q["blocked_on"] is not None:
+                    lines.append(
+                        f"{where} waits in POLL_REGMEM for the dependency signal word at "
+                        f"{q['blocked_on']} to become 0."
+                    )
+                if q["error"] is not None:
+                    lines.append(f"{where} stopped: {q['error']}")
+        return lines
 
     def runlist(self) -> list[dict]:
         """Per GPU, the KFD's runlist of every process's active queues (priority, HQD, state,

@@ -74,6 +74,11 @@ class HsaKmtError(Exception):
 
 # hsakmttypes.h HSA_QUEUE_PRIORITY -> KFD priority (libhsakmt queues.c priority_map)
 QUEUE_PRIORITY_MAP = {-3: 0, -2: 3, -1: 5, 0: 7, 1: 9, 2: 11, 3: 15}
+# hsaKmtCreateQueue's HSA_QUEUE_SDMA / HSA_QUEUE_SDMA_XGMI become these KFD queue types
+# (libhsakmt queues.c); create_queue takes the KFD type.
+QUEUE_TYPE_COMPUTE_AQL = io.KFD_IOC_QUEUE_TYPE_COMPUTE_AQL
+QUEUE_TYPE_SDMA = io.KFD_IOC_QUEUE_TYPE_SDMA
+QUEUE_TYPE_SDMA_XGMI = io.KFD_IOC_QUEUE_TYPE_SDMA_XGMI
 
 
 class NodeProperties(BaseModel):

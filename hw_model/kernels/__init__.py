@@ -13,7 +13,7 @@ from hw_model.kernels.base import (
     pack_args,
     parse_entry_token,
 )
-from hw_model.kernels.builtins import EMPTY, SAXPY, SQUARE, VECTOR_ADD
+from hw_model.kernels.builtins import COPY_BUFFER, EMPTY, FILL_BUFFER, SAXPY, SQUARE, VECTOR_ADD
 from hw_model.kernels.microbench import MICROBENCH_KERNELS
 
 # What "builtin" alone loads: the DESIGN's four kernels. The microbenchmarks are loaded by
@@ -21,7 +21,8 @@ from hw_model.kernels.microbench import MICROBENCH_KERNELS
 DEFAULT_BUILTINS = ("square", "vector_add", "saxpy", "empty")
 
 BUILTINS: dict[str, KernelSpec] = {
-    k.name: k for k in (SQUARE, VECTOR_ADD, SAXPY, EMPTY, *MICROBENCH_KERNELS)
+    k.name: k
+    for k in (SQUARE, VECTOR_ADD, SAXPY, EMPTY, COPY_BUFFER, FILL_BUFFER, *MICROBENCH_KERNELS)
 }
 
 

@@ -37,6 +37,12 @@ _ARG_FMT = {
     "i64": "<q",
     "f32": "<f",
     "f64": "<d",
+    # Narrow scalars compiled kernels may take by value (code object `.args` sizes 1 and 2).
+    "u8": "<B",
+    "i8": "<b",
+    "u16": "<H",
+    "i16": "<h",
+    "f16": "<e",
 }
 _ARG_SIZE = {"ptr": 8, "u32": 4, "i32": 4, "u64": 8, "i64": 8, "f32": 4, "f64": 8}
 
@@ -89,6 +95,11 @@ class KernelSpec(BaseModel):
     # A real kernel's run time may depend on its arguments (a loop count); its resources never
     # do, they are fixed in the code object. `cost_fn(kernarg) -> CostProfile` says how.
     cost_fn: Callable[[bytes], CostProfile] | None = Field(default=None, exclude=True)
+    # Where the cost profile's bytes go: (pointer argument, bytes per work-item) for each
+    # stream. A kernel that declares its streams has each charged where that buffer lives
+    # (host memory over the host link, VRAM at the memory bandwidth); without them all its
+    # bytes are charged to the GPU's memory.
+    streams: tuple[tuple[str, int], ...] = Field(default=(), exclude=True)
 
     def cost_for(self, kernarg: bytes) -> CostProfile:
         """The cost profile of one dispatch with these kernarg bytes."""
@@ -148,6 +159,9 @@ def pack_args(args: tuple[KernelArg, ...], kernarg_size: int, values: tuple) -> 
         raise TypeError(f"kernel takes {len(args)} arguments ({names}), got {len(values)}")
     buf = bytearray(kernarg_size)
     for a, v in zip(args, values, strict=True):
+        if isinstance(v, bytes):  # a by-value aggregate, already in its declared size
+            buf[a.offset : a.offset + len(v)] = v
+            continue
         if a.type == "ptr" and not isinstance(v, int):
             v = int(getattr(v, "address", v))
         struct.pack_into(_ARG_FMT[a.type], buf, a.offset, v)

@@ -105,3 +105,73 @@ EMPTY = KernelSpec(
     cost=CostProfile(salu=1),
     body=_empty,
 )
+
+
+# Blit kernels: what ROCr's BlitKernel runs for device-to-device copies, fills, and host copies
+# when no SDMA queue is used (HSA_ENABLE_SDMA=0). Each work-item moves COPY_BYTES_PER_ITEM
+# bytes as four 16-byte (dwordx4) loads and stores, like the unrolled loop of ROCr's copy
+# kernel (amd_blit_shaders / blit kernel source, "CopyAligned"); the tail item moves fewer.
+COPY_BYTES_PER_ITEM = 64
+
+_COPY_ARGS, _COPY_KA = layout_args(("dst", "ptr"), ("src", "ptr"), ("size", "u64"))
+
+
+def _byte_range(ctx: WorkgroupContext, total: int, per_item: int) -> tuple[int, int]:
+    ids = ctx.global_linear_id
+    if ids.size == 0:
+        return 0, 0
+    lo = min(int(ids.min()) * per_item, total)
+    hi = min((int(ids.max()) + 1) * per_item, total)
+    return lo, hi - lo
+
+
+def _copy_buffer(ctx: WorkgroupContext) -> None:
+    dst, src, size = (int(ctx.arg(a)) for a in _COPY_ARGS)
+    lo, count = _byte_range(ctx, size, COPY_BYTES_PER_ITEM)
+    if count <= 0:
+        return
+    data = ctx.array(src, np.uint8, lo, count).copy()
+    ctx.array(dst, np.uint8, lo, count)[:] = data
+
+
+COPY_BUFFER = KernelSpec(
+    name="copy_buffer",
+    args=_COPY_ARGS,
+    kernarg_size=_COPY_KA,
+    vgprs=24,  # guess: four dwordx4 loads in flight need 16 VGPRs plus addresses
+    sgprs=16,
+    # address arithmetic, bounds check, 4 loads + 4 stores of 16 bytes, all loads independent
+    cost=CostProfile(
+        valu=12,
+        salu=10,
+        vmem=8,
+        mem_rounds=1,
+        load_bytes=COPY_BYTES_PER_ITEM,
+        store_bytes=COPY_BYTES_PER_ITEM,
+    ),
+    body=_copy_buffer,
+    streams=(("src", COPY_BYTES_PER_ITEM), ("dst", COPY_BYTES_PER_ITEM)),
+)
+
+FILL_BYTES_PER_ITEM = 64  # four dwordx4 stores per work-item, as the copy kernel
+_FILL_ARGS, _FILL_KA = layout_args(("dst", "ptr"), ("value", "u32"), ("count", "u64"))
+
+
+def _fill_buffer(ctx: WorkgroupContext) -> None:
+    dst, value, count = (int(ctx.arg(a)) for a in _FILL_ARGS)
+    lo, nbytes = _byte_range(ctx, count * 4, FILL_BYTES_PER_ITEM)
+    if nbytes <= 0:
+        return
+    ctx.array(dst, np.uint32, lo // 4, nbytes // 4)[:] = np.uint32(value)
+
+
+FILL_BUFFER = KernelSpec(
+    name="fill_buffer",
+    args=_FILL_ARGS,
+    kernarg_size=_FILL_KA,
+    vgprs=8,
+    sgprs=16,
+    cost=CostProfile(valu=8, salu=10, vmem=4, mem_rounds=1, store_bytes=FILL_BYTES_PER_ITEM),
+    body=_fill_buffer,
+    streams=(("dst", FILL_BYTES_PER_ITEM),),
+)

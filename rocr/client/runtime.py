@@ -22,6 +22,7 @@ from rocr.client.memory import Buffer, MemoryPool
 from rocr.client.queue import Queue
 from rocr.client.signal import Signal
 from rocr.client.system import System
+from rocr.copy import CopyHandle
 from rocr.errors import HsaError
 from rocr.executable import read_code_object
 from rocr.runtime import DispatchHandle as LocalDispatchHandle
@@ -186,6 +187,59 @@ class Runtime:
         self._signals[sig.handle] = sig
         return sig
 
+    # -- copies (hsa_ext_amd.h) ----------------------------------------------------------------
+    def memory_async_copy(
+        self,
+        dst: Any,
+        dst_agent: Agent,
+        src: Any,
+        src_agent: Agent,
+        size: int,
+        deps: Iterable[Signal] = (),
+        completion_signal: Signal | None = None,
+    ) -> CopyHandle:
+        """hsa_amd_memory_async_copy on the served system; a handle with `.wait()`."""
+        body = {
+            "dst": int(dst),
+            "dst_agent": _node(dst_agent, "dst_agent"),
+            "src": int(src),
+            "src_agent": _node(src_agent, "src_agent"),
+            "size": as_u64(size, "size", why="a byte count (size_t)"),
+            "deps": [_handle(d, f"deps[{i}]") for i, d in enumerate(deps)],
+            "completion_signal": None
+            if completion_signal is None
+            else _handle(completion_signal, "completion_signal"),
+        }
+        r = self._post("/copies", body)
+        sig = self.signal(r["signal"])
+        return CopyHandle(self, sig, r["target"], r["engine"], completion_signal is None)
+
+    def memory_copy(self, dst: Any, src: Any, size: int) -> None:
+        """hsa_memory_copy (synchronous)."""
+        self._post("/memory-copy", {"dst": int(dst), "src": int(src), "size": size})
+
+    def memory_fill(self, ptr: Any, value: int, count: int) -> None:
+        """hsa_amd_memory_fill."""
+        self._post("/memory-fill", {"ptr": int(ptr), "value": value, "count": count})
+
+    def memory_lock(self, buf: Any, agents: Iterable[Agent] | None = None) -> int:
+        """hsa_amd_memory_lock."""
+        nodes = None if agents is None else [_node(a, "agents") for a in agents]
+        return int(self._post("/memory-lock", {"buffer": int(buf), "agents": nodes}))
+
+    def memory_unlock(self, buf: Any) -> None:
+        """hsa_amd_memory_unlock."""
+        self._post("/memory-unlock", {"buffer": int(buf)})
+
+    def profiling_async_copy_enable(self, enable: bool = True) -> None:
+        """hsa_amd_profiling_async_copy_enable."""
+        self._put("/profiling/async-copy", {"enable": as_bool(enable, "enable")})
+
+    def async_copy_time(self, signal: Signal) -> tuple[float, float]:
+        """hsa_amd_profiling_get_async_copy_time: (start, end) in ns."""
+        d = self._get(f"/signals/{_handle(signal, 'signal')}/async-copy-time")
+        return float(d["start_ns"]), float(d["end_ns"])
+
     # -- code objects --------------------------------------------------------------------------
     def load_code_object(self, source: Any = "builtin", agent: Agent | None = None) -> Executable:
         """Load a code object for `agent` (default: the first GPU). A path is read here and
@@ -277,6 +331,20 @@ class Runtime:
     def trace(self, track: str, name: str, **args: object) -> None:
         """A marker of your own in the trace, at the current host time."""
         self._post("/trace/markers", {"track": track, "name": name, "args": args})
+
+
+def _node(agent: Any, what: str) -> int:
+    if not isinstance(agent, Agent):
+        raise HsaError(
+            Status.ERROR_INVALID_AGENT, f"{what} = {show(agent)} is not an agent (rt.gpus[i])"
+        )
+    return agent.node
+
+
+def _handle(sig: Any, what: str) -> int:
+    if not isinstance(sig, Signal):
+        raise HsaError(Status.ERROR_INVALID_SIGNAL, f"{what} = {show(sig)} is not a signal")
+    return sig.handle
 
 
 def _split(url: str) -> tuple[str, str | None]:

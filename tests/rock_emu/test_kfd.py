@@ -154,7 +154,7 @@ def test_create_queue_encodes_doorbell_offset_like_the_driver(kfd):
         ("queue_percentage", 101, "queue_percentage"),
         ("queue_priority", 16, "queue_priority"),
         ("ring_base_address", 0x900000, "not inside one allocation"),
-        ("queue_type", io.KFD_IOC_QUEUE_TYPE_SDMA, "queue_type"),
+        ("queue_type", io.KFD_IOC_QUEUE_TYPE_COMPUTE, "queue_type"),  # PM4: not emulated
     ],
 )
 def test_create_queue_rejects_bad_arguments(kfd, field, value, match):

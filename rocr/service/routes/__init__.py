@@ -1,7 +1,7 @@
 """FastAPI routers, one per resource: systems, agents and pools, buffers, queues, signals,
 code objects, and inspection of every layer."""
 
-from rocr.service.routes import agents, buffers, code, inspect, queues, signals, systems
+from rocr.service.routes import agents, buffers, code, copies, inspect, queues, signals, systems
 
 ROUTERS = [
     systems.router,
@@ -11,6 +11,7 @@ ROUTERS = [
     signals.router,
     code.router,
     inspect.router,
+    copies.router,
 ]
 
 __all__ = ["ROUTERS"]
