@@ -9,6 +9,11 @@ Housekeeping events (the HW scheduler's quantum timer and the HQD reloads it sta
 reorganise the machine; they never do work. A wait with no timeout can pause before each of
 them (`run_while(..., pause_housekeeping=True)`) and ask whether anything else is left
 (`only_housekeeping`): a rotation of queues that cannot run is no progress.
+
+A slice hook (`set_slice_hook`) is called between two events every `every` events fired; it
+may raise to stop the run there (the machine is consistent between events, and the run can be
+resumed by running again). A host serving many machines uses it to bound how long one run holds
+a thread, and to cancel it. The hot path compares one counter per event.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ PS_PER_NS = 1_000
 PS_PER_US = 1_000_000
 PS_PER_MS = 1_000_000_000
 PS_PER_S = 1_000_000_000_000
+_NEVER = 1 << 62  # event count no run reaches: no slice hook
 
 
 class Event:
@@ -49,6 +55,23 @@ class Engine:
         self._heap: list[tuple[int, int, int, Event]] = []
         self._seq = 0
         self.events_fired = 0
+        self._slice_hook: Callable[[], None] | None = None
+        self._slice_events = 0
+        self._check_at = _NEVER
+
+    def set_slice_hook(self, hook: Callable[[], None] | None, every: int = 0) -> None:
+        """Call `hook()` between two events every `every` events (None: no hook). The hook may
+        raise to end the run in progress; the events not yet fired stay pending."""
+        if hook is not None and every < 1:
+            raise ValueError(f"slice of {every} events: at least 1")
+        self._slice_hook = hook
+        self._slice_events = every
+        self._check_at = self.events_fired + every if hook is not None else _NEVER
+
+    def _slice_end(self) -> None:
+        self._check_at = self.events_fired + self._slice_events
+        if self._slice_hook is not None:
+            self._slice_hook()
 
     def schedule(
         self,
@@ -105,6 +128,8 @@ class Engine:
             self.now = tick
             self.events_fired += 1
             ev.fn(*ev.args)
+            if self.events_fired >= self._check_at:
+                self._slice_end()
             return True
         return False
 
@@ -119,6 +144,8 @@ class Engine:
             self.now = t
             self.events_fired += 1
             ev.fn(*ev.args)
+            if self.events_fired >= self._check_at:
+                self._slice_end()
         if tick > self.now:
             self.now = tick
 
@@ -148,6 +175,8 @@ class Engine:
             self.now = t
             self.events_fired += 1
             ev.fn(*ev.args)
+            if self.events_fired >= self._check_at:
+                self._slice_end()
         return True
 
     def pending(self) -> int:

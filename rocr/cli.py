@@ -539,6 +539,132 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- kernels ---------------------------------------------------------------------------------
+
+
+def _kernels_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="an AMDGPU code object (.hsaco) or a clang offload bundle")
+    _add_preset(p, "GPU preset to compute occupancy on (and to pick from a bundle)")
+    p.add_argument("--json", action="store_true", help="print the kernels as JSON")
+    p.add_argument(
+        "--disasm", action="store_true", help="list each kernel's instructions as decoded"
+    )
+
+
+@command("kernels", "a code object's kernels: arguments, registers, LDS, scratch, occupancy")
+@arguments(_kernels_setup)
+def cmd_kernels(args: argparse.Namespace) -> int:
+    import json
+
+    from hw_model.isa.decoder import DecodeError, decode
+    from hw_model.occupancy import occupancy
+    from rocr import elf
+    from rocr.loader import parse_code_object, unbundle
+
+    try:
+        blob = Path(args.file).read_bytes()
+    except OSError as e:
+        raise CliError(f"cannot read {args.file}: {e.strerror or e}") from None
+    spec = PRESETS[args.preset]
+    if blob.startswith(elf.OFFLOAD_BUNDLE_MAGIC):
+        blob = unbundle(blob, spec.name)
+    if not blob.startswith(elf.ELF_MAGIC):
+        raise CliError(f"{args.file} is not an AMDGPU code object (no ELF header)")
+    if len(blob) >= 20 and int.from_bytes(blob[18:20], "little") != elf.EM_AMDGPU:
+        raise CliError(f"{args.file} is an ELF but not an AMDGPU code object (e_machine)")
+    co = parse_code_object(blob)
+    rows = []
+    for k in co.kernels:
+        wg = min(k.max_flat_workgroup_size, spec.max_workgroup_size)
+        try:
+            occ = occupancy(
+                spec,
+                workgroup_size=wg,
+                vgprs=k.vgprs + k.agprs,
+                sgprs=k.sgprs,
+                lds=k.group_segment_size,
+                private_segment_size=k.private_segment_size,
+            )
+            fit: dict[str, Any] = {
+                "workgroup_size": wg,
+                "waves_per_simd": occ.waves_per_simd,
+                "max_waves_per_simd": occ.max_waves_per_simd,
+                "workgroups_per_cu": occ.workgroups_per_cu,
+                "limited_by": occ.limited_by,
+            }
+        except ValueError as e:
+            fit = {"workgroup_size": wg, "error": str(e)}
+        rows.append(
+            {
+                "name": k.name,
+                "kernel_object_offset": k.kd_vaddr,
+                "code_offset": k.code_vaddr,
+                "code_size": k.code_size,
+                "args": [
+                    {"name": a.name, "offset": a.offset, "size": a.size, "value_kind": a.kind}
+                    | ({"type_name": a.type_name} if a.type_name else {})
+                    for a in (*k.args, *k.hidden_args)
+                ],
+                "kernarg_segment_size": k.kernarg_size,
+                "vgpr_count": k.vgprs,
+                "agpr_count": k.agprs,
+                "sgpr_count": k.sgprs,
+                "group_segment_fixed_size": k.group_segment_size,
+                "private_segment_fixed_size": k.private_segment_size,
+                "wavefront_size": k.wavefront_size,
+                "max_flat_workgroup_size": k.max_flat_workgroup_size,
+                "occupancy": fit,
+            }
+        )
+        if args.disasm:
+            try:
+                code = co.read_va(k.code_vaddr, k.code_size)
+                listing = [
+                    {"pc": i.pc, "mnemonic": i.mnemonic, "words": [f"{w:08X}" for w in i.words]}
+                    for i in decode(code, co.processor, k.code_vaddr)
+                ]
+            except (DecodeError, ValueError) as e:
+                listing = [{"error": str(e)}]
+            rows[-1]["disassembly"] = listing
+    if args.json:
+        print(json.dumps({"target": co.target, "code_object_version": co.version,
+                          "preset": args.preset, "kernels": rows}, indent=2))  # fmt: skip
+        return 0
+    note = "" if co.processor == spec.name else f" (not this preset's {spec.name}: won't load)"
+    print(f"{args.file}: code object v{co.version}, target {co.target}{note}")
+    for r in rows:
+        print(f"\nkernel {r['name']}  ({r['code_size']} bytes of code at {r['code_offset']:#x})")
+        print(f"  {'argument':<24} {'offset':>6} {'size':>5}  value kind")
+        for a in r["args"]:
+            tn = f" ({a['type_name']})" if "type_name" in a else ""
+            name = "(hidden)" if a["name"] == a["value_kind"] else a["name"]
+            print(f"  {name:<24} {a['offset']:>6} {a['size']:>5}  {a['value_kind']}{tn}")
+        print(
+            f"  kernarg {r['kernarg_segment_size']} B, VGPRs {r['vgpr_count']}"
+            + (f" + AGPRs {r['agpr_count']}" if r["agpr_count"] else "")
+            + f", SGPRs {r['sgpr_count']}, LDS {r['group_segment_fixed_size']} B, scratch "
+            f"{r['private_segment_fixed_size']} B per work-item, wavefront {r['wavefront_size']}"
+            f", max workgroup {r['max_flat_workgroup_size']}"
+        )
+        o = r["occupancy"]
+        if "error" in o:
+            print(f"  occupancy on {args.preset}: does not fit: {o['error']}")
+        else:
+            print(
+                f"  occupancy on {args.preset} at {o['workgroup_size']} work-items per "
+                f"workgroup: {o['waves_per_simd']:g}/{o['max_waves_per_simd']} waves per SIMD, "
+                f"{o['workgroups_per_cu']} workgroups per CU, limited by "
+                f"{', '.join(o['limited_by'])}"
+            )
+        for i in r.get("disassembly", []):
+            if "error" in i:
+                print(f"  cannot decode: {i['error']}")
+                continue
+            name = i["mnemonic"] or "<unknown to the decoder>"
+            print(f"  {i['pc']:#08x}  {name:<28} {' '.join(i['words'])}")
+    return 0
+
+
 # -- serve -----------------------------------------------------------------------------------
 
 

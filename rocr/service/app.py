@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
-from rocr.service import errors
+from rocr.service import emulation, errors
 from rocr.service.guard import BodyLimit, Gate, SafetyNet
 from rocr.service.routes import ROUTERS
 from rocr.service.schemas import (
@@ -108,13 +108,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        emulation.configure(registry.limits.emulation_threads)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_reaper, registry)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
-        registry.close_all()
+        # Stop every system's work at its next slice, then shut the machines down off the
+        # event loop (a request finishing its slice needs the loop to give up its turn).
+        registry.cancel_all()
+        await to_thread.run_sync(registry.close_all)
 
     app = FastAPI(
         title="hsaemu",

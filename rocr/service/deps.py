@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
+from anyio import to_thread
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -41,6 +42,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     500: {
         "model": ErrorBody,
         "description": "a fault in the server itself (a bug to report); the connection stays open",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "the server is shutting down: work on the system was stopped",
     },
 }
 _RETRY_AFTER = {
@@ -88,19 +93,26 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
-def served_system(
+async def served_system(
     request: Request,
     system_id: Annotated[str, Path(min_length=1, max_length=64)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ServedSystem:
+    """In the event loop (a hash and a lookup): no thread per request for the token check."""
     token = _token(creds)
     reg = registry(request)
     if reg.is_admin(token):
         return reg.get_admin(system_id)
-    return reg.get(system_id, token)
+    try:
+        served = reg.authorize(system_id, token)
+    except ApiError:
+        # Refused: `get` answers the same, and shuts an expired system down (off the loop).
+        return await to_thread.run_sync(reg.get, system_id, token)
+    served.touch()
+    return served
 
 
-def admin(
+async def admin(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
     if not registry(request).is_admin(_token(creds)):

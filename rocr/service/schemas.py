@@ -112,8 +112,8 @@ class ServerLimits(Request):
     max_memory_per_system: int = Field(
         128 * MiB,
         ge=1 << 16,
-        description="bytes of buffers, queue rings, code objects and trace markers one system "
-        "may hold",
+        description="bytes of buffers, queue rings, code objects, signals (with their KFD "
+        "events) and trace markers one system may hold",
     )
     max_queues_per_process: int = Field(32, ge=1, description="AQL queues per system")
     max_signals_per_system: int = Field(1024, ge=1, description="signals per system")
@@ -135,6 +135,26 @@ class ServerLimits(Request):
     )
     max_kernels_per_code_object: int = Field(
         1024, ge=1, description="kernels (amdhsa.kernels entries) one code object may declare"
+    )
+    max_run_ns: float = Field(
+        1e10,
+        gt=0,
+        description="longest simulated time one POST run may cover (duration_ns, or limit_ns "
+        "of until_idle): a longer run is refused, a shorter one runs in slices and stops when "
+        "its client hangs up",
+    )
+    max_dispatch_work: int = Field(
+        1 << 40,
+        ge=1,
+        description="largest dispatch: work-items (whole workgroups) times the kernel's wave "
+        "instructions (at least 1); a bigger one is refused before it is queued",
+    )
+    emulation_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="threads that run emulation (one system uses one at a time); the event "
+        "loop, /healthz and token checks never wait for them",
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import FrameType
+from typing import Any
 
 from rocr.service.schemas import ServerLimits
+from rocr.service.systems import SystemRegistry
 
 
 def parse_limits(items: list[str] | None) -> ServerLimits:
@@ -54,10 +57,35 @@ def serve(
     api_keys: list[str] | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted (SIGINT or SIGTERM stop the systems' work at once)."""
     import uvicorn
 
     from rocr.service.app import create_app
 
     app = create_app(limits, default_preset=preset, admin_token=admin_token, api_keys=api_keys)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    stopping_server(config, app.state.registry).run()
+
+
+# Real time uvicorn gives open requests to finish after SIGTERM before it drops them; work on
+# the machines is cancelled at once, so requests end within a slice (a guess with margin).
+GRACEFUL_SHUTDOWN_S = 3.0
+
+
+def stopping_server(config: Any, registry: SystemRegistry) -> Any:
+    """uvicorn's server, cancelling every system's work when a signal asks it to stop:
+    uvicorn waits for open requests, and a wait on a busy machine may not end by itself."""
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            registry.cancel_all()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer(config)

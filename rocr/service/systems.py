@@ -10,6 +10,15 @@ SHA-256 digests and compared in constant time. Idle systems are shut down after
 Creating a system is admitted per client: a client is its API key when the server requires
 keys (also kept only as digests), else its IP address; each may hold `max_systems_per_client`
 systems and create them at `create_rate_per_minute` (a token bucket of `create_burst`).
+
+Emulation never holds a request thread or a system without bound. Requests take turns on a
+system in the event loop (`turn`, first come first served), not parked in threads; only the
+request whose turn it is runs, in the emulation executor. The machine's engine calls
+`ServedSystem.on_slice` every `SLICE_EVENTS` events: a wait or a `run` (`sliced()`) ends its
+slice there when another request is queued or its client hung up (`Watch`), gives up its turn
+and continues in a later one; a cancelled system (deleted, expired, server shutting down)
+stops whatever runs on it at the next slice. A client alone on its system never has its wait
+cut, so what it simulates does not depend on real time.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+import anyio
 from pydantic import ValidationError
 
 import rocr
@@ -46,10 +57,45 @@ SPEC_DEPTH_MAX = 8
 # Host memory a trace event takes beside its strings (~500 bytes measured with tracemalloc,
 # hw_model.trace): what a marker costs the system while the trace keeps it.
 TRACE_EVENT_BYTES = 512
+# Host memory of a signal the server holds (rocr.Signal, its amd_signal_t, the roct/KFD
+# objects): ~860 B for a user signal, ~1,560 B for an interrupt signal with its KFD event,
+# measured with tracemalloc over 1,000 of each.
+SIGNAL_BYTES = 1024
+EVENT_BYTES = 768
 ADMIN_CLIENT = "admin"  # the admin token creates systems outside the per-client limits
 # Rate buckets kept for clients that are not full (older, full ones are forgotten): bounds the
 # table one client per address could grow.
 MAX_RATE_BUCKETS = 4096
+# Events between two calls of the slice hook: ~90 us an event measured on the teaching preset
+# (an `empty` grid, a loaded 2-core machine), so 256 events are ~25 ms of engine work: a cancel
+# or a queued request is seen within that, and the hook costs nothing per event.
+SLICE_EVENTS = 256
+# How often a wait or run in progress checks whether its client is still there (a guess: a
+# client that hung up is noticed well within a second, at little cost to the event loop).
+WATCH_S = 0.1
+TURN_POLL_S = 0.001  # while a thread outside the turns (reaper, shutdown) holds the lock
+
+
+class SliceEnd(Exception):
+    """Raised by the slice hook: a sliced run gives up its turn; resume by running again."""
+
+
+class Watch:
+    """What a sliced section is told from the event loop while it runs: its client hung up."""
+
+    __slots__ = ("abandoned",)
+
+    def __init__(self) -> None:
+        self.abandoned = False
+
+
+class Cancelled(Exception):
+    """Raised by the slice hook: the system was cancelled (`ServedSystem.cancelled` says why)."""
+
+
+# The system whose turn the current request holds (its lock is held for it): `use` does not
+# take the lock again.
+_HELD: ContextVar[ServedSystem | None] = ContextVar("hsaemu_turn", default=None)
 
 
 def _digest(token: str) -> bytes:
@@ -165,6 +211,10 @@ class ServedSystem:
         self.name = name
         self.limits = limits
         self.lock = threading.Lock()
+        self._fair: anyio.Lock | None = None  # made in the event loop, by the first turn
+        self.queued = 0  # requests waiting for their turn
+        self.cancelled: str | None = None  # why the system's work stops (deleted, ...)
+        self._sliced: Watch | None = None  # the running section may end its slice
         self.last_used = time.monotonic()
         self.closed = False
         self.waiters = 0
@@ -182,6 +232,81 @@ class ServedSystem:
         if rt.system is not None:
             # Bound the trace's memory: a server holds many machines.
             rt.system.tracer.max_events = limits.max_trace_events
+            rt.system.engine.set_slice_hook(self.on_slice, SLICE_EVENTS)
+
+    # -- slices and cancellation ---------------------------------------------------------------
+    def on_slice(self) -> None:
+        """The engine's slice hook (between two events)."""
+        if self.cancelled is not None:
+            raise Cancelled(self.cancelled)
+        cut = self._sliced
+        if cut is not None and (self.queued > 0 or cut.abandoned):
+            raise SliceEnd()
+
+    @contextmanager
+    def sliced(self, watch: Watch) -> Iterator[None]:
+        """A section (under the turn) that may end its slice: SliceEnd leaves it; the host
+        slept until the device's clock, so it resumes from where the device got to."""
+        self._sliced = watch
+        try:
+            yield
+        except SliceEnd:
+            sysm = self.rt.system
+            if sysm is not None:
+                sysm.host_now = max(sysm.host_now, sysm.engine.now)
+            raise
+        finally:
+            self._sliced = None
+
+    def cancel(self, why: str) -> None:
+        """Stop the system's work at its next slice (thread-safe: only sets a flag)."""
+        if self.cancelled is None:
+            self.cancelled = why
+
+    def stopped_error(self) -> ApiError:
+        if self.cancelled == SHUTTING_DOWN:
+            return ApiError(503, Status.ERROR, f"system {self.id}: {SHUTTING_DOWN}")
+        return gone(self.id)
+
+    @asynccontextmanager
+    async def turn(self, *, closing: bool = False) -> AsyncIterator[None]:
+        """This request's turn on the system (in the event loop, first come first served);
+        409 after max_wait_ms. Code it runs in the emulation executor holds the lock."""
+        if self._fair is None:
+            self._fair = anyio.Lock()
+        fair = self._fair
+        got_fair = got = False
+        self.queued += 1
+        try:
+            with anyio.move_on_after(self.limits.max_wait_ms / 1000):
+                await fair.acquire()
+                got_fair = True
+                while not self.lock.acquire(blocking=False):
+                    await anyio.sleep(TURN_POLL_S)
+                got = True
+        finally:
+            self.queued -= 1
+            if got_fair and not got:
+                fair.release()
+        if not got:
+            if self.cancelled is not None and not closing:
+                raise self.stopped_error()
+            raise limit_error(
+                409,
+                "max_wait_ms",
+                self.limits.max_wait_ms,
+                f"system {self.id} stayed busy with another request",
+            )
+        held = _HELD.set(self)
+        try:
+            if not closing and (self.closed or self.cancelled is not None):
+                raise self.stopped_error()
+            yield
+        finally:
+            _HELD.reset(held)
+            self.last_used = time.monotonic()
+            self.lock.release()
+            fair.release()
 
     # -- ownership and serialization ---------------------------------------------------------
     def owned_by(self, token: str | None) -> bool:
@@ -190,7 +315,18 @@ class ServedSystem:
 
     @contextmanager
     def use(self, *, counts: bool = True) -> Iterator[rocr.Runtime]:
-        """Hold the system's lock; a request that cannot get it within max_wait_ms fails."""
+        """Hold the system's lock (already held in the request's turn); a request that cannot
+        get it within max_wait_ms fails."""
+        if _HELD.get() is self:
+            if self.closed or self.cancelled is not None:
+                raise self.stopped_error()
+            try:
+                yield self.rt
+            finally:
+                self.last_used = time.monotonic()
+                if counts:
+                    self.activity += 1
+            return
         wait_s = self.limits.max_wait_ms / 1000
         if not self.lock.acquire(timeout=wait_s):
             raise limit_error(
@@ -222,6 +358,10 @@ class ServedSystem:
         """Shut the runtime down (destroys its queues, frees its memory, closes the KFD)."""
         if not self.closed:
             self.closed = True
+            self.cancel(self.cancelled or "shut down")
+            sysm = self.rt.system
+            if sysm is not None:
+                sysm.engine.set_slice_hook(None)  # shutdown's own work must not stop halfway
             self.rt.shutdown()
 
     # -- memory accounting -------------------------------------------------------------------
@@ -344,11 +484,15 @@ class ServedSystem:
             f"no loaded kernel has {what}; load a code object first (POST executables)",
         )
 
+    @staticmethod
+    def signal_bytes(interrupt: bool) -> int:
+        return SIGNAL_BYTES + (EVENT_BYTES if interrupt else 0)
+
     def add_signal(self, sig: rocr.Signal) -> None:
-        if (
-            sig.handle not in self.signals
-            and len(self.signals) >= self.limits.max_signals_per_system
-        ):
+        """Register `sig`, charged to the system (signal, and its KFD event if it has one)."""
+        if sig.handle in self.signals:
+            return
+        if len(self.signals) >= self.limits.max_signals_per_system:
             raise limit_error(
                 429,
                 "max_signals_per_system",
@@ -356,8 +500,15 @@ class ServedSystem:
                 "too many signals; destroy some first",
             )
         self.signals[sig.handle] = sig
+        self.charge("signal", sig.handle, self.signal_bytes(sig.event is not None))
 
-    def check_signal_room(self) -> None:
+    def remove_signal(self, handle: int) -> None:
+        del self.signals[handle]
+        self.refund("signal", handle)
+
+    def check_signal_room(self, interrupt: bool = True) -> None:
+        """429 unless one more signal fits (its count, and its bytes)."""
+        self.ensure_room(self.signal_bytes(interrupt))
         if len(self.signals) >= self.limits.max_signals_per_system:
             raise limit_error(
                 429,
@@ -408,6 +559,9 @@ def read_api_keys(path: str) -> list[str]:
     if not keys:
         raise ValueError(f"{path} holds no API key (one a line)")
     return keys
+
+
+SHUTTING_DOWN = "the server is shutting down"
 
 
 def gone(sid: str) -> ApiError:
@@ -599,7 +753,7 @@ class SystemRegistry:
         if not served.owned_by(token):
             raise gone(sid)
         if served.expired():
-            self._remove(served)
+            self._remove(served, "expired when idle")
             raise gone(sid)
         served.touch()
         return served
@@ -635,10 +789,31 @@ class SystemRegistry:
     def delete(self, served: ServedSystem) -> None:
         self._remove(served)
 
-    def _remove(self, served: ServedSystem) -> None:
+    def forget(self, served: ServedSystem, why: str) -> None:
+        """Take `served` off the registry and cancel its work (never blocks); closing it is
+        the caller's (under a turn: `close_in_turn`)."""
+        served.cancel(why)
         with self._lock:
             if self._systems.get(served.id) is served:
                 del self._systems[served.id]
+
+    async def close_in_turn(self, served: ServedSystem, run: Any) -> None:
+        """Close `served` in its turn once the work in progress has stopped at its slice;
+        `run(fn)` runs fn in the emulation executor."""
+        try:
+            async with served.turn(closing=True):
+                await run(served.close)
+        except ApiError:  # the turn never came: whoever holds it sees `cancelled` and stops
+            served.closed = True
+
+    def cancel_all(self, why: str = SHUTTING_DOWN) -> None:
+        """Stop every system's work at its next slice. Safe from a signal handler: takes no
+        lock (the handler may interrupt a thread holding the registry's)."""
+        for s in list(self._systems.values()):
+            s.cancel(why)
+
+    def _remove(self, served: ServedSystem, why: str = "deleted") -> None:
+        self.forget(served, why)
         # Shut down under the system's lock so no request is inside; if one is, it will see
         # `closed` when it next takes the lock.
         if served.lock.acquire(timeout=self.limits.max_wait_ms / 1000):
@@ -654,9 +829,10 @@ class SystemRegistry:
         now = time.monotonic()
         victims = [s for s in self.all() if s.expired(now) and not s.lock.locked()]
         for s in victims:
-            self._remove(s)
+            self._remove(s, "expired when idle")
         return len(victims)
 
     def close_all(self) -> None:
+        self.cancel_all()
         for s in self.all():
-            self._remove(s)
+            self._remove(s, SHUTTING_DOWN)

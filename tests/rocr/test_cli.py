@@ -388,3 +388,61 @@ def test_trace_refuses_an_output_directory_that_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     assert main(["trace", "-d", str(tmp_path / "f"), str(tmp_path / "app.py")]) == 2
     assert "is not a directory" in _one_error_line(capsys, "hsaemu trace")
+
+
+KERNELS_CL = """
+__kernel void vector_add(__global const float *a, __global const float *b,
+                         __global float *c, uint n) {
+  size_t i = get_global_id(0);
+  if (i < n) c[i] = a[i] + b[i];
+}
+__kernel void tile(__global float *out) {
+  __local float t[1024];
+  t[get_local_id(0)] = get_local_id(0);
+  barrier(CLK_LOCAL_MEM_FENCE);
+  out[get_global_id(0)] = t[1023 - get_local_id(0)];
+}
+"""
+
+
+def test_kernels_lists_arguments_registers_and_occupancy(compile_cl, capsys, monkeypatch):
+    monkeypatch.delenv("HSAEMU_PRESET", raising=False)
+    path = compile_cl(KERNELS_CL)
+    assert main(["kernels", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "code object v5, target gfx900" in out
+    assert "kernel vector_add" in out and "kernel tile" in out
+    for needle in ("a ", "global_buffer (float*)", "by_value (uint)", "hidden_block_count_x"):
+        assert needle in out, needle
+    assert "LDS 4096 B" in out and "occupancy on gfx900" in out
+    assert main(["kernels", str(path), "--preset", "teaching", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    va = next(k for k in doc["kernels"] if k["name"] == "vector_add")
+    assert [(a["name"], a["offset"], a["size"], a["value_kind"]) for a in va["args"][:4]] == [
+        ("a", 0, 8, "global_buffer"),
+        ("b", 8, 8, "global_buffer"),
+        ("c", 16, 8, "global_buffer"),
+        ("n", 24, 4, "by_value"),
+    ]
+    assert va["wavefront_size"] == 64 and va["vgpr_count"] > 0
+    assert va["occupancy"]["workgroups_per_cu"] >= 1
+    tile = next(k for k in doc["kernels"] if k["name"] == "tile")
+    assert tile["group_segment_fixed_size"] == 4096
+    assert main(["kernels", str(path), "--disasm"]) == 0
+    out = capsys.readouterr().out
+    assert "s_load_dword" in out and "s_barrier" in out and "s_endpgm" in out
+    assert "<unknown to the decoder>" not in out
+
+
+def test_kernels_refuses_what_is_not_a_code_object(tmp_path, capsys):
+    assert main(["kernels", str(tmp_path / "missing.hsaco")]) == 2
+    assert "missing.hsaco" in _one_error_line(capsys, "hsaemu kernels")
+    text = tmp_path / "k.cl"
+    text.write_text("__kernel void k() {}")
+    assert main(["kernels", str(text)]) == 2
+    assert "not an AMDGPU code object" in _one_error_line(capsys, "hsaemu kernels")
+    bad = tmp_path / "bad.hsaco"
+    bad.write_bytes(b"\x7fELF\x02\x01\x01\x40\x03" + bytes(9) + (224).to_bytes(2, "little"))
+    assert main(["kernels", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "HSA_STATUS_ERROR_INVALID_CODE_OBJECT" in err

@@ -9,10 +9,13 @@ from fastapi import APIRouter, Query
 
 import rocr
 from rocr.service.deps import ERRORS, PREFIX, System
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.schemas import AgentInfo, PoolInfo
 from rocr.service.systems import ServedSystem
 
-router = APIRouter(prefix=PREFIX, tags=["agents and pools"], responses=ERRORS)
+router = APIRouter(
+    prefix=PREFIX, tags=["agents and pools"], responses=ERRORS, route_class=EmulatedRoute
+)
 
 
 def agent_info(s: ServedSystem, a: rocr.Agent) -> AgentInfo:

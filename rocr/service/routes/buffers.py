@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Query, Request, Response
 
 import rocr
+from rocr.service import emulation
 from rocr.service.deps import (
     ERRORS,
     OCTET,
@@ -21,6 +21,7 @@ from rocr.service.deps import (
     responses,
     wants_octet,
 )
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.errors import limit_error
 from rocr.service.schemas import (
     AllowAccess,
@@ -32,7 +33,7 @@ from rocr.service.schemas import (
 )
 from rocr.service.systems import ServedSystem
 
-router = APIRouter(prefix=PREFIX, tags=["buffers"], responses=ERRORS)
+router = APIRouter(prefix=PREFIX, tags=["buffers"], responses=ERRORS, route_class=EmulatedRoute)
 
 
 def buffer_info(s: ServedSystem, b: rocr.Buffer) -> BufferInfo:
@@ -145,4 +146,4 @@ async def write_bytes(
             s.buffer(address).write(data, offset)
         return BufferWritten(offset=offset, size=len(data))
 
-    return await to_thread.run_sync(write)
+    return await emulation.in_turn(s, write)

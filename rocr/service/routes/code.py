@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Query, Request
 
 import rocr
 from hw_model.kernels import CODE_OBJECT_MAGIC, decode_code_object
 from hw_model.structs import KERNEL_DESCRIPTOR_SIZE
 from rocr.executable import CODE_ALIGN, read_code_object
+from rocr.service import emulation
 from rocr.service.deps import (
     ERRORS,
     PREFIX,
@@ -25,6 +25,7 @@ from rocr.service.deps import (
     json_body,
     responses,
 )
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.schemas import (
     CodeObjectLoad,
@@ -36,7 +37,9 @@ from rocr.service.schemas import (
 from rocr.service.systems import PAGE, ServedSystem
 from rocr.status import Status
 
-router = APIRouter(prefix=PREFIX, tags=["code objects"], responses=ERRORS)
+router = APIRouter(
+    prefix=PREFIX, tags=["code objects"], responses=ERRORS, route_class=EmulatedRoute
+)
 
 # Host memory of one kernel symbol (KernelSymbol, its info and table entry): ~1 KiB measured
 # with tracemalloc loading the built-in code object.
@@ -127,7 +130,7 @@ async def load_code_object(
                 "object's bytes as application/octet-stream",
             )
 
-    return await to_thread.run_sync(_load, s, source, agent)
+    return await emulation.in_turn(s, _load, s, source, agent)
 
 
 def _load(s: ServedSystem, source: str | bytes, agent: int | None) -> ExecutableInfo:

@@ -8,17 +8,27 @@ The KFD is reached through the runtime's transport (an in-process `/dev/kfd`), n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from rocr.service import emulation
 from rocr.service.deps import ERRORS, PREFIX, System
-from rocr.service.errors import ApiError, not_found
-from rocr.service.schemas import Clock, KfdInfo, RunlistInfo, RunRequest, TraceEvents, TraceMarker
-from rocr.service.systems import TRACE_EVENT_BYTES, ServedSystem
+from rocr.service.emulation import EmulatedRoute
+from rocr.service.errors import ApiError, limit_error, not_found
+from rocr.service.schemas import (
+    Clock,
+    KfdInfo,
+    RunlistInfo,
+    RunRequest,
+    TraceEvents,
+    TraceMarker,
+)
+from rocr.service.systems import TRACE_EVENT_BYTES, ServedSystem, SliceEnd, Watch
 from rocr.status import Status
 
-router = APIRouter(prefix=PREFIX, tags=["inspection"], responses=ERRORS)
+router = APIRouter(prefix=PREFIX, tags=["inspection"], responses=ERRORS, route_class=EmulatedRoute)
 
 PS_PER_NS = 1000
 RUN_UNTIL_IDLE_DEFAULT_PS = 10**13  # 10 simulated seconds: bounds a run whose device never idles
@@ -58,25 +68,71 @@ def clock(s: System) -> Clock:
         return _clock(s)
 
 
-@router.post("/run")
-def run(body: RunRequest, s: System) -> Clock:
-    """Run the simulation forward: the host sleeps `duration`, or until the device is idle."""
+@dataclass
+class _RunState:
+    target_ps: int | None = None  # where the run ends (a duration) or stops at the latest
+
+
+def _run_slice(watch: Watch, s: ServedSystem, body: RunRequest, st: _RunState) -> Clock | None:
+    """Run on in the system's turn: the Clock once the run is done, None when its slice ended
+    first (the host slept until the device's clock; call again to go on)."""
     with s.use() as rt:
         sysm = _machine(s)
-        if body.until_idle:
-            limit = (
-                RUN_UNTIL_IDLE_DEFAULT_PS
-                if body.limit_ns is None
-                else round(body.limit_ns * PS_PER_NS)
-            )
-            sysm.run_until_idle(limit)
-        else:
-            ps = body.duration_ps
-            if ps is None:
-                ps = round((body.duration_ns or 0) * PS_PER_NS)
-            sysm.run_for(ps)
+        eng = sysm.engine
+        if st.target_ps is None:
+            st.target_ps = sysm.host_now + _run_ps(body)
+        target = st.target_ps
+        try:
+            with s.sliced(watch):
+                if body.until_idle:
+                    # System.run_until_idle with a limit, also stopping when all that is
+                    # left is the HW scheduler rotating queues none of which can run.
+                    while eng.run_while(lambda: True, target, pause_housekeeping=True):
+                        if sysm.stalled():
+                            break
+                        eng.step()
+                    sysm.host_now = max(sysm.host_now, eng.now)
+                else:
+                    eng.run_until(target)  # System.run_for: the host sleeps the duration
+                    sysm.host_now = max(sysm.host_now, target)
+        except SliceEnd:
+            return None
         rt.poll_async()
         return _clock(s)
+
+
+def _run_ps(body: RunRequest) -> int:
+    if body.until_idle:
+        return RUN_UNTIL_IDLE_DEFAULT_PS if body.limit_ns is None else round(body.limit_ns * 1000)
+    if body.duration_ps is not None:
+        return body.duration_ps
+    return round((body.duration_ns or 0) * PS_PER_NS)
+
+
+@router.post("/run")
+async def run(body: RunRequest, s: System, request: Request) -> Clock:
+    """Run the simulation forward: the host sleeps `duration`, or until the device is idle
+    (at most `limit_ns`). A run longer than the server's max_run_ns is refused; a run within
+    it goes on in slices, between which other requests on the system are served, and stops
+    when its client hangs up."""
+    lim = s.limits.max_run_ns
+    ns = _run_ps(body) / PS_PER_NS
+    if body.until_idle and body.limit_ns is None:
+        ns = min(ns, lim)  # the default bound of until_idle follows the server's limit
+    if ns > lim:
+        what = "limit_ns" if body.until_idle else "duration"
+        raise limit_error(
+            422, "max_run_ns", lim, f"{what} {ns:g} ns is longer than one run may cover"
+        )
+    if body.until_idle and body.limit_ns is None:
+        body = body.model_copy(update={"limit_ns": ns})
+    st = _RunState()
+    while True:
+        clock = await emulation.watched(s, request, _run_slice, s, body, st)
+        if clock is not None:
+            return clock
+        if await request.is_disconnected():
+            raise ApiError(409, Status.ERROR, "the client went away during the run")
 
 
 @router.get("/kfd")

@@ -11,14 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import TypeAdapter
 
 import rocr
 from hw_model import aql
 from hw_model.aql import FenceScope, PacketType
+from hw_model.kernels import BUILTINS
 from rocr.errors import HsaError
+from rocr.service import emulation
 from rocr.service.deps import (
     ERRORS,
     PREFIX,
@@ -30,6 +31,7 @@ from rocr.service.deps import (
     responses,
     wants_octet,
 )
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.schemas import (
     CuMask,
@@ -50,10 +52,11 @@ from rocr.service.schemas import (
     QueueReport,
     RawPacket,
 )
+from rocr.service.systems import ServedSystem
 from rocr.signal import Condition
 from rocr.status import Status, status_c_name
 
-router = APIRouter(prefix=PREFIX, tags=["queues"], responses=ERRORS)
+router = APIRouter(prefix=PREFIX, tags=["queues"], responses=ERRORS, route_class=EmulatedRoute)
 
 PacketIndex = Annotated[int, Path(ge=0, le=(1 << 63) - 1, description="packet index")]
 _PACKET = TypeAdapter(PacketBody)
@@ -337,11 +340,12 @@ async def write_packet(
     def write() -> PacketSlot:
         with s.use():
             q = s.queue(queue_id)
+            check_packet_work(s, raw)
             with queue_call(q):
                 q.write_packet(index, raw)
             return packet_slot(q, index)
 
-    return await to_thread.run_sync(write)
+    return await emulation.in_turn(s, write)
 
 
 @router.post("/queues/{queue_id}/doorbell")
@@ -383,12 +387,70 @@ def set_cu_mask(queue_id: int, body: CuMask, s: System) -> QueueInfo:
         return queue_info(q)
 
 
+def _dims(v: int | list[int]) -> list[int]:
+    return [v] if isinstance(v, int) else list(v)
+
+
+def dispatch_work(name: str, grid: int | list[int], workgroup: int | list[int]) -> int:
+    """Work-items the dispatch runs (its grid rounded up to whole workgroups, as the
+    dispatcher places them) times the kernel's wave instructions (its cost profile; at least
+    1, and 1 for a kernel without one)."""
+    g, w = _dims(grid), _dims(workgroup)
+    items = 1
+    for i, n in enumerate(g):
+        size = max(1, w[i] if i < len(w) else 1)
+        items *= -(-n // size) * size
+    spec = BUILTINS.get(name)
+    cost = 1
+    if spec is not None:
+        c = spec.cost
+        cost = max(1, c.valu + c.salu + c.lds + c.vmem)
+    return items * cost
+
+
+def check_work(
+    s: ServedSystem, name: str, grid: int | list[int], workgroup: int | list[int]
+) -> None:
+    """422 naming max_dispatch_work when the dispatch is bigger."""
+    work = dispatch_work(name, grid, workgroup)
+    if work > s.limits.max_dispatch_work:
+        raise limit_error(
+            422,
+            "max_dispatch_work",
+            s.limits.max_dispatch_work,
+            f"kernel {name!r} on grid {grid} (workgroup {workgroup}) is {work} units of "
+            "work (work-items x wave instructions)",
+        )
+
+
+def check_packet_work(s: ServedSystem, raw: bytes) -> None:
+    """A raw kernel dispatch packet is held to max_dispatch_work as POST dispatch is."""
+    if aql.header_fields(int.from_bytes(raw[0:2], "little")).type != PacketType.KERNEL_DISPATCH:
+        return
+    pkt = aql.KernelDispatchPacket.from_bytes(raw)
+    name = next(
+        (
+            sym.name
+            for exe in s.executables.values()
+            for sym in exe.symbols.values()
+            if sym.kernel_object == pkt.kernel_object
+        ),
+        f"at kernel_object {pkt.kernel_object:#x}",
+    )
+    grid = [pkt.grid_size_x, pkt.grid_size_y, pkt.grid_size_z]
+    wg = [pkt.workgroup_size_x, pkt.workgroup_size_y, pkt.workgroup_size_z]
+    check_work(s, name, grid, wg)
+
+
 @router.post("/queues/{queue_id}/dispatch", status_code=201, responses=responses(507))
 def dispatch(queue_id: int, body: DispatchRequest, s: System) -> DispatchInfo:
-    """Pack the kernargs, write a kernel dispatch packet and ring the doorbell."""
+    """Pack the kernargs, write a kernel dispatch packet and ring the doorbell. A dispatch
+    whose work (work-items times the kernel's wave instructions) is past the server's
+    max_dispatch_work is refused (422) before anything is queued."""
     with s.use():
         q = s.queue(queue_id)
         k = s.kernel(body.kernel_object, body.kernel)
+        check_work(s, k.name, body.grid, body.workgroup)
         sig = None if body.completion_signal is None else s.signal(body.completion_signal)
         if sig is None:
             s.check_signal_room()

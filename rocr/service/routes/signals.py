@@ -7,6 +7,11 @@ do. On a served machine another client may still act (ring a doorbell, store to 
 with `wall_timeout_ms` such a wait releases the lock and blocks in real time, retrying once
 another request has changed something, until that bound; with 0 it fails at once with the
 diagnosis, like the local runtime.
+
+A long wait runs in slices (`ServedSystem.sliced`): as soon as another request on the system
+is queued it gives up its turn and resumes in the next one, with the host clock at the
+device's; a client that hangs up ends it at the next slice, and a system deleted, expired or
+shut down stops it (it answers as such).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import time
 from dataclasses import dataclass
 
 import anyio
-from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
 import rocr
 from rocr.errors import HsaError
+from rocr.service import emulation
 from rocr.service.deps import ERRORS, PREFIX, System, responses
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.routes.queues import queue_error
 from rocr.service.schemas import (
@@ -34,11 +40,11 @@ from rocr.service.schemas import (
     SignalWait,
     SignalWaitResult,
 )
-from rocr.service.systems import ServedSystem
+from rocr.service.systems import ServedSystem, SliceEnd, Watch
 from rocr.signal import Condition, WaitState
 from rocr.status import Status
 
-router = APIRouter(prefix=PREFIX, tags=["signals"], responses=ERRORS)
+router = APIRouter(prefix=PREFIX, tags=["signals"], responses=ERRORS, route_class=EmulatedRoute)
 
 POLL_S = 0.01  # real-time poll for other clients' activity while a wait blocks
 
@@ -57,7 +63,7 @@ def signal_info(sig: rocr.Signal) -> SignalInfo:
 def create_signal(body: SignalCreate, s: System) -> SignalInfo:
     """hsa_signal_create (an interrupt signal by default, as ROCr's)."""
     with s.use() as rt:
-        s.check_signal_room()
+        s.check_signal_room(body.interrupt)
         sig = rt.create_signal(body.initial, interrupt=body.interrupt)
         s.add_signal(sig)
         return signal_info(sig)
@@ -81,7 +87,7 @@ def destroy(handle: int, s: System) -> Response:
     """hsa_signal_destroy."""
     with s.use():
         s.signal(handle).destroy()
-        del s.signals[handle]
+        s.remove_signal(handle)
     return Response(status_code=204)
 
 
@@ -142,6 +148,10 @@ class _WaitState:
     stuck: HsaError | None = None
     stuck_value: int | None = None
     attempts: int = 0
+    resuming: bool = False  # the last try ended its slice: the same attempt goes on
+
+
+_SLICED = object()  # `_attempt`'s answer when its slice ended first
 
 
 def _queue_errors(s: ServedSystem) -> list[QueueErrorEntry]:
@@ -154,9 +164,10 @@ def _queue_errors(s: ServedSystem) -> list[QueueErrorEntry]:
 
 
 def _attempt(
-    s: ServedSystem, handle: int, body: SignalWait, st: _WaitState
-) -> SignalWaitResult | None:
-    """One try under the lock; None when the machine has nothing left to do."""
+    watch: Watch, s: ServedSystem, handle: int, body: SignalWait, st: _WaitState
+) -> object:
+    """One try (or the next slice of one) in the system's turn: a SignalWaitResult, None
+    when the machine has nothing left to do, _SLICED when the slice ended first."""
     cond = Condition[body.condition]
     with s.use(counts=False) as rt:
         sig = s.signal(handle)
@@ -168,9 +179,15 @@ def _attempt(
         if st.stuck is not None and value == st.stuck_value and engine is not None and engine.idle:
             return None  # nothing changed since the last try: waiting again cannot help
         timeout = None if st.deadline_ps is None else max(0, st.deadline_ps - now) // 1000
-        st.attempts += 1
+        if not st.resuming:
+            st.attempts += 1
+        st.resuming = False
         try:
-            value = sig.wait(cond, body.compare_value, timeout, WaitState[body.wait_state])
+            with s.sliced(watch):
+                value = sig.wait(cond, body.compare_value, timeout, WaitState[body.wait_state])
+        except SliceEnd:
+            st.resuming = True
+            return _SLICED
         except HsaError as e:
             if e.status == Status.ERROR_INVALID_SIGNAL:
                 raise
@@ -204,13 +221,20 @@ async def wait(handle: int, body: SignalWait, s: System, request: Request) -> Si
     try:
         while True:
             seen = s.activity
-            result = await to_thread.run_sync(_attempt, s, handle, body, st)
+            result = await emulation.watched(s, request, _attempt, s, handle, body, st)
+            if result is _SLICED:
+                if await request.is_disconnected():
+                    raise ApiError(409, Status.ERROR, "the client went away during the wait")
+                continue
             if result is not None:
+                assert isinstance(result, SignalWaitResult)
                 return result
-            while s.activity == seen and time.monotonic() < until and not s.closed:
+            while s.activity == seen and time.monotonic() < until and s.cancelled is None:
                 if await request.is_disconnected():
                     raise ApiError(409, Status.ERROR, "the client went away during the wait")
                 await anyio.sleep(POLL_S)
+            if s.cancelled is not None:
+                raise s.stopped_error()
             if time.monotonic() >= until:
                 break
     finally:

@@ -7,7 +7,9 @@ from fastapi import APIRouter, Request, Response
 
 from hw_model.config import PRESETS
 from hw_model.kernels import BUILTINS
+from rocr.service import emulation
 from rocr.service.deps import ERRORS, Admin, System, registry, responses
+from rocr.service.emulation import EmulatedRoute
 from rocr.service.guard import CLIENT_STATE_KEY
 from rocr.service.schemas import (
     API_VERSION,
@@ -21,12 +23,13 @@ from rocr.service.schemas import (
     SystemInfo,
 )
 
-router = APIRouter(responses=ERRORS)
+router = APIRouter(responses=ERRORS, route_class=EmulatedRoute)
 
 
 @router.get("/healthz", tags=["server"])
-def healthz(request: Request) -> Health:
-    """The server answers; how many systems it holds."""
+async def healthz(request: Request) -> Health:
+    """The server answers; how many systems it holds. Answered in the event loop: it waits
+    for no system and no emulation thread."""
     return Health(systems=len(registry(request)), version=API_VERSION)
 
 
@@ -96,7 +99,10 @@ def get_system(s: System) -> SystemInfo:
 
 
 @router.delete("/v1/systems/{system_id}", status_code=204, tags=["systems"])
-def delete_system(s: System, request: Request) -> Response:
-    """hsa_shut_down: destroys the system's queues, signals and memory."""
-    registry(request).delete(s)
+async def delete_system(s: System, request: Request) -> Response:
+    """hsa_shut_down: destroys the system's queues, signals and memory. Work in progress on
+    it (a wait, a run) stops at its next slice and answers 404."""
+    reg = registry(request)
+    reg.forget(s, "deleted")
+    await reg.close_in_turn(s, emulation.run)
     return Response(status_code=204)
