@@ -32,7 +32,7 @@ from rocr.validate import (
     as_signal_value,
     as_u32,
     as_u64,
-    check_agents,
+    check_allow_access,
     dispatch_geometry,
     fence_scope,
     show,
@@ -270,19 +270,7 @@ class Runtime:
         an agent of this runtime INVALID_AGENT, memory the runtime does not track (freed, or
         another runtime's) INVALID_ALLOCATION."""
         self._check()
-        agent_list = check_agents(agents, self, Agent)
-        if not isinstance(buf, Buffer):
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"buf must be a Buffer (pool.allocate(size)), got {show(buf)} "
-                f"({type(buf).__name__}); the call is allow_access(agents, buf)",
-            )
-        if buf.rt is not self:
-            raise HsaError(
-                Status.ERROR_INVALID_ALLOCATION,
-                f"{buf!r} was allocated by another runtime (process): this one does not track it",
-            )
-        buf._check()
+        agent_list = check_allow_access(agents, buf, self, Agent, Buffer)
         nodes = [a.node for a in agent_list if a.is_gpu]
         if nodes:
             try:

@@ -331,3 +331,22 @@ def check_agents(agents: Any, rt: Any, agent_type: type) -> list:
                 f"agents[{i}] = {show(a)} is not an agent of this runtime",
             )
     return out
+
+
+def check_allow_access(agents: Any, buf: Any, rt: Any, agent_type: type, buffer_type: type) -> list:
+    """The arguments of hsa_amd_agents_allow_access, shared by the local runtime and the HTTP
+    client: the agents (check_agents) and a live buffer this runtime allocated."""
+    out = check_agents(agents, rt, agent_type)
+    if not isinstance(buf, buffer_type):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"buf must be a Buffer (pool.allocate(size)), got {show(buf)} "
+            f"({type(buf).__name__}); the call is allow_access(agents, buf)",
+        )
+    if buf.rt is not rt:
+        raise HsaError(
+            Status.ERROR_INVALID_ALLOCATION,
+            f"{buf!r} was allocated by another runtime (process): this one does not track it",
+        )
+    buf._check()
+    return out

@@ -39,7 +39,7 @@ from rocr.service.schemas import (
     SystemCreated,
 )
 from rocr.status import Status
-from rocr.validate import as_bool, as_int, as_signal_value, as_u64, check_agents, show
+from rocr.validate import as_bool, as_int, as_signal_value, as_u64, check_allow_access, show
 
 if TYPE_CHECKING:
     import httpx
@@ -151,19 +151,7 @@ class Runtime:
     def allow_access(self, agents: Iterable[Agent], buf: Buffer) -> None:
         """hsa_amd_agents_allow_access: map `buf` into the page tables of `agents`."""
         self._check()
-        agents = check_agents(agents, self, Agent)
-        if not isinstance(buf, Buffer):
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"buf must be a Buffer (pool.allocate(size)), got {show(buf)} "
-                f"({type(buf).__name__}); the call is allow_access(agents, buf)",
-            )
-        if buf.rt is not self:
-            raise HsaError(
-                Status.ERROR_INVALID_ALLOCATION,
-                f"{buf!r} was allocated by another runtime (process): this one does not track it",
-            )
-        buf._check()
+        agents = check_allow_access(agents, buf, self, Agent, Buffer)
         self._post(f"/buffers/{buf.address}/allow-access", {"agents": [a.node for a in agents]})
 
     # -- signals -------------------------------------------------------------------------------

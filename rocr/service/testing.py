@@ -97,3 +97,50 @@ def in_process_client(
 
         app = create_app(**app_options)
     return TestClient(app, raise_server_exceptions=raise_server_exceptions)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`hsaemu serve ARGS` as a child process on 127.0.0.1 and a free port, for tests that need
+    a real process (signals, exit codes). `with ServeProcess("--preset", "teaching") as p:`
+    waits until /healthz answers; `p.url`, `p.proc`. The process is killed at the end if it
+    still runs."""
+
+    def __init__(self, *args: str, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rocr.cli", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._start_timeout_s = start_timeout_s
+
+    def __enter__(self) -> ServeProcess:
+        import httpx
+
+        deadline = time.monotonic() + self._start_timeout_s
+        while True:
+            try:
+                if httpx.get(self.url + "/healthz").is_success:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"hsaemu serve did not start on {self.url}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

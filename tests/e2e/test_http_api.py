@@ -6,9 +6,6 @@ tokens isolate systems, many clients work at once, a wait blocks without stoppin
 callers of its system, and a client that hangs up mid-wait leaves the server healthy.
 """
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,7 +15,7 @@ import pytest
 
 import rocr
 from rocr.service.schemas import ServerLimits
-from rocr.service.testing import ServerThread
+from rocr.service.testing import ServeProcess, ServerThread
 
 N = 4096
 CLIENTS = 4
@@ -166,33 +163,10 @@ def test_a_client_hanging_up_mid_wait_leaves_the_server_healthy(server):
         assert sig.wait(rocr.Condition.EQ, 0) == 0
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_hsaemu_serve_needs_nothing_else():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rocr.cli", "serve", "--port", str(port), "--preset", "teaching"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz").is_success:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
-        assert "swagger" in httpx.get(url + "/docs").text.lower()
-        with rocr.connect(url) as rt:
+    with ServeProcess("--preset", "teaching") as serve:
+        assert "swagger" in httpx.get(serve.url + "/docs").text.lower()
+        with rocr.connect(serve.url) as rt:
             assert rt.gpus[0].compute_unit_count == 2  # the --preset default
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        serve.proc.terminate()
+        serve.proc.wait(timeout=10)

@@ -13,9 +13,6 @@ import ctypes
 import gc
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -24,7 +21,7 @@ import pytest
 
 from hw_model.engine import Engine
 from rocr.service.schemas import ServerLimits
-from rocr.service.testing import ServerThread, in_process_client
+from rocr.service.testing import ServeProcess, ServerThread, in_process_client
 
 HUGE = 1 << 31  # work-items: hours of emulation were it run to the end
 JOIN_S = 60  # a regression fails here instead of hanging the suite
@@ -328,45 +325,18 @@ def test_a_run_goes_on_in_slices_and_stops_on_delete(server):
 # -- SIGTERM -----------------------------------------------------------------------------------
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_stops_a_busy_server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rocr.cli", "serve", "--port", str(port), "--preset", "teaching"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + JOIN_S
-
-        def up():
-            try:
-                return httpx.get(url + "/healthz").is_success
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-                return False
-
-        until(up, "serve did not start")
-        c = httpx.Client(base_url=url, timeout=JOIN_S)
+    with ServeProcess("--preset", "teaching", start_timeout_s=JOIN_S) as serve:
+        c = httpx.Client(base_url=serve.url, timeout=JOIN_S)
         path, auth, _ = make_system(c)
         sig = huge_dispatch(c, path, auth)
-        w = Waiter(url, path, auth, sig)
+        w = Waiter(serve.url, path, auth, sig)
         w.start()
         until(lambda: waiters(c, path, auth) == 1, "the wait never started")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)  # raises TimeoutExpired if the busy server did not stop
+        serve.proc.send_signal(signal.SIGTERM)
+        serve.proc.wait(timeout=10)  # raises TimeoutExpired if the busy server did not stop
         w.join(JOIN_S)
         assert not w.is_alive()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # -- create / dispatch / delete cycles ---------------------------------------------------------
