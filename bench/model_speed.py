@@ -31,13 +31,12 @@ def one(preset: str, kernel: str, wgs: int, functional: bool, **kw) -> dict:
     spec = system_spec(preset, functional=functional, trace=False)
     with rocr.init(spec=spec) as rt:
         gpu = rt.gpus[0]
-        pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+        # VRAM: over host memory the kernel would be link-bound (docs/timing.md, 5.7)
+        pool = gpu.pools()[0]
         n = wgs * WG
 
         def buf():
-            b = pool.allocate(4 * n)
-            rt.allow_access([gpu], b)
-            return b
+            return pool.allocate(4 * n)
 
         args = (buf(), buf(), buf(), n) if kernel == "vector_add" else (buf(), n, kw["iters"])
         k = rt.load_code_object(f"builtin:{kernel}").kernel(kernel)

@@ -44,7 +44,10 @@ class Machine:
         spec = system_spec(preset, functional=False, trace=False, placement_policy=placement)
         self.rt = rocr.init(spec=spec)
         self.gpu = self.rt.gpus[0]
-        self.pool = self.rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+        # Kernels run over VRAM (coarse-grained device memory), as a real program's do after
+        # copying its inputs in; `host_pool` is for the VRAM-vs-host-memory table.
+        self.pool = self.gpu.pools()[0]
+        self.host_pool = self.rt.cpu.pools(fine_grained=True, kernarg=False)[0]
         # Queues and kernels up front: creating them costs host time (ioctls, allocations)
         # that would delay the second of two "simultaneous" dispatches.
         self.queues = [self.gpu.create_queue(256) for _ in range(2)]
@@ -60,18 +63,23 @@ class Machine:
                 "chase_v256",
             )
         }
-        self._buf: dict[int, object] = {}
+        self._buf: dict[tuple[int, bool], object] = {}
+        self.host = False  # where args() puts its buffers
 
     def close(self) -> None:
         self.rt.shutdown()
 
     def buffer(self, nbytes: int):
         # Timing-only: kernels never touch memory, so buffers of one size can be shared.
-        if nbytes not in self._buf:
-            b = self.pool.allocate(max(nbytes, 4))
-            self.rt.allow_access([self.gpu], b)
-            self._buf[nbytes] = b
-        return self._buf[nbytes]
+        key = (nbytes, self.host)
+        if key not in self._buf:
+            if self.host:
+                b = self.host_pool.allocate(max(nbytes, 4))
+                self.rt.allow_access([self.gpu], b)
+            else:
+                b = self.pool.allocate(max(nbytes, 4))
+            self._buf[key] = b
+        return self._buf[key]
 
     def args(self, name: str, wgs: int, hops: int = 8, iters: int = 100) -> tuple:
         n = wgs * WG
@@ -264,6 +272,51 @@ def policies() -> None:
     say()
 
 
+def vram_vs_host() -> None:
+    preset = "gfx900"
+    spec = PRESETS[preset]
+    wgs = 4096
+    say(
+        f"### 7. The same kernel over VRAM and over host memory ({preset}: HBM "
+        f"{spec.memory_bandwidth_gbps:g} GB/s, {spec.host_link} {spec.link_bandwidth_gbps:g} GB/s)"
+    )
+    say()
+    say("| kernel | MB moved | VRAM (us) | VRAM GB/s | host memory (us) | host GB/s | slower |")
+    say("|---|---:|---:|---:|---:|---:|---:|")
+    m = Machine(preset)
+    m.kernels.update(
+        {n: m.rt.load_code_object(f"builtin:{n}").kernel(n) for n in ("square", "saxpy")}
+    )
+    per_item = {"square": 8, "vector_add": 12, "saxpy": 12}
+    args = {
+        "square": lambda b, n: (b, b, n),
+        "vector_add": lambda b, n: (b, b, b, n),
+        "saxpy": lambda b, n: (2.0, b, b, n),
+    }
+    rows = []
+    for name in ("square", "vector_add", "saxpy"):
+        n = wgs * WG
+        t = {}
+        for host in (False, True):
+            m.host = host
+            h = m.queues[0].dispatch(
+                m.kernels[name], grid=n, workgroup=WG, args=args[name](m.buffer(4 * n), n)
+            )
+            h.wait()
+            start, end = h.dispatch_time()
+            t[host] = (end - start) / 1000
+        nbytes = n * per_item[name]
+        vram, host = nbytes / (t[False] * 1000), nbytes / (t[True] * 1000)
+        rows.append({"kernel": name, "vram_us": t[False], "host_us": t[True]})
+        say(
+            f"| `{name}` | {nbytes / 1e6:.1f} | {t[False]:.1f} | {vram:.0f} | {t[True]:.1f} | "
+            f"{host:.1f} | {t[True] / t[False]:.0f}x |"
+        )
+    m.close()
+    DATA["vram_vs_host"] = rows
+    say()
+
+
 def main() -> None:
     quantization()
     occupancy_sweep("teaching", "a", 40)
@@ -272,6 +325,7 @@ def main() -> None:
     compute_roof()
     two_queues()
     policies()
+    vram_vs_host()
     out = pathlib.Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "timing_effects.json").write_text(json.dumps(DATA, indent=2))

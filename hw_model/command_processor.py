@@ -450,6 +450,10 @@ class PacketProcessor:
         release = aql.header_release(header)
         completion = _U64.unpack_from(raw, aql.COMPLETION_SIGNAL_OFFSET)[0]
         gpu = self.gpu
+        if aql.header_acquire(header) == aql.FenceScope.SYSTEM:
+            # The acquire fence: the L2 drops clean lines of coarse-grained memory, so what
+            # the host stored before this packet is seen (docs/memory.md, "Coherence").
+            gpu.memory.l2_acquire_system(gpu.node)
         now = gpu.engine.now
         tr = gpu.tracer
         if ptype == PacketType.KERNEL_DISPATCH:
@@ -792,6 +796,11 @@ class PacketProcessor:
         mqd = self.mqd
         now = gpu.engine.now
         pasid, node = mqd.pasid, gpu.node
+        if e.release == aql.FenceScope.SYSTEM:
+            # The release fence before the completion signal: the L2 writes its dirty bytes
+            # of coarse-grained memory back, so a host woken by the signal reads them. An
+            # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence").
+            mem.l2_release_system(node)
         slot_va = mqd.ring_base + (e.dispatch_id % mqd.ring_packets) * aql.PACKET_SIZE
         try:
             # Header back to INVALID (other header bits kept), then read_dispatch_id.

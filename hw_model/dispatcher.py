@@ -261,10 +261,10 @@ class Dispatcher:
         streams it declares: each stream's pointer argument is looked up in the process's VM.
         A kernel without declared streams is charged to the GPU's memory only."""
         streams = k.kernel.streams
-        if not streams:
+        mem = self.gpu.memory
+        if not streams or mem is None:  # no memory model (a bare dispatcher under test)
             return 0.0
         offsets = {a.name: a.offset for a in k.kernel.args if a.type == "ptr"}
-        mem = self.gpu.memory
         host = total = 0
         for name, nbytes in streams:
             total += nbytes
@@ -431,7 +431,7 @@ class Dispatcher:
         pasid, node = k.pasid, self.gpu.node
 
         def view(va: int, n: int):
-            return mem.gpu_view(pasid, node, va, n)
+            return mem.shader_view(pasid, node, va, n)  # through the L2 (coherence model)
 
         ctx = WorkgroupContext(k.kernarg, coords, k.workgroup, k.grid, view)
         k.kernel.body(ctx)

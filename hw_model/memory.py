@@ -158,6 +158,10 @@ class Memory:
         # Counts checked stores (signals, queue indices, MMIO): a spinning host only needs to
         # look again after one of these, not after every device event.
         self.store_epoch = 0
+        # Each GPU's L2 holding coarse-grained system memory (docs/memory.md, "Coherence"):
+        # (GPU node, BO handle) -> [BO, what the L2 holds, what it filled from memory]. Bytes
+        # where the two differ are the dirty bytes a system-scope release writes back.
+        self._l2: dict[tuple[int, int], list] = {}
 
     # -- VMs -------------------------------------------------------------------------------
     def create_vm(self, pasid: int) -> AddressSpace:
@@ -225,6 +229,9 @@ class Memory:
         self._release(bo)
 
     def _release(self, bo: BufferObject) -> None:
+        if self._l2:
+            for key in [k for k in self._l2 if k[1] == bo.handle]:
+                del self._l2[key]
         if self.bos.pop(bo.handle, None) is not None and bo.kind in (
             MemKind.SYSTEM,
             MemKind.VRAM,
@@ -258,6 +265,60 @@ class Memory:
         if node not in bo.gpu_nodes:
             raise MemoryFault(va, size, f"not mapped for GPU node {node}: {bo.describe()}")
         return bo.data[off : off + size]
+
+    def shader_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
+        """Bytes [va, va+size) as a kernel's loads and stores on GPU `node` see them: through
+        the GPU's L2. Coarse-grained system memory (a BO that is not coherent) is cached there
+        (MTYPE NC on gfx9): the first access fills the L2 from memory, later host stores are
+        not seen and the kernel's stores stay in the L2, until the fences of
+        `l2_acquire_system` / `l2_release_system`. Fine-grained memory (MTYPE UC) and VRAM go
+        straight to memory. The CP and the SDMA engines use `gpu_view`: they bypass the L2."""
+        bo, off = self._resolve(pasid, va, size)
+        if node not in bo.gpu_nodes:
+            raise MemoryFault(va, size, f"not mapped for GPU node {node}: {bo.describe()}")
+        if bo.coherent or bo.kind != MemKind.SYSTEM:
+            return bo.data[off : off + size]
+        line = self._l2.get((node, bo.handle))
+        if line is None:
+            line = self._l2[(node, bo.handle)] = [bo, bo.data.copy(), bo.data.copy()]
+        return line[1][off : off + size]
+
+    def l2_release_system(self, node: int) -> int:
+        """A system-scope release on GPU `node` (a packet's release fence; on gfx9 the CP's
+        RELEASE_MEM with a TC writeback): its L2's dirty bytes of coarse-grained memory are
+        written back to memory, where the host sees them. Returns the bytes written back."""
+        written = 0
+        for (n, _), line in self._l2.items():
+            if n != node:
+                continue
+            bo, held, filled = line
+            dirty = held != filled
+            count = int(np.count_nonzero(dirty))
+            if count:
+                bo.data[dirty] = held[dirty]
+                filled[dirty] = held[dirty]
+                written += count
+        return written
+
+    def l2_acquire_system(self, node: int) -> None:
+        """A system-scope acquire on GPU `node` (a packet's acquire fence; on gfx9 an
+        ACQUIRE_MEM invalidating the TC): clean L2 lines of coarse-grained memory are dropped,
+        so the next access reads memory and sees the host's stores. Dirty bytes stay: an
+        invalidate does not discard data that was never released."""
+        for key in [k for k in self._l2 if k[0] == node]:
+            bo, held, filled = self._l2[key]
+            dirty = held != filled
+            if not dirty.any():
+                del self._l2[key]
+                continue
+            fresh = bo.data.copy()
+            fresh[dirty] = held[dirty]
+            self._l2[key] = [bo, fresh, bo.data.copy()]
+
+    def l2_dirty_bytes(self, node: int) -> int:
+        """Bytes GPU `node`'s L2 holds that memory does not have yet."""
+        lines = [line for key, line in self._l2.items() if key[0] == node]
+        return sum(int(np.count_nonzero(held != filled)) for _, held, filled in lines)
 
     def host_view(self, pasid: int, va: int, size: int) -> np.ndarray:
         bo, off = self._resolve(pasid, va, size)

@@ -43,6 +43,7 @@ SQUARE = KernelSpec(
     sgprs=16,
     cost=CostProfile(valu=8, salu=10, vmem=2, mem_rounds=1, load_bytes=4, store_bytes=4),
     body=_square,
+    streams=(("in", 4), ("out", 4)),
 )
 
 _VADD_ARGS, _VADD_KA = layout_args(("a", "ptr"), ("b", "ptr"), ("c", "ptr"), ("n", "u64"))
@@ -66,6 +67,7 @@ VECTOR_ADD = KernelSpec(
     sgprs=16,
     cost=CostProfile(valu=10, salu=12, vmem=3, mem_rounds=1, load_bytes=8, store_bytes=4),
     body=_vector_add,
+    streams=(("a", 4), ("b", 4), ("c", 4)),
 )
 
 _SAXPY_ARGS, _SAXPY_KA = layout_args(("alpha", "f32"), ("x", "ptr"), ("y", "ptr"), ("n", "u64"))
@@ -89,6 +91,8 @@ SAXPY = KernelSpec(
     sgprs=16,
     cost=CostProfile(valu=10, salu=12, vmem=3, mem_rounds=1, load_bytes=8, store_bytes=4),
     body=_saxpy,
+    # y is read and written: 8 of its 12 bytes per work-item are y's
+    streams=(("x", 4), ("y", 8)),
 )
 
 

@@ -69,6 +69,7 @@ FMA_LOOP = KernelSpec(
     sgprs=16,
     cost=_fma_cost(1),
     body=_fma_loop,
+    streams=(("out", 4),),
     cost_fn=lambda kernarg: _fma_cost(_fma_iters(kernarg)),
 )
 
@@ -118,6 +119,9 @@ def _chase_variant(name: str, vgprs: int) -> KernelSpec:
         sgprs=16,
         cost=_chase_cost(1),
         body=_chase,
+        # Streams are per work-item weights: the chain's loads (4 bytes a hop) dwarf the one
+        # 4-byte store of where it ended, so the chase is charged where `next` lives.
+        streams=(("next", 4),),
         cost_fn=lambda kernarg: _chase_cost(_chase_hops(kernarg)),
     )
 

@@ -31,11 +31,16 @@ class Bench:
     def __init__(self, rt) -> None:
         self.rt = rt
         self.gpu = rt.gpus[0]
-        self.pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+        # VRAM: the roofs below are the GPU's memory; host memory would be link-bound
+        self.pool = self.gpu.pools()[0]
+        self.host_pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
         self.queue = self.gpu.create_queue(256)
 
     def buffer(self, nbytes: int):
-        b = self.pool.allocate(max(nbytes, 4))
+        return self.pool.allocate(max(nbytes, 4))
+
+    def host_buffer(self, nbytes: int):
+        b = self.host_pool.allocate(max(nbytes, 4))
         self.rt.allow_access([self.gpu], b)
         return b
 
@@ -180,3 +185,19 @@ def test_microbenchmark_kernels_compute_their_results(rt, buffers):
     k = rt.load_code_object("builtin:chase_v64").kernel("chase_v64")
     q.dispatch(k, grid=n, workgroup=64, args=(end, nxt, n, 3)).wait()
     np.testing.assert_array_equal(end.view(np.uint32, n), perm[perm[perm]])
+
+
+@pytest.mark.parametrize("gpu_rt", ["teaching", "gfx900"], indirect=True)
+def test_the_same_kernel_is_link_bound_over_host_memory_and_hbm_bound_over_vram(gpu_rt):
+    b = Bench(gpu_rt)
+    spec = gpu_rt.system.spec.gpu
+    rates = {}
+    for where, alloc in (("vram", b.buffer), ("host", b.host_buffer)):
+        times = {}
+        for wgs in (100, 300):
+            n = wgs * 256
+            x, y, z = alloc(4 * n), alloc(4 * n), alloc(4 * n)
+            times[wgs] = b.time_ns("vector_add", n, (x, y, z, n))
+        rates[where] = 200 * 256 * 12 / (times[300] - times[100])  # bytes per ns = GB/s
+    assert 0.9 * spec.memory_bandwidth_gbps < rates["vram"] <= 1.1 * spec.memory_bandwidth_gbps
+    assert 0.9 * spec.link_bandwidth_gbps < rates["host"] <= 1.1 * spec.link_bandwidth_gbps
