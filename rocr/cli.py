@@ -237,6 +237,11 @@ def _demo_setup(p: argparse.ArgumentParser) -> None:
         help="work-items per workgroup, up to the agent's limit (1024 on gfx9; default 256)",
     )
     p.add_argument("--trace", metavar="FILE", help="write a Perfetto/Chrome trace JSON")
+    p.add_argument(
+        "--vram",
+        action="store_true",
+        help="copy the input to VRAM through an SDMA queue, square it there, copy it back",
+    )
 
 
 @command("demo", "narrated kernel launch through every layer")
@@ -276,6 +281,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     src.view(np.float32)[:] = x
     nar.step("2. buffers: ALLOC_MEMORY_OF_GPU + mmap, then MAP_MEMORY_TO_GPU (allow_access)")
     nar.say(f"  in  = {src.address:#x}, out = {dst.address:#x} ({4 * n} bytes each)")
+    k_in, k_out = src, dst  # the kernel's buffers
+    if args.vram:
+        vram = gpu.pools()[0]
+        k_in, k_out = vram.allocate(4 * n), vram.allocate(4 * n)
+        nar.step("2b. VRAM: ALLOC_MEMORY_OF_GPU (VRAM, not host-visible), MAP_MEMORY_TO_GPU")
+        nar.say(f"  vram in = {k_in.address:#x}, vram out = {k_out.address:#x}")
+        rt.profiling_async_copy_enable(True)
+        _demo_copy(nar, rt, "2c. copy in", k_in, gpu, src, rt.cpu, 4 * n)
 
     exe = rt.load_code_object("builtin:square")
     k = exe.kernel("square")
@@ -296,7 +309,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     nar.step("5. hsa_signal_create: amd_signal_t + a KFD signal event (interrupt signal)")
 
     i = q.add_write_index(1)
-    kernarg = rt._kernarg(k.pack_args(dst, src, n))
+    kernarg = rt._kernarg(k.pack_args(k_out, k_in, n))
     pkt = aql.KernelDispatchPacket(
         header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
         setup=1,
@@ -330,7 +343,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  kernel ran {start / 1000:.3f} .. {end / 1000:.3f} us of system time "
         f"({(end - start) / 1000:.3f} us); host woke at {rt.now_ns / 1000:.3f} us"
     )
+    link = rt.system.spec.gpu
+    if args.vram:
+        nar.say(
+            f"  in and out are in VRAM: the kernel's {8 * n} bytes went at the memory "
+            f"bandwidth ({link.memory_bandwidth_gbps:g} GB/s)"
+        )
+    else:
+        nar.say(
+            f"  in and out are fine-grained host memory: the kernel's {8 * n} bytes crossed "
+            f"{link.host_link} ({link.link_bandwidth_gbps:g} GB/s), not VRAM "
+            f"({link.memory_bandwidth_gbps:g} GB/s); --vram copies to VRAM first"
+        )
 
+    if args.vram:
+        _demo_copy(nar, rt, "8b. copy back", dst, rt.cpu, k_out, gpu, 4 * n)
     out = dst.view(np.float32)
     ok = bool(np.array_equal(out, x * x))
     nar.say(
@@ -343,6 +370,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rt.shutdown()
     nar.say(f"wall time {time.perf_counter() - wall:.2f} s")
     return 0 if ok else 1
+
+
+def _demo_copy(nar: Narrator, rt, title: str, dst, dst_agent, src, src_agent, size: int) -> None:
+    """One narrated hsa_amd_memory_async_copy: queue creation on first use, SDMA packets, and
+    the copy's GPU time against the host link."""
+    h = rt.memory_async_copy(dst, dst_agent, src, src_agent, size)
+    h.wait()
+    nar.step(
+        f"{title}: hsa_amd_memory_async_copy writes SDMA packets into the process's SDMA "
+        "queue (created by AMDKFD_IOC_CREATE_QUEUE, type SDMA, on first use) and rings its "
+        "doorbell"
+    )
+    start, end = rt.async_copy_time(h.signal)
+    spec = rt.system.spec.gpu
+    us = (end - start) / 1000
+    nar.say(
+        f"  {size} bytes by {h.engine} in {us:.3f} us ({size / (us * 1000):.2f} GB/s; "
+        f"{spec.host_link} in the model: {spec.link_bandwidth_gbps:g} GB/s + "
+        f"{spec.link_latency_ns / 1000:g} us)"
+    )
 
 
 # -- info ------------------------------------------------------------------------------------
@@ -712,6 +759,19 @@ def _serve_setup(p: argparse.ArgumentParser) -> None:
         help="creating a system needs an API key (header X-API-Key) from FILE: one key a line, "
         "or 'sha256:<hex>' of a key; '#' starts a comment",
     )
+    p.add_argument(
+        "--state",
+        metavar="DIR",
+        help="checkpoint every system to DIR (periodically and at shutdown) and restore them "
+        "from it at start, same ids and tokens; without it systems live in memory only",
+    )
+    p.add_argument(
+        "--checkpoint-s",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --state: seconds between checkpoints of a system in use (default 60)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
 
 
@@ -740,6 +800,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"--limit {name}={err.get('input')}: {err['msg']}") from None
     except ValueError as e:
         raise CliError(str(e)) from None
+    if args.checkpoint_s is not None:
+        if args.state is None:
+            raise CliError("--checkpoint-s needs --state DIR")
+        if not 1.0 <= args.checkpoint_s <= 86400.0:
+            raise CliError(f"--checkpoint-s {args.checkpoint_s}: use 1 to 86400 seconds")
+    if args.state is not None:
+        from rocr.service.state import CheckpointError, SystemStore
+
+        try:
+            SystemStore(args.state)  # a directory it cannot use is one error line, up front
+        except CheckpointError as e:
+            raise CliError(str(e)) from None
     check_listen(args.host, args.port)
     print(f"hsaemu API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     serve(
@@ -750,6 +822,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         admin_token=token,
         api_keys=keys,
         log_level=args.log_level,
+        state_dir=args.state,
+        checkpoint_s=args.checkpoint_s,
     )
     return 0
 

@@ -93,18 +93,27 @@ def compile_cl(tmp_path):
     return build
 
 
+# The API fuzz pass (tests/rocr/test_service_schemathesis.py) skips with a reason starting with
+# this when schemathesis (the `fuzz` extra) is absent; CI (HSAEMU_REQUIRE_FUZZ=1) refuses that.
+FUZZ_MISSING = "schemathesis not installed"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """In CI (HSAEMU_REQUIRE_HEADERS=1) a layout check skipped for a missing compiler or header
     is a failure: those checks are the proof that our bytes match the C structs. Likewise
     (HSAEMU_REQUIRE_TOOLCHAIN=1) a test skipped because the AMDGPU toolchain is missing: those
-    are the only tests of real compiled code objects."""
+    are the only tests of real compiled code objects. And (HSAEMU_REQUIRE_FUZZ=1) the API fuzz
+    pass skipped because schemathesis is missing."""
     outcome = yield
     report = outcome.get_result()
     if not report.skipped:
         return
     reason = str(report.longrepr)
-    if os.environ.get("HSAEMU_REQUIRE_TOOLCHAIN") == "1" and TOOLCHAIN_MISSING in reason:
+    if os.environ.get("HSAEMU_REQUIRE_FUZZ") == "1" and FUZZ_MISSING in reason:
+        report.outcome = "failed"
+        report.longrepr = f"required API fuzz pass was skipped: {reason}"
+    elif os.environ.get("HSAEMU_REQUIRE_TOOLCHAIN") == "1" and TOOLCHAIN_MISSING in reason:
         report.outcome = "failed"
         report.longrepr = f"required code object test was skipped: {reason}"
     elif os.environ.get("HSAEMU_REQUIRE_HEADERS") == "1" and any(

@@ -16,11 +16,12 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
 from rocr.service import emulation, errors
+from rocr.service.errors import ApiError
 from rocr.service.guard import BodyLimit, Gate, SafetyNet
 from rocr.service.routes import ROUTERS
 from rocr.service.schemas import (
@@ -31,7 +32,9 @@ from rocr.service.schemas import (
     RawPacket,
     ServerLimits,
 )
+from rocr.service.state import SystemStore
 from rocr.service.systems import SystemRegistry
+from rocr.status import Status
 
 log = logging.getLogger("hsaemu.service")
 
@@ -82,6 +85,32 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters a route's dependant (and its sub-dependencies) declare."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take, as bodies refuse unknown fields: a
+    typo (`?sise=`) is an error, not a silently ignored no-op."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise ApiError(
+            422,
+            Status.ERROR_INVALID_ARGUMENT,
+            f"unknown query parameter(s) {', '.join(repr(u) for u in unknown)}; "
+            f"this route takes: {takes}",
+        )
+
+
 async def _reaper(registry: SystemRegistry) -> None:
     period = min(60.0, max(0.05, registry.limits.idle_timeout_s / 4))
     while True:
@@ -95,22 +124,52 @@ async def _reaper(registry: SystemRegistry) -> None:
             log.info("shut down %d idle system(s)", n)
 
 
+async def _checkpointer(registry: SystemRegistry, period_s: float) -> None:
+    while True:
+        await anyio.sleep(period_s)
+        try:
+            n = await to_thread.run_sync(registry.checkpoint_all)
+        except Exception:  # keep checkpointing whatever one system did
+            log.exception("checkpointing systems")
+            continue
+        if n:
+            log.info("checkpointed %d system(s)", n)
+
+
+# Seconds between two checkpoints of a system used since its last one (a guess: a restart
+# loses at most a minute of a class's work, and a checkpoint costs ~10 ms a system).
+CHECKPOINT_S = 60.0
+
+
 def create_app(
     limits: ServerLimits | None = None,
     *,
     default_preset: str = "gfx900",
     admin_token: str | None = None,
     api_keys: list[str] | None = None,
+    state_dir: str | None = None,
+    checkpoint_s: float = CHECKPOINT_S,
 ) -> FastAPI:
     """The hsaemu HTTP API, serving fresh machines of `default_preset` within `limits`.
-    With `api_keys`, creating a system needs one of them (X-API-Key); see SystemRegistry."""
+    With `api_keys`, creating a system needs one of them (X-API-Key); see SystemRegistry.
+    With `state_dir`, the systems checkpointed there are served again (same ids and tokens),
+    and every system is checkpointed there every `checkpoint_s` seconds and at shutdown."""
     registry = SystemRegistry(limits, default_preset, admin_token, api_keys)
+    if state_dir is not None:
+        registry.store = SystemStore(state_dir)
+        restored = registry.store.load_all()
+        for served in restored:
+            registry.adopt(served)
+        if restored:
+            log.info("restored %d system(s) from %s", len(restored), state_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         emulation.configure(registry.limits.emulation_threads)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_reaper, registry)
+            if registry.store is not None:
+                tg.start_soon(_checkpointer, registry, checkpoint_s)
             try:
                 yield
             finally:
@@ -126,6 +185,7 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        dependencies=[Depends(_known_query)],
     )
     app.state.registry = registry
     # Outermost first: credentials, then the body's size, then the net under the routes.

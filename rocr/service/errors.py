@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from rocr.errors import HsaError
 from rocr.status import Status, status_c_name
@@ -185,6 +186,29 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     return "invalid request: " + "; ".join(parts) + more
 
 
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405 (RFC 9110 15.5.6): every method some route of the path
+    takes. FastAPI makes one route per method, and Starlette's 405 names only the first."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _ = route.matches(dict(request.scope))
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def _leaf_routes(routes: Any) -> Any:
+    """Every endpoint route, through included routers (FastAPI wraps each one)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is None and not hasattr(route, "methods"):
+            inner = route if hasattr(route, "routes") else None
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every failure the ErrorBody shape."""
 
@@ -242,11 +266,14 @@ def install(app: FastAPI) -> None:
         return _json(422, Status.ERROR_INVALID_ARGUMENT, TOO_DEEP)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         if isinstance(e.__cause__, RecursionError):  # FastAPI's own JSON parsing
             return _json(422, Status.ERROR_INVALID_ARGUMENT, TOO_DEEP)
         status = Status.ERROR_INVALID_ARGUMENT if e.status_code < 500 else Status.ERROR
-        return _json(e.status_code, status, str(e.detail), getattr(e, "headers", None))
+        headers = getattr(e, "headers", None)
+        if e.status_code == 405:
+            headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        return _json(e.status_code, status, str(e.detail), headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:

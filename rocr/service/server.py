@@ -56,13 +56,23 @@ def serve(
     admin_token: str | None = None,
     api_keys: list[str] | None = None,
     log_level: str = "info",
+    state_dir: str | None = None,
+    checkpoint_s: float | None = None,
 ) -> None:
-    """Serve until interrupted (SIGINT or SIGTERM stop the systems' work at once)."""
+    """Serve until interrupted (SIGINT or SIGTERM stop the systems' work at once). With
+    `state_dir`, systems are restored from it and checkpointed to it (rocr.service.state)."""
     import uvicorn
 
-    from rocr.service.app import create_app
+    from rocr.service.app import CHECKPOINT_S, create_app
 
-    app = create_app(limits, default_preset=preset, admin_token=admin_token, api_keys=api_keys)
+    app = create_app(
+        limits,
+        default_preset=preset,
+        admin_token=admin_token,
+        api_keys=api_keys,
+        state_dir=state_dir,
+        checkpoint_s=CHECKPOINT_S if checkpoint_s is None else checkpoint_s,
+    )
     config = uvicorn.Config(
         app,
         host=host,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -43,6 +44,8 @@ from rocr.errors import HsaError
 from rocr.service.errors import ApiError, limit_error, not_found
 from rocr.service.schemas import ServerLimits, SystemCreate, SystemInfo
 from rocr.status import Status
+
+log = logging.getLogger("hsaemu.service")
 
 PAGE = 4096
 QUEUE_DESCRIPTOR_BYTES = PAGE  # the amd_queue_t page rocr allocates beside each ring
@@ -219,6 +222,7 @@ class ServedSystem:
         self.closed = False
         self.waiters = 0
         self.activity = 0  # requests served; a waiter retries when someone else acted
+        self.saved_activity = -1  # `activity` at the last checkpoint (-1: none yet)
         self.pools = [p for a in rt.agents() for p in a.pools()]
         self.buffers: dict[int, rocr.Buffer] = {}
         self.buffer_agents: dict[int, list[int]] = {}
@@ -233,6 +237,35 @@ class ServedSystem:
             # Bound the trace's memory: a server holds many machines.
             rt.system.tracer.max_events = limits.max_trace_events
             rt.system.engine.set_slice_hook(self.on_slice, SLICE_EVENTS)
+
+    # -- checkpoints (rocr.service.state) ------------------------------------------------------
+    # What a request or the event loop holds is not part of a checkpoint: the locks, the turn
+    # queue, a section in progress, the waiters; a restored system starts idle and unclaimed.
+    _TRANSIENT = ("lock", "_fair", "_sliced", "queued", "waiters", "cancelled", "closed")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        state["idle_s"] = self.idle_s()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        idle = state.pop("idle_s", 0.0)
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
+        self._fair = None
+        self._sliced = None
+        self.queued = self.waiters = 0
+        self.cancelled = None
+        self.closed = False
+        self.last_used = time.monotonic() - idle
+        self.saved_activity = self.activity
+
+    def adopt(self, limits: ServerLimits) -> None:
+        """Serve a restored system under this server's limits."""
+        self.limits = limits
+        if self.rt.system is not None:
+            self.rt.system.tracer.max_events = limits.max_trace_events
+            self.rt.system.engine.set_slice_hook(self.on_slice, SLICE_EVENTS)
 
     # -- slices and cancellation ---------------------------------------------------------------
     def on_slice(self) -> None:
@@ -592,6 +625,7 @@ class SystemRegistry:
         self._pending = 0
         self._pending_by: dict[str, int] = {}
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+        self.store: Any = None  # a rocr.service.state.SystemStore with --state DIR
 
     def __len__(self) -> int:
         return len(self._systems)
@@ -796,6 +830,8 @@ class SystemRegistry:
         with self._lock:
             if self._systems.get(served.id) is served:
                 del self._systems[served.id]
+        if self.store is not None and why != SHUTTING_DOWN:
+            self.store.discard(served.id)  # a deleted or expired system stays gone
 
     async def close_in_turn(self, served: ServedSystem, run: Any) -> None:
         """Close `served` in its turn once the work in progress has stopped at its slice;
@@ -834,5 +870,41 @@ class SystemRegistry:
 
     def close_all(self) -> None:
         self.cancel_all()
+        if self.store is not None:
+            self.checkpoint_all()  # work stopped at its slice: the machines are between events
         for s in self.all():
             self._remove(s, SHUTTING_DOWN)
+
+    # -- checkpoints (--state DIR) -----------------------------------------------------------
+    def adopt(self, served: ServedSystem) -> None:
+        """Serve a system restored from a checkpoint, under its id and token."""
+        served.adopt(self.limits)
+        with self._lock:
+            self._systems[served.id] = served
+
+    def checkpoint_all(self) -> int:
+        """Checkpoint every system used since its last checkpoint, each under its lock (taken
+        between two requests or two slices, so the machine is between events); a system busy
+        for max_wait_ms keeps its previous checkpoint. Returns how many were written."""
+        written = 0
+        for s in self.all():
+            if s.closed or s.activity == s.saved_activity:
+                continue
+            if s.cancelled not in (None, SHUTTING_DOWN):
+                continue
+            if not s.lock.acquire(timeout=self.limits.max_wait_ms / 1000):
+                continue
+            try:
+                if s.closed or s.cancelled not in (None, SHUTTING_DOWN):
+                    continue  # deleted or expired meanwhile: its file is gone, keep it so
+                activity = s.activity
+                try:
+                    self.store.save(s)
+                except Exception:  # one system that cannot be saved must not stop the rest
+                    log.exception("checkpointing system %s", s.id)
+                    continue
+                s.saved_activity = activity
+                written += 1
+            finally:
+                s.lock.release()
+        return written

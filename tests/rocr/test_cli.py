@@ -19,6 +19,26 @@ from rocr import cli
 from rocr.cli import main
 
 
+def test_demo_vram_copies_in_squares_in_vram_and_copies_back(capsys):
+    assert main(["demo", "--preset", "teaching", "-n", "5000", "--vram"]) == 0
+    out = capsys.readouterr().out
+    for needle in (
+        "SDMA queue created  agent=gfx900 direction=host_to_device",
+        "SDMA queue created  agent=gfx900 direction=device_to_host",
+        "COPY_LINEAR",
+        "20000 bytes by sdma in",
+        "in and out are in VRAM",
+        "CORRECT",
+    ):
+        assert needle in out, needle
+
+
+def test_demo_over_host_memory_says_the_kernel_crossed_the_link(capsys):
+    assert main(["demo", "--preset", "teaching", "-n", "5000"]) == 0
+    out = capsys.readouterr().out
+    assert "in and out are fine-grained host memory: the kernel's 40000 bytes crossed" in out
+
+
 def test_demo_narrates_every_layer_and_checks_the_result(capsys, tmp_path):
     trace = tmp_path / "t.json"
     assert main(["demo", "--preset", "teaching", "-n", "5000", "--trace", str(trace)]) == 0

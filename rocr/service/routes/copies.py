@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rocr.service.deps import ERRORS, PREFIX, System
 from rocr.service.emulation import EmulatedRoute
+from rocr.service.schemas import Request
 
 router = APIRouter(prefix=PREFIX, tags=["copies"], responses=ERRORS, route_class=EmulatedRoute)
 
@@ -20,7 +21,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class AsyncCopy(_Model):
+class AsyncCopy(Request):
     """hsa_amd_memory_async_copy's arguments, in C order (agents by node)."""
 
     dst: int = _ADDR
@@ -40,24 +41,24 @@ class AsyncCopyStarted(_Model):
     engine: str  # "sdma", "blit kernel" or "none"
 
 
-class MemoryCopy(_Model):
+class MemoryCopy(Request):
     dst: int = _ADDR
     src: int = _ADDR
     size: int = Field(ge=0, lt=1 << 64)
 
 
-class MemoryFill(_Model):
+class MemoryFill(Request):
     ptr: int = _ADDR
     value: int = Field(ge=0, lt=1 << 32)
     count: int = Field(ge=0, lt=1 << 62)
 
 
-class MemoryLock(_Model):
+class MemoryLock(Request):
     buffer: int = _ADDR
     agents: list[int] | None = None
 
 
-class CopyProfiling(_Model):
+class CopyProfiling(Request):
     enable: bool = True
 
 
