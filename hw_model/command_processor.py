@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict
 from hw_model import aql
 from hw_model.aql import PacketType
 from hw_model.dispatcher import KernelLaunch
-from hw_model.isa.decoder import DecodeError, decode_one
 from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
 from hw_model.memory import VM_FAULT_CLIENT_SHADER, MemoryFault
 from hw_model.structs import (
@@ -584,6 +583,9 @@ class PacketProcessor:
                 # A compiled kernel: the loader published a real descriptor whose entry is
                 # gfx9 machine code. The SPI would launch it; the ISA interpreter does not
                 # exist yet, so the queue stops rather than pretend the kernel ran.
+                # Imported here: the opcode tables cost ~0.1 s, only for compiled kernels.
+                from hw_model.isa.decoder import DecodeError, decode_one
+
                 try:
                     first = decode_one(token, 0, spec.name, entry_va).mnemonic
                 except (DecodeError, ValueError):
