@@ -51,8 +51,6 @@ class System:
         self._irq_handlers: list[InterruptHandler] = []
         # The kernel driver bound to this machine (rock_emu sets it; opaque to hw_model).
         self.driver: object | None = None
-        # In service mode other processes may act while this one waits: idle is no proof.
-        self.shared = False
 
     # -- clocks ----------------------------------------------------------------------------
     @property

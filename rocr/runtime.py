@@ -33,6 +33,7 @@ from rocr.validate import (
     as_u32,
     as_u64,
     check_allow_access,
+    check_kernel_agent,
     dispatch_geometry,
     fence_scope,
     show,
@@ -70,7 +71,6 @@ class DispatchHandle:
         self.queue = queue
         self.index = index
         self.signal = signal
-        self._owns_signal = owns_signal
         self._recycle: weakref.finalize | None = None
         rt = getattr(queue, "rt", None)
         if owns_signal and isinstance(rt, Runtime):
@@ -83,7 +83,6 @@ class DispatchHandle:
         if self._recycle is not None:
             self._recycle.detach()
             self._recycle = None
-        self._owns_signal = False
         return self.signal
 
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
@@ -436,18 +435,7 @@ class Runtime:
         'builtin:<name>,...', a path, or the code object's bytes (bytes, bytearray,
         memoryview)."""
         self._check()
-        if agent is None:
-            agent = self.gpus[0]
-        elif not isinstance(agent, Agent) or agent.rt is not self:
-            raise HsaError(
-                Status.ERROR_INVALID_AGENT,
-                f"agent = {show(agent)} is not an agent of this runtime (rt.gpus[...])",
-            )
-        elif not agent.is_gpu:
-            raise HsaError(
-                Status.ERROR_INVALID_AGENT,
-                f"{agent!r} runs no kernels: load code objects for a GPU agent (rt.gpus[...])",
-            )
+        agent = check_kernel_agent(agent, self, Agent)
         exe = load(self, agent, source)
         self._executables.append(exe)
         self.trace("rocr", "hsa_executable_load_agent_code_object", kernels=list(exe.symbols))
@@ -643,21 +631,22 @@ class Runtime:
         if sig.destroyed:
             raise HsaError(Status.ERROR_INVALID_SIGNAL, f"{what} {sig.handle:#x} was destroyed")
 
-    def _check_dispatch(
+    def _dispatch(
         self,
         q: Any,
         kernel: Any,
-        grid: Any,
-        workgroup: Any,
-        args: Any,
-        completion: Any,
-        group_segment_size: Any,
-        barrier: Any,
-        acquire: Any,
-        release: Any,
-    ) -> dict[str, Any]:
-        """Everything `queue.dispatch()` is given, checked before anything is allocated or
-        written: a refused dispatch leaves no signal, kernarg or reserved slot behind."""
+        grid,
+        workgroup,
+        args,
+        completion: Signal | None,
+        group_segment_size: int | None,
+        barrier: bool,
+        acquire: FenceScope,
+        release: FenceScope,
+    ) -> DispatchHandle:
+        """queue.dispatch(): everything it is given is checked before anything is allocated or
+        written (a refused dispatch leaves no signal, kernarg or reserved slot behind), then
+        the packet is written and the doorbell rung."""
         self._check()
         if not isinstance(q, Queue) or q.rt is not self:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"{show(q)} is not a queue of this runtime")
@@ -676,7 +665,7 @@ class Runtime:
                 f"kernel {kernel.name} was loaded for {k_agent!r} but queue {q.id} is "
                 f"on {q.agent!r}: load the code object for the queue's agent",
             )
-        return self._dispatch_fields(
+        f = self._dispatch_fields(
             kernel,
             grid,
             workgroup,
@@ -687,32 +676,6 @@ class Runtime:
             acquire,
             release,
             q.agent,
-        )
-
-    def _dispatch(
-        self,
-        q: Queue,
-        kernel: KernelSymbol,
-        grid,
-        workgroup,
-        args,
-        completion: Signal | None,
-        group_segment_size: int | None,
-        barrier: bool,
-        acquire: FenceScope,
-        release: FenceScope,
-    ) -> DispatchHandle:
-        f = self._check_dispatch(
-            q,
-            kernel,
-            grid,
-            workgroup,
-            args,
-            completion,
-            group_segment_size,
-            barrier,
-            acquire,
-            release,
         )
         owns = completion is None
         sig = completion if completion is not None else self._completion_signal()

@@ -350,3 +350,21 @@ def check_allow_access(agents: Any, buf: Any, rt: Any, agent_type: type, buffer_
         )
     buf._check()
     return out
+
+
+def check_kernel_agent(agent: Any, rt: Any, agent_type: type) -> Any:
+    """The agent a code object is loaded for: None means the first GPU; otherwise a GPU agent
+    of this runtime (HSA_STATUS_ERROR_INVALID_AGENT)."""
+    if agent is None:
+        return rt.gpus[0]
+    if not isinstance(agent, agent_type) or agent.rt is not rt:
+        raise HsaError(
+            Status.ERROR_INVALID_AGENT,
+            f"agent = {show(agent)} is not an agent of this runtime (rt.gpus[...])",
+        )
+    if not agent.is_gpu:
+        raise HsaError(
+            Status.ERROR_INVALID_AGENT,
+            f"{agent!r} runs no kernels: load code objects for a GPU agent (rt.gpus[...])",
+        )
+    return agent

@@ -39,7 +39,15 @@ from rocr.service.schemas import (
     SystemCreated,
 )
 from rocr.status import Status
-from rocr.validate import as_bool, as_int, as_signal_value, as_u64, check_allow_access, show
+from rocr.validate import (
+    as_bool,
+    as_int,
+    as_signal_value,
+    as_u64,
+    check_allow_access,
+    check_kernel_agent,
+    show,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -233,18 +241,7 @@ class Runtime:
         """Load a code object for `agent` (default: the first GPU). A path is read here and
         its bytes are sent; built-ins go by name."""
         self._check()
-        if agent is None:
-            agent = self.gpus[0]
-        elif not isinstance(agent, Agent) or agent.rt is not self:
-            raise HsaError(
-                Status.ERROR_INVALID_AGENT,
-                f"agent = {show(agent)} is not an agent of this runtime (rt.gpus[...])",
-            )
-        elif not agent.is_gpu:
-            raise HsaError(
-                Status.ERROR_INVALID_AGENT,
-                f"{agent!r} runs no kernels: load code objects for a GPU agent (rt.gpus[...])",
-            )
+        agent = check_kernel_agent(agent, self, Agent)
         if isinstance(source, str) and (source == "builtin" or source.startswith("builtin:")):
             raw = self._post("/executables", {"source": source, "agent": agent.node})
         else:
