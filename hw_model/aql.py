@@ -15,7 +15,9 @@ import struct
 from enum import IntEnum
 from typing import Annotated, Any, ClassVar, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from hw_model.lazy_model import LazyModel
 
 PACKET_SIZE = 64
 
@@ -144,7 +146,7 @@ I64 = Annotated[int, Field(ge=-(1 << 63), le=(1 << 63) - 1)]
 _CODE_RE = re.compile(r"(\d*)([a-zA-Z?])")
 
 
-class PackedModel(BaseModel):
+class PackedModel(LazyModel):
     """A pydantic model with a fixed little-endian C layout.
 
     Subclasses list ``LAYOUT`` as ``(field, struct code)`` pairs in C member order; a code

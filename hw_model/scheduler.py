@@ -171,6 +171,13 @@ class ReadyFirstPolicy(SchedulerPolicy):
 
 
 SCHEDULER_POLICIES: dict[str, type[SchedulerPolicy]] = {}
+# `successors` of the built-in policies that only ever pick from `waiting()`: with no
+# unmapped queue holding work they swap nothing.
+_WAITING_ONLY = (
+    SchedulerPolicy.successors,
+    PriorityPolicy.successors,
+    ReadyFirstPolicy.successors,
+)
 
 
 def register_policy(cls: type[SchedulerPolicy]) -> type[SchedulerPolicy]:
@@ -199,6 +206,15 @@ class HwScheduler:
         self.vmids = spec.vmids_for_kfd
         self.slots: list[PacketProcessor | None] = [None] * spec.hqd_slots
         self._loading: dict[int, PacketProcessor] = {}  # slot -> queue whose MQD is loading
+        # pasid -> HQDs holding (or loading) a queue of that process: the VMID check of
+        # `can_map` without a scan of every slot for every candidate.
+        self._hqd_pasids: dict[int, int] = {}
+        self._n_mapped = 0  # slots holding a queue
+        self._over: bool | None = None  # `oversubscribed`, until the runlist changes
+        # Unmapped queues that may have work (kept by `_acct`, which every change of a queue
+        # goes through; a superset is harmless): with none, a policy that only maps waiting
+        # queues has nothing to do, and the dry run of `_arm` is skipped.
+        self._wanting: set[PacketProcessor] = set()
         self.queues: list[PacketProcessor] = []  # every registered queue, runlist order
         self._serial = 0
         self._al_next = 0  # gem5 nextALId: runlist position to look at first
@@ -240,14 +256,25 @@ class HwScheduler:
 
     @property
     def oversubscribed(self) -> bool:
-        rl = self.runlist
-        return len(rl) > len(self.slots) or len({q.pasid for q in rl}) > self.vmids
+        if self._over is None:
+            rl = self.runlist
+            self._over = len(rl) > len(self.slots) or len({q.pasid for q in rl}) > self.vmids
+        return self._over
+
+    def _hold(self, pp: PacketProcessor, n: int) -> None:
+        """`pp` took (n=1) or left (n=-1) an HQD, mapped or loading."""
+        c = self._hqd_pasids.get(pp.pasid, 0) + n
+        if c:
+            self._hqd_pasids[pp.pasid] = c
+        else:
+            del self._hqd_pasids[pp.pasid]
 
     def add_queue(self, pp: PacketProcessor) -> None:
         pp.sched_serial = self._serial
         self._serial += 1
         pp.active = pp.mqd.percentage > 0 and pp.mqd.ring_size > 0
         self.queues.append(pp)
+        self._over = None
         self._acct(pp)
         self._changed()
 
@@ -257,9 +284,12 @@ class HwScheduler:
         for s, q in list(self._loading.items()):
             if q is pp:
                 del self._loading[s]
+                self._hold(pp, -1)
         self._acct(pp)
         if pp in self.queues:
             self.queues.remove(pp)
+        self._wanting.discard(pp)
+        self._over = None
         pp.stop()
         self._changed()
 
@@ -269,30 +299,33 @@ class HwScheduler:
         if pp.active == active:
             return
         pp.active = active
+        self._over = None
         if not active:
             if pp.slot is not None:
                 self._unmap(pp.slot)
             for s, q in list(self._loading.items()):
                 if q is pp:
                     del self._loading[s]
+                    self._hold(pp, -1)
         self._acct(pp)
         self._changed()
 
     def unmapped(self) -> list[PacketProcessor]:
         """Unmapped active queues (not in error), round-robin order: gem5's findNextActiveALQ
         scans the runlist from the queue after the last one it mapped."""
-        loading = set(map(id, self._loading.values()))
-        out = [
-            q
-            for q in self.queues
-            if q.slot is None and q.active and q.error is None and id(q) not in loading
-        ]
+        if self._n_mapped == len(self.queues):
+            return []
+        loading = self._loading.values()
+        out = [q for q in self.queues if q.slot is None and q.active and q.error is None]
+        if loading:
+            out = [q for q in out if q not in loading]
         k = self._al_next
         return [q for q in out if q.sched_serial >= k] + [q for q in out if q.sched_serial < k]
 
     def waiting(self) -> list[PacketProcessor]:
         """Unmapped active queues with unretired packets, in round-robin order."""
-        return [q for q in self.unmapped() if q.has_work]
+        # has_work, inlined: this runs for every unmapped queue on each scheduler wakeup
+        return [q for q in self.unmapped() if q.doorbell_value + 1 > q.retired or q.inflight]
 
     def swappable_slots(self) -> list[int]:
         """Free slots, then slots whose queue is idle, each in round-robin order from the next
@@ -306,9 +339,15 @@ class HwScheduler:
 
     def can_map(self, q: PacketProcessor, slot: int) -> bool:
         """The VMID limit: queues of at most `vmids` processes can be mapped at once."""
-        pasids = {p.pasid for i, p in enumerate(self.slots) if p is not None and i != slot}
-        pasids |= {p.pasid for i, p in self._loading.items() if i != slot}
-        return q.pasid in pasids or len(pasids) < self.vmids
+        held = self._hqd_pasids
+        gone: dict[int, int] = {}  # what `slot` itself holds does not count
+        for p in (self.slots[slot], self._loading.get(slot)):
+            if p is not None:
+                gone[p.pasid] = gone.get(p.pasid, 0) + 1
+        if held.get(q.pasid, 0) > gone.get(q.pasid, 0):
+            return True
+        freed = sum(1 for pasid, n in gone.items() if held.get(pasid, 0) <= n)
+        return len(held) - freed < self.vmids
 
     def mapped(self) -> list[PacketProcessor]:
         return [s for s in self.slots if s is not None]
@@ -332,6 +371,8 @@ class HwScheduler:
     def _fill_free_slots(self) -> None:
         """Free HQDs take unmapped queues at once: policy's successors first, then any other
         active queue, as a runlist that fits the HQDs maps everything."""
+        if self._n_mapped + len(self._loading) >= len(self.queues):
+            return  # every queue holds or is loading into an HQD
         free = [s for s in range(len(self.slots)) if self.slots[s] is None]
         free = [s for s in free if s not in self._loading]
         if not free:
@@ -355,6 +396,8 @@ class HwScheduler:
 
     def _map(self, slot: int, pp: PacketProcessor) -> None:
         self.slots[slot] = pp
+        self._n_mapped += 1
+        self._hold(pp, 1)
         pp.slot = slot
         self._al_next = pp.sched_serial + 1  # gem5 updateRRVars
         self._rl_next = (slot + 1) % len(self.slots)
@@ -376,6 +419,8 @@ class HwScheduler:
             return
         was = pp.state
         self.slots[slot] = None
+        self._n_mapped -= 1
+        self._hold(pp, -1)
         pp.slot = None
         tr = self.gpu.tracer
         if tr.enabled:
@@ -400,6 +445,7 @@ class HwScheduler:
         if self.switch_ps:
             # The slot is busy while the HWS saves one MQD and loads the other.
             self._loading[slot] = succ
+            self._hold(succ, 1)
             self.engine.schedule(
                 self.switch_ps, self._finish_map, slot, succ, priority=6, housekeeping=True
             )
@@ -410,6 +456,7 @@ class HwScheduler:
         if self._loading.get(slot) is not pp:
             return  # destroyed or deactivated while loading
         del self._loading[slot]
+        self._hold(pp, -1)
         self._map(slot, pp)
         self._changed()
 
@@ -431,7 +478,9 @@ class HwScheduler:
         """Arm the quantum timer if the policy would swap something now. Otherwise stay
         quiet: whatever could change that (a doorbell, a retired packet, a satisfied barrier)
         calls back here."""
-        if self._timer is not None or all(q.slot is not None for q in self.queues):
+        if self._timer is not None or self._n_mapped == len(self.queues):
+            return
+        if not self._wanting and type(self.policy).successors in _WAITING_ONLY:
             return
         if not self.policy.pick(self):
             return
@@ -477,6 +526,15 @@ class HwScheduler:
         pp.acct_state = state
         pp.acct_slot = pp.slot
         pp.acct_since = now
+        if (
+            pp.slot is None
+            and pp.active
+            and pp.error is None
+            and (pp.doorbell_value + 1 > pp.retired or pp.inflight)
+        ):
+            self._wanting.add(pp)
+        else:
+            self._wanting.discard(pp)
 
     def _update_oversub(self) -> None:
         now = self.engine.now

@@ -107,6 +107,9 @@ class RingLog(list):
         self.dropped = 0
 
 
+_list_append = list.append
+
+
 class Tracer:
     def __init__(self, enabled: bool = True, max_events: int = DEFAULT_TRACE_EVENTS) -> None:
         self.enabled = enabled
@@ -127,13 +130,22 @@ class Tracer:
         return self.events.dropped
 
     def _add(self, ev: TraceEvent) -> None:
-        self.events.append(ev)
+        events = self.events
+        if len(events) < events.maxlen:
+            _list_append(events, ev)  # RingLog.append without its call: a dozen per packet
+        else:
+            events.append(ev)
 
     def instant(
         self, track: str, name: str, ts: int, args: dict | None = None, cat: str = ""
     ) -> None:
         if self.enabled:
-            self._add(TraceEvent("i", track, name, ts, 0, args, cat))
+            events = self.events
+            ev = TraceEvent("i", track, name, ts, 0, args, cat)
+            if len(events) < events.maxlen:
+                _list_append(events, ev)
+            else:
+                events.append(ev)
 
     def complete(
         self,

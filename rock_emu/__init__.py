@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
-from hw_model.config import SystemSpec, system_spec
-from hw_model.system import System
-from rock_emu.ioctl import KfdError
-from rock_emu.kfd import Kfd, KfdProcess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hw_model.config import SystemSpec
+    from hw_model.system import System
+    from rock_emu.ioctl import KfdError
+    from rock_emu.kfd import Kfd, KfdProcess
+
+# Imported on first use: the driver pulls in the whole hardware model, which `import rocr`
+# (and `hsaemu --help`) need not pay for until a machine is made.
+_LAZY = {
+    "Kfd": "rock_emu.kfd",
+    "KfdProcess": "rock_emu.kfd",
+    "KfdError": "rock_emu.ioctl",
+    "System": "hw_model.system",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rock_emu' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def kfd_for(system: System) -> Kfd:
@@ -15,6 +38,8 @@ def kfd_for(system: System) -> Kfd:
     together: once no process and no caller refers to either, both are collectable. A global
     System -> Kfd map would keep every machine alive, since the Kfd refers to its System.
     """
+    from rock_emu.kfd import Kfd
+
     kfd = system.driver
     if kfd is None:
         kfd = Kfd(system)
@@ -27,6 +52,9 @@ def machine(
 ) -> Kfd:
     """A fresh emulated machine (or an existing one) and its KFD."""
     if system is None:
+        from hw_model.config import system_spec
+        from hw_model.system import System
+
         system = System(spec if spec is not None else system_spec(preset or "gfx900"))
     return kfd_for(system)
 

@@ -8,8 +8,6 @@ and the error convention follows ``kfd_ioctl()`` in
 header by compiling a C program in the tests.
 """
 
-from __future__ import annotations
-
 import errno
 import operator
 import struct
@@ -18,7 +16,9 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from hw_model.lazy_model import LazyModel
 
 # --------------------------------------------------------------------------------------------
 # C type machinery
@@ -38,7 +38,7 @@ class CType:
 class CArray:
     """Marks a ``list`` field as a fixed-size C array ``elem name[length]``."""
 
-    elem: CType | type[IoctlArgs]
+    elem: "CType | type[IoctlArgs]"
     length: int
 
 
@@ -46,7 +46,7 @@ class CArray:
 class CUnion:
     """Marks a ``bytes`` field as the storage of an anonymous C union of the given members."""
 
-    members: tuple[tuple[str, type[IoctlArgs]], ...]
+    members: "tuple[tuple[str, type[IoctlArgs]], ...]"
 
     @property
     def size(self) -> int:
@@ -104,7 +104,7 @@ class CField:
     size: int
     align: int
     kind: Literal["scalar", "struct", "array", "union"]
-    elem: CType | type[IoctlArgs] | None = None
+    elem: "CType | type[IoctlArgs] | None" = None
     length: int = 0
     union: CUnion | None = None
 
@@ -113,13 +113,13 @@ def _round_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
 
-def _array_fmt(elem: CType | type[IoctlArgs], count: int) -> str:
+def _array_fmt(elem: "CType | type[IoctlArgs]", count: int) -> str:
     if isinstance(elem, CType):
         return f"{count}{elem.fmt}" if count != 1 else elem.fmt
     return elem._BODY_FMT * count
 
 
-class IoctlArgs(BaseModel):
+class IoctlArgs(LazyModel):
     """Base of every KFD uapi struct: a pydantic model whose fields are the C members in order.
 
     Subclasses declare members with the ``U32``/``U64``/``S32``... aliases, nested models,
@@ -135,7 +135,7 @@ class IoctlArgs(BaseModel):
     SIZE: ClassVar[int] = 0
     ALIGN: ClassVar[int] = 1
     # (member name, element model) of a trailing flexible array member, which sizeof excludes.
-    FLEXIBLE_ARRAY: ClassVar[tuple[str, type[IoctlArgs]] | None] = None
+    FLEXIBLE_ARRAY: ClassVar["tuple[str, type[IoctlArgs]] | None"] = None
     _FIELDS: ClassVar[tuple[CField, ...]] = ()
     _OFFSETS: ClassVar[dict[str, int]] = {}
     _BODY_FMT: ClassVar[str] = ""

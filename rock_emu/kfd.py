@@ -137,6 +137,8 @@ class KfdProcess:
         # Threads of this process blocked in WAIT_EVENTS outside its main thread (ROCr's async
         # events thread): (event ids, wake-up), see add_async_waiter.
         self._async_waiters: list[tuple[frozenset[int], Callable]] = []
+        # Every event id some async waiter sleeps on: setting any other event costs nothing more.
+        self._async_ids: set[int] = set()
         self.closed = False
         self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
         self._free_slots: list[int] = []  # signal-event slots freed by DESTROY_EVENT
@@ -748,6 +750,13 @@ class KfdProcess:
         del self.events[a.event_id]
         if ev.slot is not None:
             heapq.heappush(self._free_slots, ev.slot)
+        if a.event_id in self._async_ids:
+            # A thread asleep on this event alone has nothing left to wait for (ROCr's async
+            # thread drops a destroyed queue's event from its list): forget its wait.
+            self._async_waiters = [
+                (ids - {a.event_id}, w) for ids, w in self._async_waiters if ids != {a.event_id}
+            ]
+            self._async_ids = set().union(*(ids for ids, _ in self._async_waiters))
 
     def _set_event(self, a: io.SetEventArgs) -> None:
         ev = self._event(a.event_id)
@@ -769,6 +778,20 @@ class KfdProcess:
                 {"pasid": self.pasid},
                 cat="event",
             )
+        if ev.event_id in self._async_ids:
+            # kfd_events.c set_event -> wake_up_all(&ev->wq): a thread of this process asleep
+            # in WAIT_EVENTS on it (ROCr's async events thread) returns too.
+            self._wake_async(ev)
+
+    def _wake_async(self, ev: Event) -> None:
+        data = None
+        for ids, wake in list(self._async_waiters):
+            if ev.event_id in ids:
+                self._async_waiters.remove((ids, wake))
+                if data is None:
+                    data = io.HsaMemoryExceptionData(**(ev.memory_exception or {}))
+                wake(ev.event_id, data.model_copy())
+        self._async_ids = set().union(*(ids for ids, _ in self._async_waiters))
 
     def _wait_events(self, a: io.WaitEventsArgs) -> None:
         if a.num_events == 0 or a.num_events > io.KFD_SIGNAL_EVENT_LIMIT:
@@ -881,6 +904,7 @@ class KfdProcess:
             if hit:
                 self._async_waiters.remove((ids, wake))
                 wake(hit[0], exception.model_copy())
+        self._async_ids = set().union(*(ids for ids, _ in self._async_waiters))
 
     def _evict_queues(self, g: Gpu) -> list[int]:
         """kfd_dqm_evict_pasid -> evict_process_queues_cpsch: every queue of this process on
@@ -917,6 +941,7 @@ class KfdProcess:
             wake(ev.event_id, io.HsaMemoryExceptionData(**(ev.memory_exception or {})))
             return
         self._async_waiters.append((ids, wake))
+        self._async_ids |= ids
 
     # -- teardown --------------------------------------------------------------------------
     def close(self) -> None:
@@ -929,6 +954,7 @@ class KfdProcess:
         for bo in self.doorbell_frames.values():
             bo.on_write = None
         self._async_waiters.clear()
+        self._async_ids.clear()
         self.memory.destroy_vm(self.pasid)
         self.bos.clear()
         self.events.clear()

@@ -35,6 +35,14 @@ def connect(*args, **kwargs):
     return _connect(*args, **kwargs)
 
 
+def restore(path):
+    """rocr.restore(path) -> (runtime, extra): the runtime `rt.checkpoint(path, **extra)`
+    wrote, going on from where it was, and its `extra` objects (rocr.service.state.restore)."""
+    from rocr.service.state import restore as _restore
+
+    return _restore(path)
+
+
 __all__ = [
     "Agent",
     "AgentDispatchPacket",
@@ -63,5 +71,6 @@ __all__ = [
     "connect",
     "init",
     "make_header",
+    "restore",
     "status_string",
 ]

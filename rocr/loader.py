@@ -18,6 +18,7 @@ import msgpack
 from pydantic import ConfigDict
 
 from hw_model.kernels import KernelArg
+from hw_model.lazy_model import LazyModel
 from hw_model.structs import KERNEL_DESCRIPTOR_SIZE, KernelDescriptor
 from rocr import elf
 from rocr.errors import HsaError
@@ -64,7 +65,7 @@ _BY_SIZE = {1: "u8", 2: "u16", 4: "u32", 8: "u64"}
 _POINTER_KINDS = ("global_buffer", "dynamic_shared_pointer")
 
 
-class CodeObjectArg(KernelArg):
+class CodeObjectArg(LazyModel, KernelArg):
     """A kernel argument as the code object metadata declares it.
 
     `type` is the C scalar type the value packs as ("ptr" for buffers, "bytes" for a

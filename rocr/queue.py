@@ -242,7 +242,11 @@ class Queue:
         index = as_u64(index, "index", why="a packet index is a uint64_t")
         raw = packet_raw(packet)
         self._check()
-        read = self.load_read_index()
+        self._write_raw(index, raw)
+
+    def _write_raw(self, index: int, raw: bytes) -> None:
+        """write_packet for a checked index and 64 checked bytes, on a checked queue."""
+        read = self._q.load_u64(AMD_QUEUE_READ_DISPATCH_ID_OFFSET)
         if index < read or index >= read + self.size:
             raise HsaError(
                 Status.ERROR_INVALID_ARGUMENT,
@@ -252,7 +256,7 @@ class Queue:
             )
         base = self._slot(index)
         ring = self._ring.mapping
-        ring.array[base + 4 : base + aql.PACKET_SIZE] = np.frombuffer(raw[4:], dtype=np.uint8)
+        memoryview(ring.array)[base + 4 : base + aql.PACKET_SIZE] = raw[4:]
         # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
         ring.write(base, bytes(raw[:4]))
         self.rt.thunk.host_elapse(self.rt.host_cost("packet_write_ps"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +46,8 @@ KERNARG_CHUNK = 1 << 20  # kernarg arena per chunk (ROCr sub-allocates kernargs 
 # machine a script creates. A hook must not keep what it is given past its own run.
 INIT_HOOKS: list[Callable[[Runtime], None]] = []
 KERNARG_ALIGN = 64
+_DISPATCH_FIELDS = tuple(name for name, _ in aql.KernelDispatchPacket.LAYOUT)
+_DISPATCH_STRUCT = aql.KernelDispatchPacket.STRUCT
 
 
 def _hsa_error(e: HsaKmtError, status: Status, what: str) -> HsaError:
@@ -71,19 +72,21 @@ class DispatchHandle:
         self.queue = queue
         self.index = index
         self.signal = signal
-        self._recycle: weakref.finalize | None = None
+        # The runtime to hand the signal back to when the handle goes (__del__ is a tenth of
+        # the cost of a weakref.finalize, which a dispatch would pay every time).
         rt = getattr(queue, "rt", None)
-        if owns_signal and isinstance(rt, Runtime):
-            self._recycle = weakref.finalize(self, rt._recycle_completion_signal, signal)
-            self._recycle.atexit = False
+        self._recycle: Runtime | None = rt if owns_signal and isinstance(rt, Runtime) else None
 
     def detach_signal(self) -> Signal:
         """Take the completion signal for good: it is no longer returned to the pool when the
         handle goes; destroy it yourself (hsa_signal_destroy) when done."""
-        if self._recycle is not None:
-            self._recycle.detach()
-            self._recycle = None
+        self._recycle = None
         return self.signal
+
+    def __del__(self) -> None:
+        rt = getattr(self, "_recycle", None)  # None if __init__ did not finish
+        if rt is not None:
+            rt._recycle_completion_signal(self.signal)
 
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
         """Wait for the packet to retire (its completion signal below 1).
@@ -152,6 +155,11 @@ class Runtime:
         # Completion signals of dropped DispatchHandles, oldest first, to reuse once retired.
         self._spare_signals: deque[Signal] = deque()
         self._copier: Copier | None = None  # SDMA queues and blit kernels, made lazily
+        # Queues whose inactive-signal event the async events thread saw set since the last
+        # poll: only those can have a new error, so a poll costs nothing per idle queue. A
+        # transport without that thread makes every poll look at every queue instead.
+        self._woken: list[Queue] = []
+        self._scan_queues = False
         self.agent_list: list[Agent] = []
         for node, props in enumerate(self.thunk.nodes):
             agent = Agent(self, node, props)
@@ -197,6 +205,15 @@ class Runtime:
             q.destroy()
         self.thunk.close()
         self.closed = True
+
+    def checkpoint(self, path: str | os.PathLike[str], **extra: Any) -> int:
+        """Write this runtime's whole machine (memory, queues, signals, code objects, the
+        engine's pending events, the trace) to `path`, for a long experiment to go on later
+        from `rocr.restore(path)`; `extra` objects come back as the restored runtime's. Returns
+        the bytes written. Call it between operations. (rocr.service.state.checkpoint)"""
+        from rocr.service.state import checkpoint
+
+        return checkpoint(self, path, **extra)
 
     def _check(self) -> None:
         if self.closed:
@@ -477,6 +494,7 @@ class Runtime:
         except HsaKmtError as e:
             raise _hsa_error(e, Status.ERROR_INVALID_QUEUE_CREATION, "hsa_queue_create") from e
         self._queues.add(q)
+        self._watch_queue(q)
         return q
 
     def queues(self) -> list[Queue]:
@@ -519,6 +537,14 @@ class Runtime:
         """The packet for checked fields `f`, its kernargs packed into the kernarg pool. A
         compiled kernel's hidden arguments are filled from the geometry as CLR's
         submitKernelInternal does (the queue pointer when the queue is known)."""
+        values = self._packet_values(kernel, f, queue)
+        return aql.KernelDispatchPacket(**dict(zip(_DISPATCH_FIELDS, values, strict=True)))
+
+    def _packet_values(
+        self, kernel: KernelSymbol, f: dict[str, Any], queue: Queue | None
+    ) -> tuple[int, ...]:
+        """The fields of the packet for checked fields `f`, in hsa_kernel_dispatch_packet_t
+        order; the kernargs are packed into the kernarg pool."""
         g3, w3 = f["grid"], f["workgroup"]
         data = pack_args(kernel.args, kernel.kernarg_size, f["args"])
         if kernel.hidden_args:
@@ -536,25 +562,27 @@ class Runtime:
             )
             data = bytes(buf)
         kernarg = self._kernarg(data) if kernel.kernarg_size else 0
-        return aql.KernelDispatchPacket(
-            header=aql.make_header(
+        return (
+            aql.make_header(
                 PacketType.KERNEL_DISPATCH,
                 barrier=f["barrier"],
                 acquire=f["acquire"],
                 release=f["release"],
             ),
-            setup=f["dims"],
-            workgroup_size_x=w3[0],
-            workgroup_size_y=w3[1],
-            workgroup_size_z=w3[2],
-            grid_size_x=g3[0],
-            grid_size_y=g3[1],
-            grid_size_z=g3[2],
-            private_segment_size=kernel.private_segment_size,
-            group_segment_size=f["group_segment_size"],
-            kernel_object=kernel.kernel_object,
-            kernarg_address=kernarg,
-            completion_signal=f["completion_signal"],
+            f["dims"],
+            w3[0],
+            w3[1],
+            w3[2],
+            0,
+            g3[0],
+            g3[1],
+            g3[2],
+            kernel.private_segment_size,
+            f["group_segment_size"],
+            kernel.kernel_object,
+            kernarg,
+            0,
+            f["completion_signal"],
         )
 
     def _dispatch_fields(
@@ -680,9 +708,11 @@ class Runtime:
         owns = completion is None
         sig = completion if completion is not None else self._completion_signal()
         f["completion_signal"] = sig.handle
-        pkt = self._packet(kernel, f, q)
+        # Every field was checked above: pack the 64 bytes directly (the pydantic packet is
+        # for callers who build packets themselves).
+        raw = _DISPATCH_STRUCT.pack(*self._packet_values(kernel, f, q))
         i = q.add_write_index(1)
-        q.write_packet(i, pkt)
+        q._write_raw(i, raw)
         q.ring_doorbell(i)
         return DispatchHandle(q, i, sig, owns)
 
@@ -711,10 +741,27 @@ class Runtime:
             ev = self._vm_fault_event
             if ev is not None and ev.MemoryAccessFault is not None:
                 self._vm_fault_handler(ev.MemoryAccessFault)
-        for q in list(self._queues):
-            q._poll_error()
+        if self._scan_queues:
+            for q in list(self._queues):
+                q._poll_error()
+        elif self._woken:
+            woken, self._woken = self._woken, []
+            for q in woken:
+                q._poll_error()
+                if not q._error_reported and not q.destroyed:
+                    self._watch_queue(q)  # set without an error code: keep listening
         if self._vm_fault is not None:
             raise HsaError(self._vm_fault.status, self._vm_fault.message)
+
+    def _watch_queue(self, q: Queue) -> None:
+        """ROCr's async events thread waits on each queue's inactive-signal event (AqlQueue
+        registers DynamicQueueEventsHandler through Runtime::SetAsyncSignalHandler): the
+        queue is looked at once the event is set."""
+        ev = q.inactive_signal.event
+        if ev is None or not self.thunk.wait_on_multiple_events_async(
+            [ev], lambda _ev, q=q: self._woken.append(q)
+        ):
+            self._scan_queues = True
 
     def async_events(self) -> list:
         """The KFD events the async events thread waits on: each queue's inactive-signal event

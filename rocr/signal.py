@@ -10,6 +10,7 @@ other waiters, as ROCr's InterruptSignal does.
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
@@ -309,8 +310,8 @@ class Signal:
         host-side waiter can be parked on a pooled signal, so no event is set."""
         m, off = self._map, self._off
         m.store_i64(off + AMD_SIGNAL_VALUE_OFFSET, value)
-        m.store_u64(off + AMD_SIGNAL_START_TS_OFFSET, 0)
-        m.store_u64(off + AMD_SIGNAL_END_TS_OFFSET, 0)
+        # Plain stores: nothing watches the timestamps (the CP writes them at retire).
+        _TWO_U64.pack_into(m.array, off + AMD_SIGNAL_START_TS_OFFSET, 0, 0)
 
     def destroy(self) -> None:
         if self.destroyed:
@@ -320,6 +321,10 @@ class Signal:
         self.rt.signal_pool.give(self._map, self._off)
         self.rt._signals.discard(self)
         self.destroyed = True
+
+
+_TWO_U64 = struct.Struct("<QQ")
+assert AMD_SIGNAL_END_TS_OFFSET == AMD_SIGNAL_START_TS_OFFSET + 8
 
 
 class DoorbellSignal:

@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from pydantic import BaseModel
-
+from hw_model.lazy_model import LazyModel
 from rock_emu import ioctl as io
 from rock_emu.ioctl import AllocMemFlags, KfdError
 from rock_emu.mapping import HostMapping
@@ -81,7 +80,7 @@ QUEUE_TYPE_SDMA = io.KFD_IOC_QUEUE_TYPE_SDMA
 QUEUE_TYPE_SDMA_XGMI = io.KFD_IOC_QUEUE_TYPE_SDMA_XGMI
 
 
-class NodeProperties(BaseModel):
+class NodeProperties(LazyModel):
     """HsaNodeProperties (hsakmttypes.h), the fields this emulator fills."""
 
     NumCPUCores: int
@@ -109,6 +108,8 @@ class NodeProperties(BaseModel):
     DrmRenderMinor: int
     NumSdmaEngines: int
     NumSdmaQueuesPerEngine: int
+    NumSdmaXgmiEngines: int = 0
+    HiveID: int = 0  # XGMI hive; 0 when the GPU is in none
     NumCpQueues: int
     KFDGpuID: int
     AMDName: str  # the gfx target, e.g. "gfx900"
@@ -118,7 +119,7 @@ class NodeProperties(BaseModel):
         return self.NumFComputeCores > 0
 
 
-class MemoryProperties(BaseModel):
+class MemoryProperties(LazyModel):
     """HsaMemoryProperties."""
 
     HeapType: int
@@ -301,6 +302,8 @@ class Thunk:
                     DrmRenderMinor=props["drm_render_minor"],
                     NumSdmaEngines=props["num_sdma_engines"],
                     NumSdmaQueuesPerEngine=props["num_sdma_queues_per_engine"],
+                    NumSdmaXgmiEngines=props.get("num_sdma_xgmi_engines", 0),
+                    HiveID=props.get("hive_id", 0),
                     NumCpQueues=props["num_cp_queues"],
                     KFDGpuID=gpu_id,
                     AMDName=name,

@@ -9,10 +9,11 @@ Python process; a socket transport to a shared KFD service can implement the sam
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rock_emu import Kfd, KfdProcess, kfd_for, machine
-from rock_emu.mapping import HostMapping
+if TYPE_CHECKING:
+    from rock_emu import Kfd, KfdProcess
+    from rock_emu.mapping import HostMapping
 
 
 class Transport(Protocol):
@@ -48,6 +49,8 @@ class InProcess:
         name: str = "",
     ) -> None:
         if kfd is None:
+            from rock_emu import kfd_for, machine  # the driver and hardware model, on first use
+
             kfd = kfd_for(system) if system is not None else machine(preset=preset, spec=spec)
         self.kfd = kfd
         self.system = self.kfd.system

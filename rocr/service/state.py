@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 import rocr
+from rocr.errors import HsaError
+from rocr.status import Status
 
 log = logging.getLogger("hsaemu.service")
 
@@ -51,8 +53,13 @@ RECURSION_LIMIT = 100_000
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be written or read; the message names the file and why."""
+class CheckpointError(HsaError):
+    """A checkpoint that cannot be written or read; the message names the file and why. An
+    HsaError, HSA_STATUS_ERROR_INVALID_FILE by default (what ROCr's
+    hsa_code_object_reader_create_from_file answers for a file it cannot use)."""
+
+    def __init__(self, message: str, status: Status = Status.ERROR_INVALID_FILE) -> None:
+        super().__init__(status, message)
 
 
 def _version() -> str:
@@ -156,7 +163,7 @@ def dumps(obj: Any) -> bytes:
             {"format": FORMAT, "version": _version(), "payload": obj}
         )
     except (pickle.PicklingError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"cannot checkpoint: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot checkpoint: {type(e).__name__}: {e}", Status.ERROR) from None
     finally:
         sys.setrecursionlimit(limit)
     return out.getvalue()
@@ -176,7 +183,8 @@ def loads(data: bytes, where: str = "checkpoint") -> Any:
         sys.setrecursionlimit(limit)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(
-            f"{where} has checkpoint format {record.get('format')!r}; "
+            f"{where} has checkpoint format "
+            f"{record.get('format') if isinstance(record, dict) else None!r}; "
             f"this hsaemu reads format {FORMAT}"
         )
     if record.get("version") != _version():
@@ -200,19 +208,41 @@ def write_atomic(path: Path, data: bytes) -> None:
 # -- the Python API ------------------------------------------------------------------------------
 
 
+def _path(path: Any) -> Path:
+    if not isinstance(path, str | os.PathLike) or not str(path):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"path {path!r} is not a file name (give a str or a pathlib.Path)",
+        )
+    return Path(path)
+
+
 def checkpoint(rt: rocr.Runtime, path: str | os.PathLike[str], **extra: Any) -> int:
     """Write runtime `rt` — its whole machine — to `path`; returns the bytes written. `extra`
     objects (buffers, queues, signals of `rt`, ...) are saved with it and come back from
     `restore` as the same objects of the restored runtime. Call it between operations (not
-    from a callback of the runtime)."""
+    from a callback of the runtime). `rt.checkpoint(path, **extra)` is the same."""
+    if not isinstance(rt, rocr.Runtime):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"rt is a {type(rt).__name__}; only a local runtime (rocr.init) is checkpointed "
+            "here (a served system is checkpointed by hsaemu serve --state DIR)",
+        )
+    p = _path(path)
+    rt._check()
     data = dumps({"runtime": rt, "extra": extra})
-    write_atomic(Path(path), data)
+    try:
+        write_atomic(p, data)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {p}: {e.strerror or e}") from None
     return len(data)
 
 
 def restore(path: str | os.PathLike[str]) -> tuple[rocr.Runtime, dict[str, Any]]:
-    """The runtime a `checkpoint` wrote, running from where it was, and its `extra` objects."""
-    p = Path(path)
+    """The runtime a `checkpoint` wrote, running from where it was, and its `extra` objects
+    (`rocr.restore(path)` is the same). The checkpoint's original runtime may still run: the
+    restored one is a copy of its machine, with its own memory, queues and clock."""
+    p = _path(path)
     try:
         data = p.read_bytes()
     except OSError as e:

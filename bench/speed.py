@@ -1,0 +1,213 @@
+"""Speed of the emulator, each figure beside an in-run reference.
+
+Every figure is printed with `sum(range(1000))` timed in the same run (the reference) and the
+ratio figure / reference, so runs on machines of different speed, or of different load,
+compare by the ratio. Each figure is measured in a few rounds, each round timing the
+reference just before the figure; the best round of each is kept, so a burst of load from
+other processes spoils neither. In-process figures count the CPU time of the measuring
+thread (equal to wall time on an idle machine); the fresh-interpreter ones are wall time:
+  - the round trip of an empty kernel, `q.dispatch(...).wait()` on gfx900 (default options,
+    tracing on as `rocr.init` has it);
+  - the cost per dispatch with 1, 128 and 256 queues: all dispatches on one queue while the
+    others sit idle (what bookkeeping per queue costs), and round-robin over every queue (most
+    queues are unmapped, so each dispatch also waits for the HW scheduler to swap its queue
+    in: simulated work that grows with the number of queues);
+  - `import rocr` and the whole `hsaemu --help` process in a fresh interpreter (bytecode
+    caches written, as for an installed package; `python -c pass` is printed beside them);
+  - timing-only workgroups per second (`vector_add`, gfx942) and functional workgroups per
+    second (`vector_add`, gfx900).
+Writes bench/results/speed.json.
+
+    python bench/speed.py
+    HSAEMU_BENCH_SCALE=4 python bench/speed.py     # 4x the rounds and grid sizes
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import timeit
+from collections.abc import Callable
+
+SCALE = float(os.environ.get("HSAEMU_BENCH_SCALE", "1"))
+ROUNDS = max(3, int(5 * SCALE))
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+# Bytecode caches written and used, as in an installed package: a fresh interpreter that
+# compiles every module from source measures the compiler, not the import.
+_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+# In-process figures and the reference are timed in CPU time of this thread: on an idle machine
+# that is the wall time; on a shared one it leaves out the time other processes held the core.
+CLOCK = time.thread_time
+
+
+def reference_us() -> float:
+    """`sum(range(1000))` in µs: the best of 5 timeit runs."""
+    n = 1000
+    return min(timeit.repeat("sum(range(1000))", number=n, repeat=5, timer=CLOCK)) / n * 1e6
+
+
+def best_of(
+    measure: Callable[[], float], rounds: int = ROUNDS, best: Callable = min
+) -> tuple[float, float]:
+    """(best figure, best reference) over `rounds` rounds of reference-then-figure; `best`
+    is max for rates."""
+    values, refs = [], []
+    for _ in range(rounds):
+        refs.append(reference_us())
+        values.append(measure())
+    return best(values), min(refs)
+
+
+def dispatch_loop_us(nq: int, per_round: int, spread: bool) -> tuple[float, float]:
+    """µs per empty-kernel dispatch + wait on gfx900 with `nq` queues: round-robin over all
+    of them (`spread`), or all on the first while the others stay idle. A process may hold
+    128 queues per GPU (HSA_AGENT_INFO_QUEUES_MAX), so past 128 the queues belong to more
+    processes (runtimes) on the same machine."""
+    import rocr
+
+    rts = [rocr.init(preset="gfx900")]
+    rts += [rocr.init(system=rts[0].system) for _ in range((nq - 1) // 128)]
+    try:
+        qs, ks = [], []
+        for i in range(nq):
+            rt = rts[i // 128]
+            if i % 128 == 0:
+                k = rt.load_code_object("builtin:empty").kernel("empty")
+            qs.append(rt.gpus[0].create_queue(64))
+            ks.append(k)
+        for q, k in zip(qs, ks, strict=True):  # warm: pooled signals, kernarg chunk, caches
+            q.dispatch(k, grid=64, workgroup=64).wait()
+        n = max(per_round, nq) if spread else per_round
+        pos = 0
+
+        def one_round() -> float:
+            nonlocal pos
+            t0 = CLOCK()
+            for _ in range(n):
+                j = pos % nq if spread else 0
+                pos += 1
+                qs[j].dispatch(ks[j], grid=64, workgroup=64).wait()
+            return (CLOCK() - t0) / n * 1e6
+
+        return best_of(one_round)
+    finally:
+        for rt in reversed(rts):
+            rt.shutdown()
+
+
+def process_s(code: list[str]) -> float:
+    """Wall seconds of running `code` in a fresh interpreter."""
+    t0 = time.perf_counter()
+    subprocess.run(code, cwd=ROOT, env=_ENV, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def import_s(module: str) -> float:
+    """Seconds `import module` takes inside a fresh interpreter (its start excluded)."""
+    code = f"import time; t=time.perf_counter(); import {module}; print(time.perf_counter()-t)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=_ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip())
+
+
+def wgs_per_s(preset: str, functional: bool, wgs: int) -> float:
+    """Workgroups of `vector_add` (256 work-items each) simulated per wall-clock second."""
+    import rocr
+    from hw_model.config import system_spec
+
+    spec = system_spec(preset, functional=functional, trace=False)
+    with rocr.init(spec=spec) as rt:
+        gpu = rt.gpus[0]
+        pool = gpu.pools()[0]
+        n = wgs * 256
+        bufs = [pool.allocate(4 * n) for _ in range(3)]
+        k = rt.load_code_object("builtin:vector_add").kernel("vector_add")
+        q = gpu.create_queue(256)
+        t0 = CLOCK()
+        q.dispatch(k, grid=n, workgroup=256, args=(*bufs, n)).wait()
+        wall = CLOCK() - t0
+    return wgs / wall
+
+
+def main() -> None:
+    rows: list[dict] = []
+
+    def row(name: str, value: float, unit: str, target: str, ref: float) -> None:
+        # the ratio to the reference: for times, time / reference; for rates, the time one
+        # item takes / reference; a ratio of two figures is printed as it is
+        if unit == "x":
+            ratio = value
+        elif unit == "us":
+            ratio = value / ref
+        elif unit == "s":
+            ratio = value * 1e6 / ref
+        else:
+            ratio = (1e6 / value) / ref
+        rows.append(
+            {
+                "figure": name,
+                "value": value,
+                "unit": unit,
+                "target": target,
+                "reference_us": ref,
+                "ratio": ratio,
+            }
+        )
+        shown = f"{value:,.0f} {unit}" if unit.endswith("/s") else f"{value:.3g} {unit}"
+        print(
+            f"{name:<48} {shown:>14}  ref {ref:5.2f} us  ratio {ratio:9.1f}  {target}",
+            flush=True,
+        )
+
+    print(f"{'figure':<48} {'value':>14}  reference: sum(range(1000)), same run")
+    per_round = max(20, int(60 * SCALE))
+    rt_us, ref1 = dispatch_loop_us(1, per_round, spread=False)
+    row("empty-kernel dispatch().wait(), gfx900", rt_us, "us", "target <= 50 us", ref1)
+
+    # cost ratios compare the two figures' ratios to their references (load-proof)
+    for nq in (128, 256):
+        qn, ref = dispatch_loop_us(nq, per_round, spread=False)
+        row(f"dispatch+wait on 1 of {nq} queues (others idle)", qn, "us", "", ref)
+        target = "target <= 1.3x" if nq == 128 else ""
+        x = (qn / ref) / (rt_us / ref1)
+        row(f"  cost with {nq} queues / 1 queue", x, "x", target, ref)
+    for nq in (128, 256):
+        qn, ref = dispatch_loop_us(nq, per_round, spread=True)
+        row(f"dispatch+wait round-robin over {nq} queues", qn, "us", "", ref)
+        x = (qn / ref) / (rt_us / ref1)
+        row(f"  cost round-robin over {nq} / 1 queue", x, "x", "", ref)
+
+    py, ref = best_of(lambda: process_s([sys.executable, "-c", "pass"]))
+    row("python -c pass (interpreter start)", py, "s", "", ref)
+    imp, ref = best_of(lambda: import_s("rocr"))
+    row("import rocr (in a fresh interpreter)", imp, "s", "target <= 0.3 s", ref)
+    helps, ref = best_of(lambda: process_s([sys.executable, "-m", "rocr.cli", "--help"]))
+    row("hsaemu --help (whole process)", helps, "s", "target < 0.3 s", ref)
+
+    timing, ref = best_of(lambda: wgs_per_s("gfx942", False, int(4000 * SCALE)), 2, max)
+    row("timing-only WG/s (vector_add, gfx942)", timing, "WG/s", "target >= 1 M", ref)
+    func, ref = best_of(lambda: wgs_per_s("gfx900", True, int(2000 * SCALE)), 2, max)
+    row("functional WG/s (vector_add, gfx900)", func, "WG/s", "target >= 300 k", ref)
+
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / "speed.json"
+    path.write_text(json.dumps({"scale": SCALE, "figures": rows}, indent=2))
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
