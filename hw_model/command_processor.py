@@ -43,6 +43,7 @@ from hw_model.structs import (
     AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET,
     AMD_SIGNAL_START_TS_OFFSET,
     AMD_SIGNAL_VALUE_OFFSET,
+    COMPUTE_PGM_RSRC3_GFX90A_ACCUM_OFFSET,
     KERNEL_DESCRIPTOR_SIZE,
     KernelDescriptor,
     decode_sgpr_count,
@@ -55,6 +56,10 @@ if TYPE_CHECKING:
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+# Decoded kernel descriptors by their 64 bytes, and (spec, requirements, occupancy) by kernel
+# shape: every dispatch of a kernel reads the same descriptor and needs the same occupancy.
+_KD_CACHE: dict[bytes, KernelDescriptor] = {}
+_OCC_CACHE: dict[tuple, tuple] = {}
 
 
 class QueueErrorBits(IntFlag):
@@ -557,7 +562,11 @@ class PacketProcessor:
                 fault=f,
             )
             return
-        kd = KernelDescriptor.from_bytes(kd_raw)
+        kd = _KD_CACHE.get(kd_raw)
+        if kd is None:
+            if len(_KD_CACHE) >= 1024:  # bounded: descriptors only differ per kernel
+                _KD_CACHE.clear()
+            kd = _KD_CACHE[kd_raw] = KernelDescriptor.from_bytes(kd_raw)
         entry_va = ko + kd.kernel_code_entry_byte_offset
         try:
             token = mem.gpu_view(self.mqd.pasid, gpu.node, entry_va, ENTRY_TOKEN_SIZE).tobytes()
@@ -570,6 +579,7 @@ class PacketProcessor:
             return
         name = parse_entry_token(token)
         kernel = BUILTINS.get(name) if name is not None else None
+        code = None
         if kernel is None:
             word = int.from_bytes(token[:4], "little")
             # What a loader writes (AMDGPUUsage "Kernel Descriptor"): reserved bytes zero, a
@@ -581,30 +591,21 @@ class PacketProcessor:
                 and not any(kd.reserved0 + kd.reserved1 + kd.reserved3)
             ):
                 # A compiled kernel: the loader published a real descriptor whose entry is
-                # gfx9 machine code. The SPI would launch it; the ISA interpreter does not
-                # exist yet, so the queue stops rather than pretend the kernel ran.
-                # Imported here: the opcode tables cost ~0.1 s, only for compiled kernels.
-                from hw_model.isa.decoder import DecodeError, decode_one
-
-                try:
-                    first = decode_one(token, 0, spec.name, entry_va).mnemonic
-                except (DecodeError, ValueError):
-                    first = None
-                why = (
-                    f"is AMDGPU machine code (first instruction {first or '?'}, word "
-                    f"{word:#010x}); the gfx9 ISA interpreter does not run compiled kernels yet"
-                )
+                # gfx9 machine code; the SPI launches it and the SQ runs it (the interpreter).
+                code = self._compiled_code(idx, p, kd, ko, entry_va)
+                if code is None:
+                    return  # the queue stopped (the code could not be fetched)
             else:
                 why = (
                     f"(first word {word:#010x}) is not an instruction stream this GPU can "
                     "execute; is kernel_object a kernel descriptor?"
                 )
-            self._queue_error(
-                QueueErrorBits.ILLEGAL_INSTRUCTION,
-                f"packet {idx}: kernel_object {ko:#x}: the code at {entry_va:#x} (entry offset "
-                f"{kd.kernel_code_entry_byte_offset}) {why}",
-            )
-            return
+                self._queue_error(
+                    QueueErrorBits.ILLEGAL_INSTRUCTION,
+                    f"packet {idx}: kernel_object {ko:#x}: the code at {entry_va:#x} (entry "
+                    f"offset {kd.kernel_code_entry_byte_offset}) {why}",
+                )
+                return
         vgprs = decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)
         sgprs = decode_sgpr_count(kd.compute_pgm_rsrc1)
         if vgprs > spec.max_vgprs_per_wave:
@@ -638,8 +639,15 @@ class PacketProcessor:
         from hw_model.occupancy import occupancy_of, wg_requirements
 
         private = max(p.private_segment_size, kd.private_segment_fixed_size)
-        req = wg_requirements(spec, wg_items, vgprs, sgprs, lds, private)
-        occ = occupancy_of(spec, req, wg_items)
+        # Pure functions of the spec and the kernel's needs: computed once per kernel shape.
+        key = (id(spec), wg_items, vgprs, sgprs, lds, private)
+        hit = _OCC_CACHE.get(key)
+        if hit is None or hit[0] is not spec:
+            if len(_OCC_CACHE) >= 1024:
+                _OCC_CACHE.clear()
+            req = wg_requirements(spec, wg_items, vgprs, sgprs, lds, private)
+            hit = _OCC_CACHE[key] = (spec, req, occupancy_of(spec, req, wg_items))
+        _, req, occ = hit
         if occ.workgroups_per_cu == 0:
             # Otherwise no CU could ever take a workgroup and the queue would hang.
             self._queue_error(
@@ -650,12 +658,17 @@ class PacketProcessor:
                 "kernel built for it (launch bounds)",
             )
             return
+        kname = kernel.name if kernel is not None else code.name
+        if code is not None:
+            code.lds_bytes = lds
+            code.private_bytes = private
         launch = KernelLaunch(
-            name=kernel.name,
+            name=kname,
             pasid=self.mqd.pasid,
             queue_id=self.mqd.queue_id,
             dispatch_id=idx,
             kernel=kernel,
+            code=code,
             grid=grid,
             workgroup=wg,
             req=req,
@@ -663,9 +676,10 @@ class PacketProcessor:
             on_dispatched=self._on_dispatched,
             on_complete=lambda k, e=entry: self._kernel_done(k, e),
             on_fault=self._on_fault,
+            on_illegal=self._on_illegal,
         )
         launch.cu_mask = self.cu_mask
-        entry.name = kernel.name
+        entry.name = kname
         entry.start = gpu.engine.now
         self.inflight.append(entry)
         self.dispatching = launch
@@ -673,7 +687,7 @@ class PacketProcessor:
         if gpu.tracer.enabled:
             gpu.tracer.instant(
                 "dispatcher",
-                f"launch {kernel.name}",
+                f"launch {kname}",
                 gpu.engine.now,
                 {
                     "queue": self.mqd.queue_id,
@@ -689,6 +703,51 @@ class PacketProcessor:
                 cat="dispatch",
             )
         gpu.dispatcher.launch(launch)
+
+    def _compiled_code(self, idx: int, p, kd: KernelDescriptor, ko: int, entry_va: int):
+        """The `IsaKernel` of a compiled kernel's dispatch: its code fetched through the
+        page tables (the whole allocation holding the entry, as the loader placed the code
+        object there), its registers from the descriptor. None after a queue error."""
+        # Imported here: the opcode tables cost ~0.1 s, only for compiled kernels.
+        from hw_model.isa.program import IsaKernel, elf_kernel_name, program_for
+
+        gpu = self.gpu
+        spec = gpu.spec
+        mem = gpu.memory
+        pasid = self.mqd.pasid
+        bo = mem.find(pasid, entry_va)
+        try:
+            if bo is None:
+                raise MemoryFault(entry_va, 4, f"no buffer object is mapped there (pasid {pasid})")
+            image = mem.gpu_view(pasid, gpu.node, bo.va, bo.size).tobytes()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"packet {idx}: fetching code at {entry_va:#x} faulted: {f.reason}",
+                fault=f,
+            )
+            return None
+        name = elf_kernel_name(image, ko - bo.va) or f"kernel@{entry_va:#x}"
+        total = decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)
+        vgprs, agprs = min(total, 256), 0
+        if spec.name in ("gfx90a", "gfx942"):
+            # Unified VGPR file: AccVGPRs start at ACCUM_OFFSET (COMPUTE_PGM_RSRC3, in 4s).
+            accum = (COMPUTE_PGM_RSRC3_GFX90A_ACCUM_OFFSET.get(kd.compute_pgm_rsrc3) + 1) * 4
+            vgprs, agprs = min(total, accum, 256), max(0, total - accum)
+        mqd = self.mqd
+        return IsaKernel(
+            name=name,
+            target=spec.name,
+            descriptor=kd,
+            program=program_for(image, bo.va, spec.name, name),
+            vgprs=vgprs,
+            agprs=agprs,
+            kernarg_address=p.kernarg_address,
+            packet_address=mqd.ring_base + (idx % mqd.ring_packets) * aql.PACKET_SIZE,
+            queue_address=mqd.amd_queue_addr,
+            dispatch_id=idx,
+            entry=entry_va,
+        )
 
     def _on_dispatched(self, k: KernelLaunch) -> None:
         if self.dispatching is k:
@@ -720,6 +779,9 @@ class PacketProcessor:
                 "vgprs": k.req.vgprs,
                 "sgprs": k.req.sgprs,
                 "lds": k.req.lds,
+                # Compiled kernels: waves, instruction issues and lane-instructions executed,
+                # by class (the gfx9 interpreter's counts).
+                **({"execution": k.exec_stats} if k.exec_stats else {}),
             }
         )
         self._complete(entry)
@@ -751,6 +813,17 @@ class PacketProcessor:
                 "wg": None if run is None else list(run.coords),
                 "cu": None if run is None else run.cu.index,
             },
+        )
+
+    def _on_illegal(self, k: KernelLaunch, message: str) -> None:
+        """A wave of `k` reached an instruction its code cannot execute. The trap handler
+        (ROCR-Runtime trap_handler.s) signals a queue error for it; ROCr reports
+        HSA_STATUS_ERROR_ILLEGAL_INSTRUCTION."""
+        if self.dispatching is k:
+            self.dispatching = None
+        self._queue_error(
+            QueueErrorBits.ILLEGAL_INSTRUCTION,
+            f"kernel {k.name} (packet {k.dispatch_id}): {message}",
         )
 
     # -- barriers --------------------------------------------------------------------------
@@ -806,8 +879,7 @@ class PacketProcessor:
         slot_va = mqd.ring_base + (e.dispatch_id % mqd.ring_packets) * aql.PACKET_SIZE
         try:
             # Header back to INVALID (other header bits kept), then read_dispatch_id.
-            hdr = mem.gpu_view(pasid, node, slot_va, 2)
-            old = int(hdr.view("<u2")[0])
+            old = _U16.unpack_from(mem.gpu_view(pasid, node, slot_va, 2))[0]
             mem.write(pasid, slot_va, _U16.pack((old & 0xFF00) | PacketType.INVALID), node)
             self.retired = e.dispatch_id + 1
             mem.store_u64(pasid, mqd.rptr_addr, self.retired, node)

@@ -62,6 +62,7 @@ class WaveTiming:
     # When a wave alone reaches its first global access and the access's translation fails:
     # where a bad pointer faults (docs/architecture.md, "Fault handling").
     first_access_ps: float = 0.0
+    host_bytes_per_item: int = 0  # of bytes_per_item, those over the host link
 
     @property
     def cap(self) -> float:
@@ -97,6 +98,7 @@ def wave_timing(spec: GpuSpec, cost: CostProfile) -> WaveTiming:
         bytes_per_item=cost.load_bytes + cost.store_bytes,
         latency_ps=latency,
         first_access_ps=float(first),
+        host_bytes_per_item=cost.host_bytes,
     )
 
 
@@ -114,6 +116,10 @@ class WgRun:
         "start",
         "mem_done",
         "fault",
+        "timing",
+        "key",
+        "mult",
+        "phase",
     )
 
     def __init__(
@@ -126,6 +132,7 @@ class WgRun:
         req: WgRequirements,
         simds: list[int],
         start: int,
+        timing: WaveTiming | None = None,
     ) -> None:
         self.launch = launch  # the KernelLaunch (a dispatcher object)
         self.cu = cu
@@ -136,7 +143,16 @@ class WgRun:
         self.simds = simds  # waves placed on each SIMD
         self.start = start
         self.mem_done = start
-        self.fault: Any = None  # the MemoryFault its first bad access raises, if any
+        # What stops it at its first global access, if anything: the MemoryFault its bad
+        # access raises, or the message of the illegal instruction its code reached.
+        self.fault: Any = None
+        self.timing = timing if timing is not None else getattr(launch, "timing", None)
+        # Workgroups of one kernel with one timing progress alike: one group on a CU.
+        self.key = (launch, self.timing)
+        # Workgroups it stands for: one on this CU and one on each CU of its class, CUs whose
+        # timelines are identical (the dispatcher's batched model); 1 in the reference model.
+        self.mult = 1
+        self.phase = 0  # 0 placed, 1 computing, 2 waiting for its last byte
 
 
 class _Group:
@@ -204,13 +220,18 @@ class ComputeUnit:
         if req.scratch and self.free_scratch_slots < w:
             return None
         rv, rs = req.vgprs, req.sgprs
-        vg, sg = self.free_vgprs, self.free_sgprs
-        room = [min(s, vg[i] // rv, sg[i] // rs) for i, s in enumerate(self.free_slots)]
+        room = [
+            min(s, v // rv, g // rs)
+            for s, v, g in zip(self.free_slots, self.free_vgprs, self.free_sgprs, strict=True)
+        ]
         if sum(room) < w:
             return None
         n = len(room)
         counts = [0] * n
         i = room.index(max(room))
+        if w == 1:  # one wave: the SIMD with the most room
+            counts[i] = 1
+            return counts
         while w:
             if room[i]:
                 room[i] -= 1
@@ -260,9 +281,9 @@ class ComputeUnit:
     def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:
         """`run`'s waves start issuing: it joins its kernel's group and shares the CU."""
         self._advance(now)
-        g = self._groups.get(run.launch)
+        g = self._groups.get(run.key)
         if g is None:
-            g = self._groups[run.launch] = _Group(timing)
+            g = self._groups[run.key] = _Group(timing)
         g.waves += run.req.waves
         g.fifo.append((g.v + 1.0, run))
         self._set_rates()
@@ -272,7 +293,7 @@ class ComputeUnit:
         """`run`'s waves stop issuing before they finish (a memory fault): it leaves its
         kernel's group and the others get its share of the CU."""
         self._advance(now)
-        g = self._groups.get(run.launch)
+        g = self._groups.get(run.key)
         if g is None:
             return
         for i, (_, r) in enumerate(g.fifo):
@@ -283,7 +304,7 @@ class ComputeUnit:
         else:
             return
         if not g.fifo:
-            del self._groups[run.launch]
+            del self._groups[run.key]
         self._set_rates()
         self._reschedule(now)
 
@@ -367,7 +388,7 @@ class ComputeUnit:
             "free_scratch_slots": self.free_scratch_slots,
             "kernels": [
                 {
-                    "kernel": getattr(k, "name", str(k)),
+                    "kernel": getattr(k[0], "name", str(k[0])),
                     "waves_computing": g.waves,
                     "workgroups_computing": len(g.fifo),
                     "cu_share_per_wave": g.rate * g.timing.busy_ps,

@@ -20,23 +20,55 @@ Cost: a pass runs only when something changed (a launch, a workgroup done), and 
 that left workgroups waiting, the next one looks only at CUs that freed resources since. So the
 model's work grows with the number of workgroups, not with simulated time.
 
-Functional execution: a workgroup's body runs when its waves start, so a bad pointer is caught
-by the workgroup that touches it, at the simulated time of its first global access (the wave's
-`first_access_ps`), not when the workgroup would have finished. The faulting workgroup stops
-there; its kernel issues no more workgroups (docs/architecture.md, "Fault handling").
+Batched model: a kernel alone on an idle GPU, its workgroups all alike (one wave timing, no
+partial workgroup, no bytes over the host link, no per-workgroup trace) has its first pass
+computed in closed form under round-robin placement (`_first_pass_round_robin`): CUs of the
+same rank on engines of the same make-up get their workgroups at the same ticks on the same
+SIMDs, so they form a class whose timelines are identical. One run on the class's
+representative CU stands for one workgroup on each CU of the class (`WgRun.mult`): one
+placement, one DRAM reservation (each workgroup's last byte taken at the mean of the class's
+ticks), one compute event and one completion for the whole class; a refill places a whole
+class again. The other CUs' counters catch up when the classes dissolve (`_unbatch`): when
+another kernel is launched on the GPU, at an eviction or an occupancy report, for the last
+workgroups (fewer than a class) and when code stops a workgroup; from then on every workgroup
+has its own run. Kernel times stay within 1% of the reference model (one run per workgroup
+throughout; `HSAEMU_TIMING_MODEL=reference` or `Dispatcher.batching = False`) on every table
+of bench/timing_effects.py (tests/e2e/test_timing_effects.py).
+
+Functional execution (`hw_model.execution`): the kernel's code runs over a batch of
+workgroups at once, just before the first of them is placed: as many as the GPU holds at once
+for that kernel, so memory is written up to one GPU-full of workgroups ahead of their start
+(docs/timing.md, "When memory is written"); a kernel stopped by an eviction leaves the
+workgroups of later batches unrun. The code says which workgroup faulted first (linear
+order): the workgroups before it are placed and run; it is placed and stops at the simulated
+time of its first global access (the wave's `first_access_ps`), not when it would have
+finished; none after it is placed (docs/architecture.md, "Fault handling"). An illegal
+instruction stops the kernel the same way and the queue reports it. Workgroup times come from
+the cost the code reports (one wave timing per distinct cost profile).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hw_model.compute_unit import ComputeUnit, WaveTiming, WgRequirements, WgRun, wave_timing
-from hw_model.kernels.base import KernelSpec, WorkgroupContext
+from hw_model.compute_unit import (
+    ComputeUnit,
+    WaveTiming,
+    WgRequirements,
+    WgRun,
+    _Group,
+    wave_timing,
+)
+from hw_model.execution import BuiltinCode, KernelCode
+from hw_model.kernels.base import CostProfile, KernelSpec
 from hw_model.memory import MemKind, MemoryFault
+from hw_model.occupancy import workgroups_per_cu
 
 if TYPE_CHECKING:
     from hw_model.gpu import Gpu
@@ -52,7 +84,7 @@ class KernelLaunch:
         pasid: int,
         queue_id: int,
         dispatch_id: int,
-        kernel: KernelSpec,
+        kernel: KernelSpec | None,
         grid: tuple[int, int, int],
         workgroup: tuple[int, int, int],
         req: WgRequirements,
@@ -60,7 +92,13 @@ class KernelLaunch:
         on_dispatched: Callable[[KernelLaunch], None],
         on_complete: Callable[[KernelLaunch], None],
         on_fault: Callable[[KernelLaunch, MemoryFault], None],
+        code: KernelCode | None = None,
+        on_illegal: Callable[[KernelLaunch, str], None] | None = None,
     ) -> None:
+        if code is None:
+            if kernel is None:
+                raise ValueError(f"kernel launch {name!r} has neither a kernel nor code")
+            code = BuiltinCode(kernel)
         self.name = name
         self.pasid = pasid
         self.queue_id = queue_id
@@ -74,10 +112,31 @@ class KernelLaunch:
         self.ragged = any(g % w for g, w in zip(grid, workgroup, strict=True))
         self.req = req
         self.kernarg = kernarg
-        self.cost = kernel.cost_for(kernarg)
+        self.code = code
+        # The declared cost (built-ins); None when only running the code tells (compiled).
+        self.cost: CostProfile | None = None if kernel is None else kernel.cost_for(kernarg)
         self.timing: WaveTiming | None = None  # set by the dispatcher for its GPU
         self.host_share = 0.0  # share of its global bytes in host memory (set at launch)
         self.next_wg = 0  # workgroups placed so far
+        # Placement stops before `limit`: the workgroup after the one whose code faulted or hit
+        # an illegal instruction (`stop_wg`, `stop_cause`: the MemoryFault or the message).
+        self.limit = self.total_wgs
+        self.stop_wg = -1
+        self.stop_cause: MemoryFault | str | None = None
+        self.exec_end = 0  # workgroups [0, exec_end) have run (or need not) and are timed
+        self.exec_stats: dict = {}  # what the code reported executing, summed over batches
+        self.batch = 1  # workgroups the code runs over per call (set by the dispatcher)
+        self._timings: list[WaveTiming] | None = None  # per workgroup from `_timings_first`
+        self._timings_first = 0
+        # Batched model: each CU class's representative CU -> the other CUs of the class, the
+        # runs in flight (each stands for one workgroup per CU of its class), the largest
+        # class, each shader engine's representative engine, and the CUs' counters when the
+        # classes formed (the other CUs catch up from the representative's).
+        self.clones: dict[int, list[ComputeUnit]] | None = None
+        self.class_runs: set[WgRun] = set()
+        self.max_mult = 1
+        self.se_rep: dict[int, int] = {}
+        self.class_base: dict[int, tuple[float, int]] = {}
         self.done_wgs = 0
         self.aborted = False  # stopped by a fault or an eviction: no more workgroups placed
         self.fault_wg: WgRun | None = None  # the workgroup whose access faulted
@@ -87,6 +146,7 @@ class KernelLaunch:
         self.on_dispatched = on_dispatched
         self.on_complete = on_complete
         self.on_fault = on_fault
+        self.on_illegal = on_illegal
         self.cu_mask: set[int] | None = None  # CUs this launch may use (AMDKFD_IOC_SET_CU_MASK)
         self._edge_reqs: dict[int, WgRequirements] = {}
 
@@ -169,7 +229,10 @@ class RoundRobinPlacement(PlacementPolicy):
         elif len(candidates) == 1:
             order = candidates
         else:
-            order = sorted(candidates, key=lambda i: (i - nxt) % n)
+            # CUs from the pointer on, then from 0: what sorting by (i - nxt) mod n gives
+            s = sorted(candidates)
+            j = bisect.bisect_left(s, nxt)
+            order = s[j:] + s[:j] if j else s
         for i in order:
             if (mask is not None and i not in mask) or (allowed is not None and i not in allowed):
                 continue
@@ -220,6 +283,31 @@ class PartitionPlacement(RoundRobinPlacement):
         return range(lo, max(hi, lo + 1))
 
 
+def _resources(cu: ComputeUnit) -> tuple:
+    return (
+        list(cu.free_slots),
+        list(cu.free_vgprs),
+        list(cu.free_sgprs),
+        cu.free_wave_slots,
+        cu.free_lds,
+        cu.free_barriers,
+        cu.free_scratch_slots,
+        cu.resident_wgs,
+    )
+
+
+def _set_resources(cu: ComputeUnit, state: tuple, now: int) -> None:
+    """Give an idle CU the resources `state` (of a CU that took workgroups at `now`)."""
+    slots, vgprs, sgprs, cu.free_wave_slots, cu.free_lds, cu.free_barriers, scratch, wgs = state
+    cu.free_slots[:] = slots
+    cu.free_vgprs[:] = vgprs
+    cu.free_sgprs[:] = sgprs
+    cu.free_scratch_slots = scratch
+    if cu.resident_wgs == 0 and wgs:
+        cu._busy_since = now
+    cu.resident_wgs = wgs
+
+
 PLACEMENT_POLICIES: dict[str, type[PlacementPolicy]] = {
     p.name: p for p in (RoundRobinPlacement, GreedyPlacement, PartitionPlacement)
 }
@@ -248,10 +336,33 @@ class Dispatcher:
         self._blocked = False
         self._dirty: set[int] = set()
         self._se_free = [0] * self.spec.shader_engines  # each engine's SPI: next launch tick
+        self._wave_timings: dict[CostProfile, WaveTiming] = {}
+        # The batched model (module docstring); HSAEMU_TIMING_MODEL=reference, or False here,
+        # keeps one run per workgroup everywhere: the reference the batched model is tested
+        # against.
+        self.batching = os.environ.get("HSAEMU_TIMING_MODEL", "batched") != "reference"
+
+    def _timing(self, cost: CostProfile) -> WaveTiming:
+        t = self._wave_timings.get(cost)
+        if t is None:
+            t = self._wave_timings[cost] = wave_timing(self.spec, cost)
+        return t
 
     def launch(self, k: KernelLaunch) -> None:
-        k.timing = wave_timing(self.spec, k.cost)
+        for other in self.active:
+            if other.clones is not None:
+                self._unbatch(other)  # kernels sharing the GPU: one run per workgroup
+        if k.cost is not None:
+            k.timing = self._timing(k.cost)
         k.host_share = self._host_share(k)
+        gpu = self.gpu
+        if k.code.always_execute or (gpu.functional and gpu.memory is not None):
+            # Run the code a GPU-full of workgroups at a time: few calls, and memory written
+            # at most that far ahead of the workgroups' start.
+            full = len(self.cus) * workgroups_per_cu(self.spec, k.req)
+            k.batch = max(1, min(k.total_wgs, full))
+        else:
+            k.exec_end = k.total_wgs  # declared cost, nothing to run
         self.active.append(k)
         self._blocked = False
         self.kick()
@@ -260,7 +371,7 @@ class Dispatcher:
         """Share of the kernel's global bytes that live in host (system) memory, from the
         streams it declares: each stream's pointer argument is looked up in the process's VM.
         A kernel without declared streams is charged to the GPU's memory only."""
-        streams = k.kernel.streams
+        streams = k.kernel.streams if k.kernel is not None else ()
         mem = self.gpu.memory
         if not streams or mem is None:  # no memory model (a bare dispatcher under test)
             return 0.0
@@ -297,8 +408,28 @@ class Dispatcher:
         self._dirty = set()
         waiting = False
         for k in list(active):
-            while not k.aborted and k.next_wg < k.total_wgs:
+            first_pass = None
+            if k.start_ps is None and self.batching and len(active) == 1 and self._batchable(k):
+                if self._first_pass_round_robin(k, now):
+                    waiting = k.next_wg < k.limit
+                    continue
+                first_pass = []  # its runs, held back until its CU classes are known
+            if k.clones is not None and candidates is None:
+                self._unbatch(k)  # a pass over every CU: each must have its own counters
+            while not k.aborted and k.next_wg < k.limit:
                 index = k.next_wg
+                if index >= k.exec_end:
+                    self._execute(k, index)
+                if k.clones is not None and not self._class_ready(k, index):
+                    if index + k.max_mult > k.total_wgs and candidates is not None:
+                        # Fewer workgroups left than a class: the CUs of the classes that
+                        # freed room take them one at a time; the others finish as classes.
+                        reps = {r for r in candidates if r in k.clones}
+                        freed = {c.index for r in reps for c in k.clones[r]}
+                        self._unbatch(k, reps)
+                        candidates = candidates | freed
+                    else:
+                        self._unbatch(k)
                 if k.ragged:
                     coords = k.wg_coords(index)
                     items = k.wg_workitems(coords)
@@ -314,47 +445,411 @@ class Dispatcher:
                 cu, simds = placed
                 if coords is None:
                     coords = k.wg_coords(index)
-                k.next_wg = index + 1
+                mult = 1
+                if k.clones is not None:
+                    clones = k.clones.get(cu.index)
+                    if clones is not None:
+                        mult += len(clones)
+                k.next_wg = index + mult
                 if k.start_ps is None:
                     k.start_ps = now
                 cu.allocate(req, simds, now)
-                self.wgs_dispatched += 1
+                self.wgs_dispatched += mult
                 se = cu.shader_engine
                 start = (now if now > se_free[se] else se_free[se]) + launch_ps
                 se_free[se] = start
-                run = WgRun(k, cu, index, coords, items, req, simds, start)
-                engine.schedule_at(start, self._wg_start, run, priority=1)
+                timing = k.timing if k._timings is None else k._timings[index - k._timings_first]
+                run = WgRun(k, cu, index, coords, items, req, simds, start, timing)
+                if index == k.stop_wg:
+                    run.fault = k.stop_cause
+                if mult > 1:
+                    run.mult = mult
+                    k.class_runs.add(run)
+                if first_pass is not None:
+                    first_pass.append(run)
+                else:
+                    engine.schedule_at(start, self._wg_start, run, priority=1)
                 if k.next_wg == k.total_wgs:
                     k.dispatched_ps = now
                     k.on_dispatched(k)
+            if first_pass is not None:
+                self._form_classes(k, first_pass)
         self._blocked = waiting
 
+    # -- the batched model -----------------------------------------------------------------
+    def _refill(self, k: KernelLaunch, cu: ComputeUnit, now: int) -> None:
+        """`_dispatch` for a batched kernel alone whose class representative `cu` just
+        freed room: the pass could only place there, a whole class per workgroup."""
+        clones = k.clones.get(cu.index)  # type: ignore[union-attr]
+        mult = 1 + len(clones) if clones is not None else 1
+        req = k.req
+        policy = self.policy
+        se = cu.shader_engine
+        se_free = self._se_free
+        launch_ps = self.spec.wg_dispatch_latency_ps
+        self._pending_kick = False
+        while True:
+            index = k.next_wg
+            if (
+                index + k.max_mult > k.exec_end
+                or index + k.max_mult > k.total_wgs
+                or k.aborted
+                or clones is None
+            ):
+                # workgroups to run first, or too few left for a class: the general pass
+                self._dirty = {cu.index}
+                self._dispatch()
+                return
+            simds = cu.try_place(req)
+            if simds is None:
+                self._dirty = set()
+                self._blocked = True
+                return
+            k.next_wg = index + mult
+            cu.allocate(req, simds, now)
+            self.wgs_dispatched += mult
+            start = (now if now > se_free[se] else se_free[se]) + launch_ps
+            se_free[se] = start
+            run = WgRun(k, cu, index, k.wg_coords(index), k.wg_items, req, simds, start, k.timing)
+            run.mult = mult
+            k.class_runs.add(run)
+            self.gpu.engine.schedule_at(start, self._wg_start, run, priority=1)
+            if isinstance(policy, RoundRobinPlacement):
+                policy._next = cu.index + 1 if cu.index + 1 < len(self.cus) else 0
+            if k.next_wg == k.total_wgs:
+                k.dispatched_ps = now
+                k.on_dispatched(k)
+                self._dirty = set()
+                self._blocked = False
+                return
+
+    def _batchable(self, k: KernelLaunch) -> bool:
+        """Whether `k`'s workgroups may be run a CU class at a time: alone on an idle GPU,
+        all workgroups alike, nothing traced per workgroup, no bytes over the host link
+        (shared with copies). Compiled code's host bytes are known only once it ran: the
+        first pass checks its timing (`_host_free`)."""
+        return (
+            not k.ragged
+            and not self.gpu.tracer.enabled
+            and k.host_share == 0
+            and k.stop_wg < 0
+            and all(cu.resident_wgs == 0 for cu in self.cus)
+        )
+
+    def _form_classes(self, k: KernelLaunch, runs: list[WgRun]) -> None:
+        """After `k`'s first pass: CUs that got workgroups at the same ticks on the same
+        SIMDs form a class; one run per class (on its representative CU) stands for the
+        workgroups of all its CUs. Refills keep the classes when every shader engine's CUs
+        mirror those of its representative engine."""
+        schedule = self.gpu.engine.schedule_at
+        by_cu: dict[int, list[WgRun]] = {}
+        timing = runs[0].timing if runs else None
+        ok = k.stop_wg < 0 and k._timings is None and _host_free(timing)
+        for r in runs:
+            by_cu.setdefault(r.cu.index, []).append(r)
+            ok = ok and r.timing is timing
+        classes: dict[tuple, list[int]] = {}
+        if ok:
+            for ci, rs in by_cu.items():
+                sig = tuple((r.start, tuple(r.simds)) for r in rs)
+                classes.setdefault(sig, []).append(ci)
+        members = list(classes.values())
+        if ok and members and max(map(len, members)) > 1:
+            se_rep = self._engine_map(k, members)
+            if se_rep is not None:
+                cus = self.cus
+                reps: dict[int, list[ComputeUnit]] = {}
+                for m in members:
+                    # the representative: the member on its engine's representative engine
+                    r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
+                    reps[r] = [cus[c] for c in m if c != r]
+                k.clones = reps
+                k.se_rep = se_rep
+                k.max_mult = max(len(v) for v in reps.values()) + 1
+                k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+                for r, clones in reps.items():
+                    for run in by_cu[r]:
+                        run.mult = 1 + len(clones)
+                        k.class_runs.add(run)
+                        schedule(run.start, self._wg_start, run, priority=1)
+                return
+        for r in runs:
+            schedule(r.start, self._wg_start, r, priority=1)
+
+    def _first_pass_round_robin(self, k: KernelLaunch, now: int) -> bool:
+        """`k`'s first pass on an idle GPU under round-robin placement, in closed form: the
+        policy would give one workgroup to each CU in turn (from its pointer, within the CU
+        mask) until every CU is full, each CU's workgroups taking the same SIMDs, each
+        engine launching its CUs' workgroups one after another. False when that does not
+        apply (the pass then runs workgroup by workgroup)."""
+        policy = self.policy
+        if not isinstance(policy, RoundRobinPlacement) or k.next_wg or k.stop_wg >= 0:
+            return False
+        cus = self.cus
+        n = len(cus)
+        allowed = policy.allowed(k, self.active)
+        mask = k.cu_mask
+        order = [
+            i
+            for i in itertools.chain(range(policy._next, n), range(policy._next))
+            if (mask is None or i in mask) and (allowed is None or i in allowed)
+        ]
+        if not order:
+            return False
+        req = k.req
+        probe = ComputeUnit(self.spec, 0)
+        steps: list[list[int]] = []  # the SIMDs of a CU's 1st, 2nd, ... workgroup
+        states = [_resources(probe)]
+        while len(steps) * len(order) < k.total_wgs:
+            simds = probe.try_place(req)
+            if simds is None:
+                break
+            probe.allocate(req, simds, now)
+            steps.append(simds)
+            states.append(_resources(probe))
+        if not steps:
+            return False
+        a = len(order)
+        placed = min(k.total_wgs, a * len(steps))
+        timing = k.timing
+        while k.exec_end < placed and k.stop_wg < 0:
+            self._execute(k, k.exec_end)
+        if k.stop_wg >= 0 or k._timings is not None or k.timing is not timing:
+            return False  # workgroups that differ: the pass places them one by one
+        if not _host_free(timing):
+            return False
+        full, extra = divmod(placed, a)
+        # Each engine launches in placement order: sweep by sweep, its CUs in `order`.
+        se_free = self._se_free
+        launch_ps = self.spec.wg_dispatch_latency_ps
+        per_se: dict[int, int] = {}
+        rank = []
+        for i in order:
+            e = cus[i].shader_engine
+            rank.append(per_se.get(e, 0))
+            per_se[e] = rank[-1] + 1
+        base = {e: (now if now > se_free[e] else se_free[e]) for e in per_se}
+        count = [full + (p < extra) for p in range(a)]
+        classes: dict[tuple, list[int]] = {}
+        for p, i in enumerate(order):
+            e = cus[i].shader_engine
+            if count[p]:
+                sig = (count[p], per_se[e], rank[p], base[e])
+                classes.setdefault(sig, []).append(i)
+        launched = dict.fromkeys(per_se, 0)
+        for p, i in enumerate(order):
+            launched[cus[i].shader_engine] += count[p]
+        for e, m in launched.items():
+            se_free[e] = base[e] + launch_ps * m
+        for p, i in enumerate(order):
+            if count[p]:
+                _set_resources(cus[i], states[count[p]], now)
+        last = order[(placed - 1) % a]
+        policy._next = last + 1 if last + 1 < n else 0
+        k.next_wg = placed
+        k.start_ps = now
+        self.wgs_dispatched += placed
+        members = list(classes.values())
+        se_rep = self._engine_map(k, members) if max(map(len, members)) > 1 else None
+        pos = {i: p for p, i in enumerate(order)}
+        if se_rep is None:
+            reps = {m: [] for ms in members for m in ms}  # one run per workgroup
+        else:
+            reps = {}
+            for m in members:
+                r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
+                reps[r] = [cus[c] for c in m if c != r]
+            k.clones = reps
+            k.se_rep = se_rep
+            k.max_mult = max(len(v) for v in reps.values()) + 1
+            k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+        schedule = self.gpu.engine.schedule_at
+        items = k.wg_items
+        for r, clones in reps.items():
+            p = pos[r]
+            cu = cus[r]
+            e = cu.shader_engine
+            for s in range(count[p]):
+                index = s * a + p
+                start = base[e] + launch_ps * (s * per_se[e] + rank[p] + 1)
+                run = WgRun(k, cu, index, k.wg_coords(index), items, req, steps[s], start, timing)
+                if clones:
+                    run.mult = 1 + len(clones)
+                    k.class_runs.add(run)
+                schedule(start, self._wg_start, run, priority=1)
+        if placed == k.total_wgs:
+            k.dispatched_ps = now
+            k.on_dispatched(k)
+        return True
+
+    def _engine_map(self, k: KernelLaunch, members: list[list[int]]) -> dict[int, int] | None:
+        """Each shader engine's representative engine, or None when the classes do not
+        split the engines alike. Refills launch on the representative's engine only, so every
+        engine must hold one member of the same classes as its representative. A kernel
+        whose workgroups were all placed needs no refills: any member may represent."""
+        cus = self.cus
+        se = {c: cus[c].shader_engine for m in members for c in m}
+        if k.next_wg >= k.total_wgs:
+            return {e: e for e in set(se.values())}
+        cls = {c: i for i, m in enumerate(members) for c in m}
+        kinds: dict[int, list[int]] = {}
+        for c, e in se.items():
+            kinds.setdefault(e, []).append(cls[c])
+        first: dict[tuple, int] = {}
+        se_rep: dict[int, int] = {}
+        for e in sorted(kinds):
+            kind = tuple(sorted(kinds[e]))
+            if len(set(kind)) != len(kind):
+                return None
+            se_rep[e] = first.setdefault(kind, e)
+        for m in members:
+            if len({se_rep[se[c]] for c in m}) != 1:
+                return None  # a class spread over engines of different kinds
+        return se_rep
+
+    def _class_ready(self, k: KernelLaunch, index: int) -> bool:
+        """Whether the next run may stand for a whole class: enough workgroups left, all
+        with the kernel's one timing and none that stops."""
+        end = index + k.max_mult
+        if end > k.total_wgs:
+            return False
+        timing = k.timing
+        while k.exec_end < end and k.stop_wg < 0:
+            self._execute(k, k.exec_end)
+        return k.stop_wg < 0 and k._timings is None and k.timing is timing
+
+    def _unbatch(self, k: KernelLaunch, only: set[int] | None = None) -> None:
+        """Back to one run per workgroup: every CU of a class gets its own copy of the runs
+        (and the resource and busy counters) of its representative, and its own events.
+        `only`: just the classes of these representatives (the others stay batched)."""
+        if k.clones is None:
+            return
+        if only is None:
+            clones_of = k.clones
+            k.clones = None
+            runs = k.class_runs
+            k.class_runs = set()
+        else:
+            clones_of = {r: k.clones.pop(r) for r in only if r in k.clones}
+            if not k.clones:
+                k.clones = None
+            runs = {run for run in k.class_runs if run.cu.index in clones_of}
+            k.class_runs -= runs
+        engine = self.gpu.engine
+        now = engine.now
+        schedule = engine.schedule_at
+        cus = self.cus
+        copies: dict[WgRun, list[WgRun]] = {}
+        for run in runs:
+            clones = clones_of[run.cu.index]
+            mine = []
+            for j, c in enumerate(clones, 1):
+                i = run.index + j
+                new = WgRun(k, c, i, k.wg_coords(i), run.items, run.req, list(run.simds),
+                            run.start, run.timing)  # fmt: skip
+                new.mem_done = run.mem_done
+                new.phase = run.phase
+                if run.phase == 0:
+                    schedule(run.start, self._wg_start, new, priority=1)
+                elif run.phase == 2:
+                    schedule(run.mem_done, self._wg_done, new, priority=1)
+                mine.append(new)
+            copies[run] = mine
+            run.mult = 1
+        se_free = self._se_free
+        for r, clones in clones_of.items():
+            rep = cus[r]
+            rep._advance(now)
+            base_busy, base_run = k.class_base[r]
+            for j, c in enumerate(clones):
+                c.free_slots[:] = rep.free_slots
+                c.free_vgprs[:] = rep.free_vgprs
+                c.free_sgprs[:] = rep.free_sgprs
+                c.free_wave_slots = rep.free_wave_slots
+                c.free_lds = rep.free_lds
+                c.free_barriers = rep.free_barriers
+                c.free_scratch_slots = rep.free_scratch_slots
+                c.resident_wgs = rep.resident_wgs
+                c._busy_since = rep._busy_since
+                busy, wgs = k.class_base[c.index]
+                c.busy_ps = busy + rep.busy_ps - base_busy
+                c.wgs_run = wgs + rep.wgs_run - base_run
+                c._advance(now)  # its own groups (none of `k`'s: those it gets now)
+                for key, g in rep._groups.items():
+                    if key[0] is not k:
+                        continue
+                    mirror = _Group(g.timing)
+                    mirror.waves, mirror.v, mirror.rate = g.waves, g.v, g.rate
+                    mirror.fifo.extend((t, copies[run][j]) for t, run in g.fifo)
+                    c._groups[(k, g.timing)] = mirror
+                c._reschedule(now)
+                # its engine launched what the representative's did (and maybe more since)
+                e = c.shader_engine
+                r_free = se_free[rep.shader_engine]
+                if se_free[e] < r_free:
+                    se_free[e] = r_free
+
+    def _execute(self, k: KernelLaunch, first: int) -> None:
+        """Run `k`'s code over its next batch of workgroups from `first`; take their timings
+        and where the code stopped (a fault or an illegal instruction)."""
+        count = min(k.batch, k.total_wgs - first)
+        gpu = self.gpu
+        ex = k.code.execute(k, gpu.memory, gpu.node, first, count)
+        end = first + count
+        stop = None
+        if ex.illegal is not None and ex.illegal_wg is not None:
+            stop = (ex.illegal_wg, ex.illegal)
+        fault_wg = ex.fault_wg
+        if ex.fault is not None and fault_wg is not None and (stop is None or fault_wg < stop[0]):
+            stop = (fault_wg, ex.fault)
+        if stop is not None:
+            k.stop_wg, k.stop_cause = stop
+            k.limit = end = stop[0] + 1
+        if ex.stats:
+            _add_stats(k.exec_stats, ex.stats)
+        costs = ex.costs
+        if isinstance(costs, Sequence):
+            k._timings = [self._timing(c) for c in costs]
+            k._timings_first = first
+        else:
+            k._timings = None
+            k.timing = self._timing(costs)
+        k.exec_end = end
+
     def _wg_start(self, run: WgRun) -> None:
-        """The workgroup's waves are launched: run its body (functional model), reserve its
-        DRAM traffic, start computing. A body that faults makes the workgroup stop at its
-        first global access, where the hardware would raise the fault."""
+        """The workgroup's waves are launched: reserve its DRAM traffic, start computing. A
+        workgroup whose code faulted (or hit an illegal instruction) stops at its first global
+        access, where the hardware would raise the fault."""
         k = run.launch
         engine = self.gpu.engine
         now = engine.now
-        timing: WaveTiming = k.timing
+        timing: WaveTiming = run.timing
         if k.aborted:
             # Its kernel was stopped (a fault, an eviction) after this workgroup was placed:
             # its waves never start.
             self._wg_done(run)
             return
-        if self.gpu.functional:
-            try:
-                self._run_body(k, run.coords)
-            except MemoryFault as fault:
-                run.fault = fault
         if run.fault is not None:
             run.cu.begin(run, timing, now)
             at = now + max(1, math.ceil(timing.first_access_ps))
             engine.schedule_at(at, self._wg_fault, run, priority=1)
             return
         nbytes = timing.bytes_per_item * run.items
+        run.phase = 1
         if nbytes:
-            host = int(nbytes * k.host_share)
+            mult = run.mult
+            if mult > 1:
+                # One reservation for the workgroups of the whole class; each would have seen
+                # its own bytes done in turn: they all take the mean of those ticks.
+                ch = self.gpu.channel
+                done = ch.transfer(now, nbytes * mult)
+                done -= int((mult - 1) * nbytes * ch.ps_per_byte / 2)
+                run.mem_done = max(done, now) + timing.latency_ps
+                run.cu.begin(run, timing, now)
+                return
+            # Built-ins: the share their declared streams give; compiled code: the bytes its
+            # lanes moved to and from host memory (the cost profile's `host_bytes`).
+            host = int(nbytes * k.host_share) or timing.host_bytes_per_item * run.items
             done = 0
             if host:  # bytes of host-memory buffers cross the host link (shared with copies)
                 done = self.gpu.host_link.transfer(now, host)
@@ -368,18 +863,44 @@ class Dispatcher:
             return  # it stops at its faulting access (_wg_fault), whichever comes later
         now = self.gpu.engine.now
         if run.mem_done > now:
+            run.phase = 2
             self.gpu.engine.schedule_at(run.mem_done, self._wg_done, run, priority=1)
         else:
             self._wg_done(run)
 
     def _wg_fault(self, run: WgRun) -> None:
-        """The workgroup's first global access reaches a page its GPU may not touch."""
+        """The workgroup's first global access reaches a page its GPU may not touch (or its
+        wave reaches an instruction the code cannot execute)."""
         k = run.launch
         cu = run.cu
         now = self.gpu.engine.now
         fault = run.fault
         cu.stop(run, now)
         tracer = self.gpu.tracer
+        if isinstance(fault, str):
+            if tracer.enabled:
+                tracer.instant(
+                    f"CU{cu.index}",
+                    f"illegal instruction {k.name}",
+                    now,
+                    {
+                        "wg": run.coords,
+                        "cu": cu.index,
+                        "queue": k.queue_id,
+                        "dispatch_id": k.dispatch_id,
+                        "message": fault,
+                    },
+                    cat="fault",
+                )
+            if not k.aborted:
+                k.aborted = True
+                k.fault_wg = run
+                if k.on_illegal is not None:
+                    k.on_illegal(k, fault)
+                else:  # a caller that expects no illegal code: report it as a fault
+                    k.on_fault(k, MemoryFault(0, 0, fault))
+            self._wg_done(run)
+            return
         if tracer.enabled:
             tracer.instant(
                 f"CU{cu.index}",
@@ -408,11 +929,19 @@ class Dispatcher:
         tracer = self.gpu.tracer
         if tracer.enabled:
             args = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
-            if run.fault is not None:
+            if isinstance(run.fault, MemoryFault):
                 args["fault"] = hex(run.fault.va)
+            elif run.fault is not None:
+                args["illegal"] = run.fault
             tracer.complete(f"CU{cu.index}", k.name, run.start, now - run.start, args, cat="wg")
-        k.done_wgs += 1
+        if run.mult > 1:
+            k.done_wgs += run.mult
+            k.class_runs.discard(run)
+        else:
+            k.done_wgs += 1
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
+            if k.clones is not None:
+                self._unbatch(k)  # the other CUs of each class catch up
             if k in self.active:
                 self.active.remove(k)
                 # Shares of the partition policy change with the set of kernels: look at all
@@ -424,17 +953,10 @@ class Dispatcher:
                 k.on_complete(k)
         elif self._blocked:
             # The SPI sees freed resources at once: place waiting workgroups in this event.
-            self._dispatch()
-
-    def _run_body(self, k: KernelLaunch, coords: tuple[int, int, int]) -> None:
-        mem = self.gpu.memory
-        pasid, node = k.pasid, self.gpu.node
-
-        def view(va: int, n: int):
-            return mem.shader_view(pasid, node, va, n)  # through the L2 (coherence model)
-
-        ctx = WorkgroupContext(k.kernarg, coords, k.workgroup, k.grid, view)
-        k.kernel.body(ctx)
+            if k.clones is not None and len(self._dirty) == 1 and len(self.active) == 1:
+                self._refill(k, cu, now)
+            else:
+                self._dispatch()
 
     def _abort(self, k: KernelLaunch, fault: MemoryFault, run: WgRun) -> None:
         """A wave faulted: the kernel stops issuing workgroups; its queue hears of it."""
@@ -447,6 +969,7 @@ class Dispatcher:
         place no more workgroups; those already running drain. Returns the kernels stopped."""
         stopped = [k for k in self.active if k.pasid == pasid and not k.aborted]
         for k in stopped:
+            self._unbatch(k)
             k.aborted = True
             if k.done_wgs == k.next_wg:
                 self.active.remove(k)  # nothing of it is on a CU
@@ -456,4 +979,22 @@ class Dispatcher:
         return stopped
 
     def occupancy(self) -> list[dict]:
+        for k in self.active:
+            self._unbatch(k)  # every CU's own state
         return [cu.state() for cu in self.cus]
+
+
+def _host_free(timing: WaveTiming | None) -> bool:
+    """No bytes over the host link (a condition of the batched model)."""
+    return timing is None or timing.host_bytes_per_item == 0
+
+
+def _add_stats(total: dict, more: dict) -> None:
+    """Sum `more` into `total`: numbers add, nested dicts (counts by class) add key by key."""
+    for key, v in more.items():
+        if isinstance(v, dict):
+            _add_stats(total.setdefault(key, {}), v)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            total[key] = total.get(key, 0) + v
+        else:
+            total[key] = v

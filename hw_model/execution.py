@@ -3,11 +3,18 @@
 On hardware the SPI launches waves and the SQ runs whatever machine code the kernel
 descriptor points at; the dispatcher neither knows nor cares what the code is. Here the
 functional effect of a kernel (its loads, stores and atomics on the process's memory) is
-computed by a `KernelCode` — a built-in numpy body or the gfx9 ISA interpreter — and the
-dispatcher times the workgroups from the cost the code reports. Running the code over many
-workgroups at once (a whole grid, or a batch of workgroups) is what makes the functional
-model fast; per-workgroup fault semantics are kept by the code reporting which workgroup
-faulted first (the dispatcher then stops placing workgroups after it).
+computed by a `KernelCode` — a built-in numpy body (`BuiltinCode`) or the gfx9 ISA
+interpreter — and the dispatcher times the workgroups from the cost the code reports.
+
+The dispatcher runs the code over a batch of workgroups at once, in linear workgroup order,
+just before it places the first of them: as many as the GPU holds at once for that kernel,
+so memory is written up to one GPU-full of workgroups ahead of their start (docs/timing.md,
+"When memory is written"). Running many workgroups per call is what makes the functional
+model fast. Per-workgroup fault semantics are kept by the code reporting which workgroup
+faulted first: the dispatcher places the workgroups before it, then that one, which stops at
+its first global access; none after it is placed. Code that never needs running to be timed
+(built-in bodies: their cost is declared) runs only on a functional GPU; code whose cost is
+only known by running it (`always_execute`) runs on a timing-only GPU too.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from hw_model.kernels.base import GridContext
+from hw_model.memory import MemoryFault
+
 if TYPE_CHECKING:
     from hw_model.dispatcher import KernelLaunch
-    from hw_model.kernels.base import CostProfile
-    from hw_model.memory import Memory, MemoryFault
+    from hw_model.kernels.base import CostProfile, KernelSpec
+    from hw_model.memory import Memory
 
 
 @dataclass
@@ -27,7 +37,8 @@ class Execution:
     """What running a kernel's code over workgroups [first, first + count) gave.
 
     `costs`: the per-wave cost of every workgroup — one `CostProfile` when all cost the
-    same, else one per workgroup of the range, in linear workgroup order.
+    same, else one per workgroup of the range, in linear workgroup order (a range cut short
+    by a fault or an illegal instruction may end at that workgroup).
     `fault`/`fault_wg`: the first workgroup (linear index) whose access faulted; workgroups
     after it in the range may or may not have run (the dispatcher places none of them).
     `illegal`: the message when the code hit an instruction it cannot execute (the queue
@@ -50,9 +61,54 @@ class Execution:
 class KernelCode(Protocol):
     """Kernel code the dispatcher can run: built-in bodies and compiled machine code."""
 
+    # True when the code must run even on a timing-only GPU: its cost is only known by
+    # running it (compiled kernels). False: it runs only when the GPU is functional.
+    always_execute: bool
+
     def execute(
         self, launch: KernelLaunch, memory: Memory, node: int, first: int, count: int
     ) -> Execution:
         """Run workgroups [first, first+count) of `launch` against `memory` as GPU `node`
         sees it (through its L2: `Memory.shader_view`), in linear workgroup order."""
         ...
+
+
+class BuiltinCode:
+    """A built-in kernel's numpy body as kernel code: one body call over the whole batch.
+
+    The body takes every view before it stores (`GridContext`), so a batch that faults has
+    written nothing; it is then rerun one workgroup at a time, in linear order, up to the
+    first that faults: the workgroups before it have run, as they would have on the GPU.
+    """
+
+    always_execute = False
+
+    def __init__(self, kernel: KernelSpec) -> None:
+        self.kernel = kernel
+
+    def execute(
+        self, launch: KernelLaunch, memory: Memory, node: int, first: int, count: int
+    ) -> Execution:
+        pasid = launch.pasid
+        shader_view = memory.shader_view
+
+        def view(va: int, n: int):
+            return shader_view(pasid, node, va, n)  # through the L2 (coherence model)
+
+        body = self.kernel.body
+        ka, wg, grid = launch.kernarg, launch.workgroup, launch.grid
+        cost = launch.cost
+        try:
+            body(GridContext(ka, wg, grid, first, count, view))
+            return Execution(cost)
+        except MemoryFault as f:
+            if count == 1:
+                return Execution(cost, fault=f, fault_wg=first)
+        for w in range(first, first + count):
+            try:
+                body(GridContext(ka, wg, grid, w, 1, view))
+            except MemoryFault as f:
+                return Execution(cost, fault=f, fault_wg=w)
+        # Only the span of the whole batch faulted (a gap no workgroup touches): every
+        # workgroup ran alone without fault.
+        return Execution(cost)

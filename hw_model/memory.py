@@ -10,6 +10,7 @@ VRAM host-visible). A GPU access to an unmapped address is a VM fault, as on har
 from __future__ import annotations
 
 import bisect
+import struct
 from collections.abc import Callable
 from enum import IntEnum
 
@@ -42,6 +43,42 @@ class MemoryFault(Exception):
         # True when the address lies outside the 48-bit VA space (CP error bit 0x20000000).
         self.aperture = aperture
         super().__init__(f"memory fault at VA {va:#x} (+{size} bytes): {reason}")
+
+
+def _elements(back: np.ndarray, size: int) -> np.ndarray:
+    """`back` as an array of `size`-byte elements (its tail, if shorter, left out)."""
+    dt = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}.get(size)
+    n = back.size // size
+    return back[: n * size].view(dt if dt is not None else np.dtype((np.void, size)))
+
+
+def take_bytes(back: np.ndarray, offs: np.ndarray, size: int) -> np.ndarray:
+    """(n, size) bytes of `back` at each of `offs` (int64). Naturally aligned accesses (all
+    of a compiled kernel's dword and vector loads) move one element per lane, which numpy
+    does many times faster than a gather of every byte."""
+    if not (offs % size).any():
+        got = _elements(back, size)[offs // size]
+        return np.ascontiguousarray(got).view(np.uint8).reshape(offs.size, size)
+    if size % 4 == 0 and not (offs & 3).any():  # dword aligned: rows of a dword window
+        words = np.lib.stride_tricks.sliding_window_view(_elements(back, 4), size // 4)
+        return np.ascontiguousarray(words[offs >> 2]).view(np.uint8).reshape(offs.size, size)
+    return back[offs[:, None] + np.arange(size)]
+
+
+def put_bytes(back: np.ndarray, offs: np.ndarray, data: np.ndarray) -> None:
+    """Store (n, size) bytes at each of `offs` of `back` (the last of equal offsets wins)."""
+    size = data.shape[1]
+    if not (offs % size).any():
+        el = _elements(back, size)
+        el[offs // size] = np.ascontiguousarray(data).view(el.dtype).reshape(offs.size)
+        return
+    if size % 4 == 0 and not (offs & 3).any():
+        words = _elements(back, 4)
+        words[(offs >> 2)[:, None] + np.arange(size // 4)] = np.ascontiguousarray(data).view(
+            np.uint32
+        )
+        return
+    back[offs[:, None] + np.arange(size)] = data
 
 
 class OutOfMemory(Exception):
@@ -104,6 +141,10 @@ class BufferObject:
         )
 
 
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+
+
 class AddressSpace:
     """One process's virtual address space: sorted, non-overlapping BO mappings."""
 
@@ -111,6 +152,9 @@ class AddressSpace:
         self.pasid = pasid
         self._starts: list[int] = []
         self._bos: list[BufferObject] = []
+        # VA -> BO of recent lookups: signals, queue indices and ring slots are looked up at
+        # the same few addresses on every packet. Dropped whenever a mapping changes.
+        self._hits: dict[int, BufferObject] = {}
 
     def insert(self, bo: BufferObject) -> None:
         i = bisect.bisect_right(self._starts, bo.va)
@@ -120,18 +164,26 @@ class AddressSpace:
             raise ValueError(f"VA range of {bo.size} bytes at {bo.va:#x} overlaps another BO")
         self._starts.insert(i, bo.va)
         self._bos.insert(i, bo)
+        self._hits.clear()
 
     def remove(self, bo: BufferObject) -> None:
         i = bisect.bisect_left(self._starts, bo.va)
         if i < len(self._bos) and self._bos[i] is bo:
             del self._starts[i]
             del self._bos[i]
+        self._hits.clear()
 
     def find(self, va: int) -> BufferObject | None:
+        bo = self._hits.get(va)
+        if bo is not None:
+            return bo
         i = bisect.bisect_right(self._starts, va) - 1
         if i >= 0:
             bo = self._bos[i]
-            if va < bo.end:
+            if va < bo.va + bo.size:
+                if len(self._hits) >= 4096:  # bounded: a kernel's scattered VAs come and go
+                    self._hits.clear()
+                self._hits[va] = bo
                 return bo
         return None
 
@@ -162,6 +214,9 @@ class Memory:
         # (GPU node, BO handle) -> [BO, what the L2 holds, what it filled from memory]. Bytes
         # where the two differ are the dirty bytes a system-scope release writes back.
         self._l2: dict[tuple[int, int], list] = {}
+        # Told (GPU node, bytes) when a system-scope release writes dirty bytes back, so the
+        # writeback shows in the trace (System sets it).
+        self.on_l2_writeback: Callable[[int, int], None] | None = None
 
     # -- VMs -------------------------------------------------------------------------------
     def create_vm(self, pasid: int) -> AddressSpace:
@@ -283,6 +338,139 @@ class Memory:
             line = self._l2[(node, bo.handle)] = [bo, bo.data.copy(), bo.data.copy()]
         return line[1][off : off + size]
 
+    # -- many lanes at once (a wave's vector memory instruction) ----------------------------
+    def _shader_backing(self, bo: BufferObject, node: int) -> np.ndarray:
+        """The bytes of `bo` a shader on `node` reads and writes: memory, or this GPU's L2
+        copy of a coarse-grained system BO (filled on first touch, as `shader_view` does)."""
+        if bo.coherent or bo.kind != MemKind.SYSTEM:
+            return bo.data
+        line = self._l2.get((node, bo.handle))
+        if line is None:
+            line = self._l2[(node, bo.handle)] = [bo, bo.data.copy(), bo.data.copy()]
+        return line[1]
+
+    def lane_resolve(
+        self, pasid: int, node: int, addrs: np.ndarray, size: int
+    ) -> list[tuple[np.ndarray | None, BufferObject, np.ndarray]]:
+        """Check `size`-byte accesses at each of `addrs` ((n,) uint64 VAs, one per lane) the
+        way `shader_view` checks one: each must lie wholly inside a BO mapped for GPU `node`.
+        Returns groups (lanes, BO, byte offsets in it); lanes is None when every lane falls in
+        one BO (the common case, found without sorting). A bad lane raises MemoryFault naming
+        the VA of the first bad lane in lane order; its `.index` is that lane's position."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        n = addrs.size
+        if n == 0:
+            return []
+        vm = self.vms.get(pasid)
+        lo = int(addrs.min())
+        hi = int(addrs.max())
+        if hi + size <= VA_LIMIT and vm is not None:
+            bo = vm.find(lo)
+            if bo is not None and hi + size <= bo.end and node in bo.gpu_nodes:
+                return [(None, bo, (addrs - np.uint64(bo.va)).astype(np.int64))]
+        if vm is None or len(vm) == 0:
+            self._lane_fault(pasid, node, addrs, size, 0)
+        starts = np.fromiter((b.va for b in vm._bos), dtype=np.uint64, count=len(vm))
+        ends = np.fromiter((b.end for b in vm._bos), dtype=np.uint64, count=len(vm))
+        mapped = np.fromiter((node in b.gpu_nodes for b in vm._bos), dtype=bool, count=len(vm))
+        i = np.searchsorted(starts, addrs, side="right") - 1
+        ic = np.maximum(i, 0)
+        ok = (i >= 0) & (addrs <= np.uint64(VA_LIMIT - size))
+        ok &= (addrs + np.uint64(size) <= ends[ic]) & mapped[ic]
+        if not ok.all():
+            self._lane_fault(pasid, node, addrs, size, int(np.argmin(ok)))
+        groups = []
+        for b in np.unique(ic):
+            lanes = np.flatnonzero(ic == b)
+            bo = vm._bos[int(b)]
+            groups.append((lanes, bo, (addrs[lanes] - np.uint64(bo.va)).astype(np.int64)))
+        return groups
+
+    def _lane_fault(self, pasid: int, node: int, addrs: np.ndarray, size: int, lane: int):
+        """Raise the MemoryFault `shader_view` would raise for lane `lane`'s access."""
+        va = int(addrs[lane])
+        try:
+            self.shader_view(pasid, node, va, size)
+        except MemoryFault as fault:
+            fault.index = lane
+            raise
+        raise AssertionError(f"lane {lane} at {va:#x} was refused but is accessible")
+
+    def lane_gather(self, pasid: int, node: int, addrs: np.ndarray, size: int) -> np.ndarray:
+        """(n, size) uint8: the bytes each lane's load at `addrs` reads through GPU `node`'s
+        L2 (coarse-grained system memory from the L2's copy, as `shader_view`)."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        out = np.empty((addrs.size, size), dtype=np.uint8)
+        for lanes, bo, offs in self.lane_resolve(pasid, node, addrs, size):
+            data = take_bytes(self._shader_backing(bo, node), offs, size)
+            if lanes is None:
+                out[:] = data
+            else:
+                out[lanes] = data
+        return out
+
+    def lane_scatter(self, pasid: int, node: int, addrs: np.ndarray, data: np.ndarray) -> None:
+        """Each lane's store of `data[lane]` ((n, size) uint8) at `addrs[lane]` through GPU
+        `node`'s L2. Every lane is checked before any byte is written: a fault stores nothing.
+        Lanes storing to the same bytes: the highest lane wins (unordered on hardware)."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        data = np.asarray(data, dtype=np.uint8).reshape(addrs.size, -1)
+        size = data.shape[1]
+        groups = self.lane_resolve(pasid, node, addrs, size)
+        for lanes, bo, offs in groups:
+            put_bytes(self._shader_backing(bo, node), offs, data if lanes is None else data[lanes])
+        self._lanes_stored(pasid, node, size, groups)
+
+    def _lanes_stored(self, pasid: int, node: int, size: int, groups) -> None:
+        """After lane stores: what `write` does for a checked store that reached memory (an
+        L2-cached store reaches it only at the next system-scope release)."""
+        self.store_epoch += 1
+        for _lanes, bo, offs in groups:
+            if self._shader_backing(bo, node) is not bo.data:
+                continue
+            if bo.on_write is not None:
+                for off in np.unique(offs):
+                    bo.on_write(int(off), size)
+            # Few addresses are watched (signals): test each against the lanes, not each lane.
+            for p, a in list(self._watchers):
+                if p != pasid or not bo.va <= a < bo.end:
+                    continue
+                rel = a - bo.va
+                if np.any((offs < rel + 8) & (offs + size > rel)):
+                    for fn in list(self._watchers.get((p, a), ())):
+                        fn()
+
+    def lane_atomic(
+        self,
+        pasid: int,
+        node: int,
+        addrs: np.ndarray,
+        size: int,
+        update: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    ) -> np.ndarray:
+        """A read-modify-write by every lane at `addrs` through GPU `node`'s L2 (the TCC
+        performs atomics, so coarse-grained memory's atomics stay in the L2 too). Lanes on one
+        address are applied one after another in lane order. `update(initial, inverse)` gets
+        the (u, size) bytes of the u distinct addresses (sorted) and, per lane, the index of
+        its address there; it returns (pre-op bytes per lane (n, size), final bytes (u, size)).
+        Returns the pre-op bytes. Atomics must be naturally aligned (else a MemoryFault, as
+        the TA refuses a misaligned atomic); every lane is checked before anything changes."""
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        bad = addrs % np.uint64(size) != 0
+        if bad.any():
+            lane = int(np.argmax(bad))
+            fault = MemoryFault(
+                int(addrs[lane]), size, f"atomic address is not {size}-byte aligned"
+            )
+            fault.index = lane
+            raise fault
+        self.lane_resolve(pasid, node, addrs, size)  # fault before any change
+        uniq, inverse = np.unique(addrs, return_inverse=True)
+        initial = self.lane_gather(pasid, node, uniq, size)
+        old, final = update(initial, inverse.reshape(-1))
+        self.lane_scatter(pasid, node, uniq, final)
+        return old
+
     def l2_release_system(self, node: int) -> int:
         """A system-scope release on GPU `node` (a packet's release fence; on gfx9 the CP's
         RELEASE_MEM with a TC writeback): its L2's dirty bytes of coarse-grained memory are
@@ -298,6 +486,8 @@ class Memory:
                 bo.data[dirty] = held[dirty]
                 filled[dirty] = held[dirty]
                 written += count
+        if written and self.on_l2_writeback is not None:
+            self.on_l2_writeback(node, written)
         return written
 
     def l2_acquire_system(self, node: int) -> None:
@@ -326,16 +516,25 @@ class Memory:
             raise MemoryFault(va, size, f"not host accessible: {bo.describe()}")
         return bo.data[off : off + size]
 
-    def write(self, pasid: int, va: int, data: bytes | np.ndarray, node: int | None = None) -> None:
-        """A store by the host (node None) or a GPU; MMIO BOs see it through their hook."""
-        n = len(data)
+    def _access(self, pasid: int, va: int, n: int, node: int | None) -> tuple[BufferObject, int]:
+        """The BO and offset of an `n`-byte access by the host (node None) or GPU `node`,
+        with the checks of `host_view` / `gpu_view`."""
         bo, off = self._resolve(pasid, va, n)
         if node is None:
             if not bo.host_access:
                 raise MemoryFault(va, n, f"not host accessible: {bo.describe()}")
         elif node not in bo.gpu_nodes:
             raise MemoryFault(va, n, f"not mapped for GPU node {node}: {bo.describe()}")
-        bo.data[off : off + n] = np.frombuffer(bytes(data), dtype=np.uint8)
+        return bo, off
+
+    def write(self, pasid: int, va: int, data: bytes | np.ndarray, node: int | None = None) -> None:
+        """A store by the host (node None) or a GPU; MMIO BOs see it through their hook."""
+        n = len(data)
+        bo, off = self._access(pasid, va, n, node)
+        if isinstance(data, bytes | bytearray):
+            memoryview(bo.data)[off : off + n] = data  # no intermediate array
+        else:
+            bo.data[off : off + n] = np.frombuffer(bytes(data), dtype=np.uint8)
         self.store_epoch += 1
         if bo.on_write is not None:
             bo.on_write(off, n)
@@ -364,16 +563,24 @@ class Memory:
                     fn()
 
     # -- 64-bit atomics (signals, queue indices) -------------------------------------------
+    # Signals, queue indices and doorbells are 8-byte words touched several times per packet:
+    # struct on the BO's buffer costs a fifth of a numpy slice-and-view.
     def load_u64(self, pasid: int, va: int, node: int | None = None) -> int:
-        view = self.host_view(pasid, va, 8) if node is None else self.gpu_view(pasid, node, va, 8)
-        return int(view.view(np.uint64)[0])
+        bo, off = self._access(pasid, va, 8, node)
+        return _U64.unpack_from(bo.data, off)[0]
 
     def load_i64(self, pasid: int, va: int, node: int | None = None) -> int:
-        view = self.host_view(pasid, va, 8) if node is None else self.gpu_view(pasid, node, va, 8)
-        return int(view.view(np.int64)[0])
+        bo, off = self._access(pasid, va, 8, node)
+        return _I64.unpack_from(bo.data, off)[0]
 
     def store_u64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
-        self.write(pasid, va, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), node)
+        bo, off = self._access(pasid, va, 8, node)
+        _U64.pack_into(bo.data, off, value & 0xFFFFFFFFFFFFFFFF)
+        self.store_epoch += 1
+        if bo.on_write is not None:
+            bo.on_write(off, 8)
+        if self._watchers:
+            self.notify(pasid, va, 8)
 
     def store_i64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
         self.store_u64(pasid, va, value, node)

@@ -77,6 +77,23 @@ def wg_requirements(
     )
 
 
+def workgroups_per_cu(spec: GpuSpec, req: WgRequirements) -> int:
+    """Workgroups an idle CU holds at once (`Occupancy.workgroups_per_cu`, without building
+    the report: the dispatcher asks on every launch)."""
+    s = spec
+    w = req.waves
+    simds = s.simds_per_cu
+    fit = simds * min(s.wave_slots_per_simd, s.vgprs_per_simd_lane // req.vgprs) // w
+    fit = min(fit, simds * (s.sgprs_per_simd // req.sgprs) // w)
+    if req.lds:
+        fit = min(fit, s.lds_per_cu // req.lds)
+    if req.barrier:
+        fit = min(fit, s.barrier_slots_per_cu)
+    if req.scratch:
+        fit = min(fit, s.scratch_slots_per_cu // w)
+    return fit
+
+
 class Occupancy(BaseModel):
     """Occupancy of one kernel configuration on one CU of a GPU preset."""
 

@@ -242,6 +242,19 @@ def _demo_setup(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="copy the input to VRAM through an SDMA queue, square it there, copy it back",
     )
+    p.add_argument(
+        "--kernel",
+        metavar="FILE",
+        help="your own kernel instead: an OpenCL C file (compiled with clang-15) or a code "
+        "object; shows its descriptor, initial wave state and first instructions, then runs it",
+    )
+    p.add_argument("--name", help="with --kernel: which kernel of the file (default: the first)")
+    p.add_argument(
+        "--instructions",
+        type=int,
+        default=12,
+        help="with --kernel: how many instructions to disassemble (default 12)",
+    )
 
 
 @command("demo", "narrated kernel launch through every layer")
@@ -261,6 +274,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.trace:
         check_output_file("--trace", args.trace)
+    if args.kernel:
+        from rocr import demo_kernel
+
+        return demo_kernel.run(args, Narrator, CliError)
     wall = time.perf_counter()
     n = args.n
     rt = rocr.init(preset=args.preset)
@@ -811,7 +828,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             SystemStore(args.state)  # a directory it cannot use is one error line, up front
         except CheckpointError as e:
-            raise CliError(str(e)) from None
+            raise CliError(e.message) from None
     check_listen(args.host, args.port)
     print(f"hsaemu API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
     serve(

@@ -9,7 +9,7 @@ address — what a dispatch packet carries and what the CP reads.
 Built-in code objects (hw_model.kernels) carry the `amdhsa.kernels` metadata and an entry
 token as their code. AMDGPU ELF code objects (and clang offload bundles holding them) are
 loaded by rocr.loader as ROCr's loader does: segments, relocations, descriptors at their
-`name.kd` symbols. Their machine code is not executed yet (docs/isa.md).
+`name.kd` symbols; the GPU's ISA interpreter runs their machine code (docs/isa.md).
 """
 
 from __future__ import annotations

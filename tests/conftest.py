@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rocr
+from rocr import toolchain
 
 
 @pytest.fixture
@@ -42,35 +40,15 @@ def buffers(rt):
 TOOLCHAIN_MISSING = "AMDGPU toolchain not installed"
 
 
-@functools.cache
-def _device_lib_dir() -> str | None:
-    for d in (
-        "/usr/lib/x86_64-linux-gnu/amdgcn/bitcode",
-        "/usr/lib/aarch64-linux-gnu/amdgcn/bitcode",
-    ):
-        if os.path.exists(os.path.join(d, "ocml.bc")):
-            return d
-    try:
-        out = subprocess.run(
-            ["dpkg", "-L", "rocm-device-libs"], capture_output=True, text=True, check=False
-        ).stdout
-    except OSError:
-        return None
-    hit = next((line for line in out.splitlines() if line.endswith("/ocml.bc")), None)
-    return os.path.dirname(hit) if hit else None
-
-
 def _toolchain_missing() -> str | None:
-    missing = [t for t in ("clang-15", "ld.lld-15") if shutil.which(t) is None]
-    if _device_lib_dir() is None:
-        missing.append("rocm-device-libs")
-    return f"{TOOLCHAIN_MISSING}: {', '.join(missing)}" if missing else None
+    absent = toolchain.missing()
+    return f"{TOOLCHAIN_MISSING}: {', '.join(absent)}" if absent else None
 
 
 @pytest.fixture
 def compile_cl(tmp_path):
     """compile_cl(source, mcpu="gfx900", cov=5, opt="-O2") -> path of the linked .hsaco,
-    built as the docs say (clang-15 -x cl ... && ld.lld-15 -shared)."""
+    built as the docs say (clang-15 -x cl ... && ld.lld-15 -shared; rocr.toolchain)."""
     why = _toolchain_missing()
     if why:
         pytest.skip(why)
@@ -78,16 +56,9 @@ def compile_cl(tmp_path):
 
     def build(source: str, mcpu: str = "gfx900", cov: int = 5, opt: str = "-O2") -> Path:
         n = next(count)
-        cl, obj, out = (tmp_path / f"k{n}.{ext}" for ext in ("cl", "o", "hsaco"))
+        cl, out = tmp_path / f"k{n}.cl", tmp_path / f"k{n}.hsaco"
         cl.write_text(source)
-        cc = [
-            "clang-15", "-x", "cl", "-Xclang", "-finclude-default-header",
-            f"--rocm-device-lib-path={_device_lib_dir()}", "-target", "amdgcn-amd-amdhsa",
-            f"-mcpu={mcpu}", f"-mcode-object-version={cov}", "-cl-kernel-arg-info", opt,
-            "-c", str(cl), "-o", str(obj),
-        ]  # fmt: skip
-        subprocess.run(cc, check=True, capture_output=True)
-        subprocess.run(["ld.lld-15", "-shared", str(obj), "-o", str(out)], check=True)
+        toolchain.compile_cl(cl, out, mcpu=mcpu, cov=cov, opt=opt)
         return out
 
     return build

@@ -399,6 +399,12 @@ ROWS: tuple[tuple[str, str, int | None, int | None, int | None], ...] = (
     ("SMEM", "s_buffer_store_dword", 0x18, 0x18, 0x18),
     ("SMEM", "s_buffer_store_dwordx2", 0x19, 0x19, 0x19),
     ("SMEM", "s_buffer_store_dwordx4", 0x1A, 0x1A, 0x1A),
+    # Added by hand (llvm-mc-15 -show-encoding on gfx900/gfx90a/gfx940): operand-less or
+    # destination-only SMEM forms the generator's probe misses.
+    ("SMEM", "s_dcache_inv", 0x20, 0x20, 0x20),
+    ("SMEM", "s_dcache_wb", 0x21, 0x21, 0x21),
+    ("SMEM", "s_memtime", 0x24, 0x24, 0x24),
+    ("SMEM", "s_memrealtime", 0x25, 0x25, 0x25),
     ("SMEM", "s_atc_probe", 0x26, 0x26, 0x26),
     ("SMEM", "s_atc_probe_buffer", 0x27, 0x27, 0x27),
     ("SMEM", "s_dcache_discard", 0x28, 0x28, 0x28),
@@ -602,6 +608,9 @@ ROWS: tuple[tuple[str, str, int | None, int | None, int | None], ...] = (
     ("SOPK", "s_getreg_b32", 0x11, 0x11, 0x11),
     ("SOPK", "s_setreg_b32", 0x12, 0x12, 0x12),
     ("SOPK", "s_call_b64", 0x15, 0x15, 0x15),
+    # Added by hand (llvm-mc-15 -show-encoding on gfx900/gfx90a/gfx940): the generator's
+    # probe misses it, as it needs its trailing 32-bit constant to disassemble.
+    ("SOPK", "s_setreg_imm32_b32", 0x14, 0x14, 0x14),
     ("SOPP", "s_nop", 0x0, 0x0, 0x0),
     ("SOPP", "s_endpgm", 0x1, 0x1, 0x1),
     ("SOPP", "s_branch", 0x2, 0x2, 0x2),
@@ -741,6 +750,14 @@ ROWS: tuple[tuple[str, str, int | None, int | None, int | None], ...] = (
     ("VOP2", "v_or_b32_e32", 0x14, 0x14, 0x14),
     ("VOP2", "v_xor_b32_e32", 0x15, 0x15, 0x15),
     ("VOP2", "v_mac_f32_e32", 0x16, 0x16, None),
+    # VOP2 forms with a trailing 32-bit constant (the generator probes without one);
+    # opcodes checked with llvm-mc-15 -show-encoding on gfx900, gfx90a and gfx940.
+    ("VOP2", "v_madmk_f32", 0x17, 0x17, None),
+    ("VOP2", "v_fmamk_f32", None, None, 0x17),
+    ("VOP2", "v_madak_f32", 0x18, 0x18, None),
+    ("VOP2", "v_fmaak_f32", None, None, 0x18),
+    ("VOP2", "v_madmk_f16", 0x24, 0x24, 0x24),
+    ("VOP2", "v_madak_f16", 0x25, 0x25, 0x25),
     ("VOP2", "v_add_co_u32_e32", 0x19, 0x19, 0x19),
     ("VOP2", "v_sub_co_u32_e32", 0x1A, 0x1A, 0x1A),
     ("VOP2", "v_subrev_co_u32_e32", 0x1B, 0x1B, 0x1B),

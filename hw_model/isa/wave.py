@@ -96,13 +96,15 @@ class Waves:
         self.wg = np.zeros(n, dtype=np.int64)
         self.wave_in_wg = np.zeros(n, dtype=np.int64)
         self.apertures = apertures or Apertures()
+        # HW_REG_MODE per wave (Vega ISA guide, "MODE"): FP_ROUND [3:0], FP_DENORM [7:4],
+        # DX10_CLAMP [8], IEEE [9]; set from COMPUTE_PGM_RSRC1 at launch, by s_setreg after.
+        self.mode = np.zeros(n, dtype=np.uint32)
         self._exec_lanes: np.ndarray | None = None  # cache of EXEC as (n, 64) bool
 
     # -- EXEC / VCC ------------------------------------------------------------------------
     def exec_mask(self, w) -> np.ndarray:
         """(k,) uint64: EXEC of the selected waves."""
-        s = self.sgpr[w]
-        return s[:, EXEC_LO].astype(np.uint64) | (s[:, EXEC_HI].astype(np.uint64) << 32)
+        return self.read_sgpr64(w, EXEC_LO)
 
     def lanes(self, w) -> np.ndarray:
         """(k, 64) bool: the lanes EXEC enables in the selected waves."""
@@ -118,8 +120,9 @@ class Waves:
 
     # -- raw register access ----------------------------------------------------------------
     def read_sgpr64(self, w, reg: int) -> np.ndarray:
-        s = self.sgpr[w]
-        return s[:, reg].astype(np.uint64) | (s[:, reg + 1].astype(np.uint64) << 32)
+        # Index the two columns only: a row selection would copy all 128 SGPRs per wave.
+        lo = self.sgpr[w, reg].astype(np.uint64)
+        return lo | (self.sgpr[w, reg + 1].astype(np.uint64) << np.uint64(32))
 
     def write_sgpr(self, w, reg: int, value) -> None:
         """Write a 32-bit scalar destination (operand number `reg` < 128)."""
@@ -183,12 +186,10 @@ class Waves:
 
     def scalar64(self, w, op: int, literal: int | None = None, kind: str = "b64") -> np.ndarray:
         """(k,) uint64 value of a 64-bit scalar source: an SGPR pair, a sign-extended integer
-        constant, a float constant as f64 bits (`kind` "f64") or as a sign-extended f32
-        pattern otherwise, or a literal (the high half for "f64", zero-extended otherwise —
-        as LLVM's AMDGPU assembler encodes 64-bit literals on gfx9)."""
+        constant, a float constant as f64 bits, or a literal (the high half for "f64",
+        zero-extended otherwise — as LLVM's AMDGPU assembler encodes 64-bit literals on
+        gfx9)."""
         if op < SGPR_FILE:
-            if op % 2 and op != 125:
-                pass  # odd pairs are legal for VCC_HI.. only in odd encodings; read as given
             return self.read_sgpr64(w, op)
         k = self._k(w)
         if op == LITERAL:
@@ -196,7 +197,9 @@ class Waves:
                 raise IllegalInstruction("literal operand without a literal dword")
             v = (literal << 32) if kind == "f64" else literal
             return np.full(k, v & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64)
-        if 240 <= op <= 248 and kind == "f64":
+        # A 64-bit operand's inline float constant is the double (llvm-mc encodes
+        # `s_mov_b64 s[4:5], 0x3ff0000000000000` as 242), integer or float operation alike.
+        if 240 <= op <= 248:
             return np.full(k, INLINE_F64[op], dtype=np.uint64)
         c = self._constant32(w, op, kind)
         if isinstance(c, np.ndarray):
@@ -229,6 +232,9 @@ class Waves:
         value = np.asarray(value)
         if value.dtype != np.uint32:
             value = value.astype(np.uint32)
+        if isinstance(w, slice):  # a view: write the enabled lanes in place, no temporary
+            np.copyto(self.vgpr[reg][w], value, where=lanes)
+            return
         cur = self.vgpr[reg][w]
         self.vgpr[reg][w] = np.where(lanes, value, cur)
 
@@ -281,3 +287,6 @@ class WaveContext:
         # Bytes each wave moved through vector/scalar memory (for the timing model).
         self.load_bytes = np.zeros(waves.n, dtype=np.int64)
         self.store_bytes = np.zeros(waves.n, dtype=np.int64)
+        # Of those, the bytes of accesses to host (system) memory: they cross the host link.
+        self.host_bytes = np.zeros(waves.n, dtype=np.int64)
+        self.kernel = ""  # the kernel's name, for messages

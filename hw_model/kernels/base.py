@@ -3,7 +3,8 @@
 A built-in kernel stands where a compiled AMDGPU kernel would: it has the metadata a code
 object's `amdhsa.kernels` note carries (`.name`, `.kernarg_segment_size`, `.args` with
 `.offset/.size/.value_kind`, `.vgpr_count`, `.sgpr_count`, segment sizes), a cost profile for
-the CU timing model, and a Python body that runs one workgroup vectorized with numpy.
+the CU timing model, and a Python body that runs a batch of workgroups (a whole grid, or as
+many as the GPU holds at once) vectorized with numpy over a `GridContext`.
 
 Its "machine code" is a 64-byte entry token that the loader writes into device memory at the
 kernel's code entry; the CU reads that token from memory, exactly where it would fetch the
@@ -76,6 +77,10 @@ class CostProfile(BaseModel):
     mem_rounds: int = Field(0, ge=0)  # dependent global-memory round trips per wave
     load_bytes: int = Field(0, ge=0)  # global bytes read per work-item
     store_bytes: int = Field(0, ge=0)  # global bytes written per work-item
+    # Of load_bytes + store_bytes, those in host (system) memory: they cross the host link.
+    # Compiled kernels report it from the BOs their lanes touched; built-ins leave it 0 and
+    # declare `KernelSpec.streams` instead.
+    host_bytes: int = Field(0, ge=0)
 
 
 class KernelSpec(BaseModel):
@@ -91,7 +96,7 @@ class KernelSpec(BaseModel):
     private_segment_size: int = 0
     max_flat_workgroup_size: int = 1024
     cost: CostProfile
-    body: Callable[[WorkgroupContext], None] = Field(exclude=True)
+    body: Callable[[GridContext], None] = Field(exclude=True)
     # A real kernel's run time may depend on its arguments (a loop count); its resources never
     # do, they are fixed in the code object. `cost_fn(kernarg) -> CostProfile` says how.
     cost_fn: Callable[[bytes], CostProfile] | None = Field(default=None, exclude=True)
@@ -202,50 +207,106 @@ def _local_ids(nx: int, ny: int, nz: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return ids
 
 
-class WorkgroupContext:
-    """What one workgroup sees while it runs: its ids, its kernargs and checked memory.
+class GridContext:
+    """What the workgroups [first, first + count) of a dispatch see while they run: their
+    work-items' ids, the kernargs and checked memory.
 
-    Work-item ids are numpy arrays over the workgroup's work-items (a partial workgroup at
-    the grid's edge has fewer). Every load and store goes through `view`, which asks the
-    memory model for exactly the bytes touched, so a bad pointer faults as on hardware.
+    A body runs once over the whole batch, vectorized with numpy; a batch of one workgroup is
+    what one workgroup sees. Work-item ids are numpy arrays over the batch's work-items,
+    workgroup by workgroup in linear order (x fastest), each workgroup's items in local linear
+    order; a partial workgroup at the grid's edge has only the items inside the grid (HSA lets
+    the grid end mid-workgroup). When those ids are one contiguous run of global linear ids
+    (a 1-D grid, or rows the batch covers whole), `linear_range` gives it as (lo, hi) so a
+    body can use slices instead of gathers; else it is None.
+
+    Every load and store goes through `view`, which asks the memory model for exactly the
+    bytes touched, so a bad pointer faults as on hardware. A body takes every view it needs
+    before it stores through any (all built-ins do): then a fault leaves memory untouched,
+    and the dispatcher can rerun the batch one workgroup at a time to find which one faults.
     """
 
     __slots__ = (
         "kernarg",
-        "group_id",
         "workgroup_size",
         "grid_size",
-        "local_id",
-        "global_id",
-        "global_linear_id",
+        "first",
+        "count",
         "view",
+        "linear_range",
+        "_ids",
     )
 
     def __init__(
         self,
         kernarg: bytes,
-        group_id: tuple[int, int, int],
         workgroup_size: tuple[int, int, int],
         grid_size: tuple[int, int, int],
+        first: int,
+        count: int,
         view: Callable[[int, int], np.ndarray],
     ) -> None:
         self.kernarg = kernarg
-        self.group_id = group_id
         self.workgroup_size = workgroup_size
         self.grid_size = grid_size
+        self.first = first
+        self.count = count
         self.view = view
+        self._ids: tuple | None = None
         wx, wy, wz = workgroup_size
         gx, gy, gz = grid_size
-        ox, oy, oz = group_id[0] * wx, group_id[1] * wy, group_id[2] * wz
-        # Partial workgroups: HSA lets the grid end mid-workgroup; those items do not exist.
-        nx, ny, nz = min(wx, gx - ox), min(wy, gy - oy), min(wz, gz - oz)
-        lx, ly, lz = _local_ids(nx, ny, nz)
-        self.local_id = (lx, ly, lz)
-        self.global_id = (lx + ox, ly + oy, lz + oz)
-        if ny == 1 and nz == 1:
-            self.global_linear_id = lx + (oz * (gx * gy) + oy * gx + ox)
-        else:
-            self.global_linear_id = (lz + oz) * (gx * gy) + (ly + oy) * gx + (lx + ox)
+        end = first + count
+        lr = None
+        if gy == 1 and gz == 1:  # 1-D: consecutive workgroups hold consecutive items
+            lr = (first * wx, min(end * wx, gx))
+        elif wx >= gx and (wz == 1 or wy >= gy):
+            # Each workgroup holds whole rows (and whole planes when it spans more than
+            # one): consecutive workgroups hold consecutive items again.
+            ny = -(-gy // wy)
+            by, bz = first % ny, first // ny
+            lo = bz * wz * gx * gy + by * wy * gx
+            by, bz = (end - 1) % ny, (end - 1) // ny
+            y_last, z_last = min((by + 1) * wy, gy) - 1, min((bz + 1) * wz, gz) - 1
+            lr = (lo, z_last * gx * gy + y_last * gx + gx)
+        self.linear_range = lr
+
+    def _build(self) -> tuple:
+        """(global x, y, z ids, local x, y, z ids, group x, y, z ids) over the batch."""
+        if self._ids is None:
+            wx, wy, wz = self.workgroup_size
+            gx, gy, gz = self.grid_size
+            nx, ny = -(-gx // wx), -(-gy // wy)
+            w = np.arange(self.first, self.first + self.count, dtype=np.int64)[:, None]
+            bx, by, bz = w % nx, (w // nx) % ny, w // (nx * ny)
+            lx, ly, lz = _local_ids(wx, wy, wz)
+            x, y, z = bx * wx + lx, by * wy + ly, bz * wz + lz
+            keep = (x < gx) & (y < gy) & (z < gz)
+            shape = x.shape
+            out = [x, y, z, *(np.broadcast_to(a, shape) for a in (lx, ly, lz))]
+            out += [np.broadcast_to(a, shape) for a in (bx, by, bz)]
+            self._ids = tuple(a[keep] for a in out)
+        return self._ids
+
+    @property
+    def global_linear_id(self) -> np.ndarray:
+        lr = self.linear_range
+        if lr is not None:
+            return np.arange(lr[0], lr[1], dtype=np.int64)
+        x, y, z = self._build()[:3]
+        gx, gy, _ = self.grid_size
+        return z * (gx * gy) + y * gx + x
+
+    @property
+    def global_id(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._build()[:3]
+
+    @property
+    def local_id(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._build()[3:6]
+
+    @property
+    def group_id(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each work-item's workgroup id (x, y, z)."""
+        return self._build()[6:9]
 
     def arg(self, a: KernelArg) -> int | float:
         return struct.unpack_from(_ARG_FMT[a.type], self.kernarg, a.offset)[0]
@@ -257,6 +318,10 @@ class WorkgroupContext:
             return np.empty(0, dtype=dtype)
         raw = self.view(address + first * item, count * item)
         return raw.view(dtype)
+
+
+# What the bodies were first written against: one workgroup's context is a batch of one.
+WorkgroupContext = GridContext
 
 
 KernelSpec.model_rebuild()

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw_model.kernels.base import CostProfile, KernelSpec, WorkgroupContext, layout_args
+from hw_model.kernels.base import CostProfile, GridContext, KernelSpec, layout_args
 
 
-def _in_bounds(ctx: WorkgroupContext, n: int) -> tuple[np.ndarray, int, int]:
+def _in_bounds(ctx: GridContext, n: int) -> tuple[np.ndarray | slice, int, int]:
+    """(index into the span, span start, span length) of the batch's work-items below `n`.
+    Contiguous ids give a slice (views, no gathers): the common 1-D case stays cheap."""
+    lr = ctx.linear_range
+    if lr is not None:
+        lo, hi = lr[0], min(lr[1], n)
+        return slice(0, max(hi - lo, 0)), lo, max(hi - lo, 0)
     ids = ctx.global_linear_id
     ids = ids[ids < n]
     if ids.size == 0:
@@ -26,7 +32,7 @@ def _in_bounds(ctx: WorkgroupContext, n: int) -> tuple[np.ndarray, int, int]:
 _SQUARE_ARGS, _SQUARE_KA = layout_args(("out", "ptr"), ("in", "ptr"), ("n", "u64"))
 
 
-def _square(ctx: WorkgroupContext) -> None:
+def _square(ctx: GridContext) -> None:
     out_p, in_p, n = (ctx.arg(a) for a in _SQUARE_ARGS)
     idx, lo, count = _in_bounds(ctx, int(n))
     if count == 0:
@@ -49,7 +55,7 @@ SQUARE = KernelSpec(
 _VADD_ARGS, _VADD_KA = layout_args(("a", "ptr"), ("b", "ptr"), ("c", "ptr"), ("n", "u64"))
 
 
-def _vector_add(ctx: WorkgroupContext) -> None:
+def _vector_add(ctx: GridContext) -> None:
     a_p, b_p, c_p, n = (ctx.arg(a) for a in _VADD_ARGS)
     idx, lo, count = _in_bounds(ctx, int(n))
     if count == 0:
@@ -73,7 +79,7 @@ VECTOR_ADD = KernelSpec(
 _SAXPY_ARGS, _SAXPY_KA = layout_args(("alpha", "f32"), ("x", "ptr"), ("y", "ptr"), ("n", "u64"))
 
 
-def _saxpy(ctx: WorkgroupContext) -> None:
+def _saxpy(ctx: GridContext) -> None:
     alpha, x_p, y_p, n = (ctx.arg(a) for a in _SAXPY_ARGS)
     idx, lo, count = _in_bounds(ctx, int(n))
     if count == 0:
@@ -96,7 +102,7 @@ SAXPY = KernelSpec(
 )
 
 
-def _empty(ctx: WorkgroupContext) -> None:
+def _empty(ctx: GridContext) -> None:
     return None
 
 
@@ -120,16 +126,22 @@ COPY_BYTES_PER_ITEM = 64
 _COPY_ARGS, _COPY_KA = layout_args(("dst", "ptr"), ("src", "ptr"), ("size", "u64"))
 
 
-def _byte_range(ctx: WorkgroupContext, total: int, per_item: int) -> tuple[int, int]:
-    ids = ctx.global_linear_id
-    if ids.size == 0:
-        return 0, 0
-    lo = min(int(ids.min()) * per_item, total)
-    hi = min((int(ids.max()) + 1) * per_item, total)
+def _byte_range(ctx: GridContext, total: int, per_item: int) -> tuple[int, int]:
+    lr = ctx.linear_range
+    if lr is not None:
+        lo, hi = lr
+        if hi <= lo:
+            return 0, 0
+    else:
+        ids = ctx.global_linear_id
+        if ids.size == 0:
+            return 0, 0
+        lo, hi = int(ids.min()), int(ids.max()) + 1
+    lo, hi = min(lo * per_item, total), min(hi * per_item, total)
     return lo, hi - lo
 
 
-def _copy_buffer(ctx: WorkgroupContext) -> None:
+def _copy_buffer(ctx: GridContext) -> None:
     dst, src, size = (int(ctx.arg(a)) for a in _COPY_ARGS)
     lo, count = _byte_range(ctx, size, COPY_BYTES_PER_ITEM)
     if count <= 0:
@@ -161,7 +173,7 @@ FILL_BYTES_PER_ITEM = 64  # four dwordx4 stores per work-item, as the copy kerne
 _FILL_ARGS, _FILL_KA = layout_args(("dst", "ptr"), ("value", "u32"), ("count", "u64"))
 
 
-def _fill_buffer(ctx: WorkgroupContext) -> None:
+def _fill_buffer(ctx: GridContext) -> None:
     dst, value, count = (int(ctx.arg(a)) for a in _FILL_ARGS)
     lo, nbytes = _byte_range(ctx, count * 4, FILL_BYTES_PER_ITEM)
     if nbytes <= 0:

@@ -24,7 +24,7 @@ import struct
 
 import numpy as np
 
-from hw_model.kernels.base import CostProfile, KernelSpec, WorkgroupContext, layout_args
+from hw_model.kernels.base import CostProfile, GridContext, KernelSpec, layout_args
 
 FMA_CHAINS = 8  # independent accumulators per work-item
 
@@ -47,7 +47,7 @@ def _fma_cost(iters: int) -> CostProfile:
     )
 
 
-def _fma_loop(ctx: WorkgroupContext) -> None:
+def _fma_loop(ctx: GridContext) -> None:
     out_p, n, iters = (ctx.arg(a) for a in _FMA_ARGS)
     ids = ctx.global_linear_id
     ids = ids[ids < int(n)]
@@ -93,7 +93,7 @@ def _chase_cost(hops: int) -> CostProfile:
     )
 
 
-def _chase(ctx: WorkgroupContext) -> None:
+def _chase(ctx: GridContext) -> None:
     out_p, next_p, n, hops = (ctx.arg(a) for a in _CHASE_ARGS)
     ids = ctx.global_linear_id
     ids = ids[ids < int(n)]

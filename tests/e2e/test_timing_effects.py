@@ -9,6 +9,9 @@ cancels the fixed launch and fence costs, as one does on a real GPU.
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -201,3 +204,167 @@ def test_the_same_kernel_is_link_bound_over_host_memory_and_hbm_bound_over_vram(
         rates[where] = 200 * 256 * 12 / (times[300] - times[100])  # bytes per ns = GB/s
     assert 0.9 * spec.memory_bandwidth_gbps < rates["vram"] <= 1.1 * spec.memory_bandwidth_gbps
     assert 0.9 * spec.link_bandwidth_gbps < rates["host"] <= 1.1 * spec.link_bandwidth_gbps
+
+
+# -- the batched model against the reference ----------------------------------------------
+# Timing-only kernels alone on the GPU run a CU class at a time (hw_model.dispatcher, "Batched
+# model"): one run and its events stand for a workgroup on each CU of the class. Kernel times
+# must stay within 1% of the reference model (one run per workgroup) on every scenario of
+# bench/timing_effects.py; HSAEMU_TOLERANCE_FULL=1 runs the bench's own tables in both models.
+
+TOLERANCE = 0.01
+
+
+def _times(preset: str, batching: bool, jobs, policy: str = "round_robin") -> list[float]:
+    """Kernel times (ns) of `jobs`: each a list of (kernel, workgroups, kwargs) launched
+    together from one queue each, waited for, one job after another."""
+    spec = system_spec(preset, functional=False, trace=False, placement_policy=policy)
+    with rocr.init(spec=spec) as rt:
+        rt.system.gpus[0].dispatcher.batching = batching
+        b = Bench(rt)
+        queues = [b.queue, b.gpu.create_queue(256)]
+        out = []
+        for job in jobs:
+            hs = []
+            for q, (name, wgs, kw) in zip(queues, job, strict=False):
+                n = wgs * 256
+                buf = b.buffer(4 * n)
+                if name.startswith("chase"):
+                    args = (buf, buf, n, kw.get("hops", 8))
+                elif name == "fma_loop":
+                    args = (buf, n, kw.get("iters", 100))
+                else:
+                    args = (buf, buf, buf, n)
+                hs.append(
+                    q.dispatch(
+                        b.kernel(name), grid=n, workgroup=256, args=args,
+                        group_segment_size=kw.get("lds"),
+                    )
+                )  # fmt: skip
+            for h in hs:
+                h.wait()
+                start, end = h.dispatch_time()
+                out += [start, end]
+    return out
+
+
+def _assert_close(preset: str, jobs, policy: str = "round_robin") -> None:
+    ref = _times(preset, False, jobs, policy)
+    got = _times(preset, True, jobs, policy)
+    spans = [(ref[i + 1] - ref[i], got[i + 1] - got[i]) for i in range(0, len(ref), 2)]
+    for (r, g), kernel in zip(spans, [k for job in jobs for k in job], strict=True):
+        assert abs(g - r) <= TOLERANCE * r, f"{kernel}: batched {g:.0f} ns, reference {r:.0f} ns"
+    # the instants too (a later kernel's start depends on the earlier ones' ends)
+    for r, g in zip(ref, got, strict=True):
+        assert abs(g - r) <= TOLERANCE * max(ref), (ref, got)
+
+
+CAP900 = 64 * 10  # gfx900: 64 CUs x 10 workgroups of `chase`
+
+
+@pytest.mark.parametrize("preset", ["teaching", "gfx900"])
+def test_batched_staircase_within_1_percent_of_the_reference(preset):
+    cap = CAP900 if preset == "gfx900" else 2 * 10
+    sizes = [1, 5, cap - 1, cap, cap + 1, 2 * cap, 2 * cap + cap // 2, 3 * cap + 1]
+    _assert_close(preset, [[("chase", n, {})] for n in sizes])
+
+
+def test_batched_occupancy_within_1_percent_of_the_reference():
+    configs = [("chase", {}), ("chase_v64", {}), ("chase_v256", {}), ("chase", {"lds": 32768})]
+    _assert_close("gfx900", [[(name, 64 * 20, kw)] for name, kw in configs])
+
+
+def test_batched_roofs_within_1_percent_of_the_reference():
+    jobs = [[("vector_add", n, {})] for n in (64, 256, 1024, 4096)]
+    jobs += [[("fma_loop", 64 * 20, {"iters": i})] for i in (1, 16, 256)]
+    _assert_close("gfx900", jobs)
+
+
+@pytest.mark.parametrize("preset", ["teaching", "gfx900"])
+def test_batched_two_queues_within_1_percent_of_the_reference(preset):
+    cap = CAP900 if preset == "gfx900" else 20
+    jobs = [[("chase", 8, {}), ("chase", 8, {})], [("chase", 4 * cap, {}), ("chase", 8, {})]]
+    _assert_close(preset, jobs)
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "greedy", "partition"])
+def test_batched_placement_policies_within_1_percent_of_the_reference(policy):
+    jobs = [[("fma_loop", 64 * 12, {"iters": 100}), ("chase", 64 * 12, {"hops": 16})]]
+    _assert_close("gfx900", jobs, policy)
+
+
+def test_the_batched_model_fires_fewer_events_and_leaves_every_cu_as_the_reference_does():
+    stats = {}
+    for batching in (False, True):
+        spec = system_spec("gfx900", functional=False, trace=False)
+        with rocr.init(spec=spec) as rt:
+            gpu = rt.system.gpus[0]
+            gpu.dispatcher.batching = batching
+            b = Bench(rt)
+            n = 64 * 30 * 256
+            buf = b.buffer(4 * n)
+            e0 = rt.system.engine.events_fired
+            b.time_ns("vector_add", n, (buf, buf, buf, n))
+            events = rt.system.engine.events_fired - e0
+            stats[batching] = (
+                events,
+                [
+                    (cu.wgs_run, cu.free_wave_slots, cu.free_lds, list(cu.free_vgprs))
+                    for cu in gpu.cus
+                ],  # fmt: skip
+            )
+    assert stats[True][0] * 3 < stats[False][0], (stats[True][0], stats[False][0])
+    # every CU ran as many workgroups and is left as empty as in the reference
+    assert stats[True][1] == stats[False][1]
+
+
+@pytest.mark.skipif(
+    os.environ.get("HSAEMU_TOLERANCE_FULL") != "1",
+    reason="the bench's full tables in both models take a minute; HSAEMU_TOLERANCE_FULL=1",
+)
+def test_every_bench_table_within_1_percent_of_the_reference(monkeypatch):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "timing_effects.py"
+    spec = importlib.util.spec_from_file_location("timing_effects_bench", path)
+    te = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(te)
+    monkeypatch.setattr(te, "say", lambda line="": None)
+    tables = [
+        te.quantization,
+        lambda: te.occupancy_sweep("teaching", "a", 40),
+        lambda: te.occupancy_sweep("gfx900", "b", 40),
+        te.memory_roof,
+        te.compute_roof,
+        te.two_queues,
+        te.policies,
+        te.vram_vs_host,
+    ]
+    init = te.Machine.__init__
+    for table in tables:
+        got = {}
+        for batching in (False, True):
+
+            def machine(self, *a, batching=batching, **kw):
+                init(self, *a, **kw)
+                self.rt.system.gpus[0].dispatcher.batching = batching
+
+            monkeypatch.setattr(te.Machine, "__init__", machine)
+            te.DATA.clear()
+            table()
+            got[batching] = json.loads(json.dumps(te.DATA))
+        for name, v in _numbers(got[False]):
+            w = dict(_numbers(got[True]))[name]
+            assert abs(w - v) <= TOLERANCE * abs(v), (name, v, w)
+
+
+def _numbers(x, path=""):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from _numbers(v, f"{path}/{k}")
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(x, int | float) and not isinstance(x, bool):
+        yield path, x

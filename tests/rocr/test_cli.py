@@ -61,6 +61,50 @@ def test_demo_narrates_every_layer_and_checks_the_result(capsys, tmp_path):
     assert {"rocr", "kfd", "queue 0", "CU0", "CU1"} <= tracks
 
 
+SAXPY_CL = """
+__kernel void saxpy(__global float *y, __global const float *x, float a, uint n) {
+  uint i = get_global_id(0);
+  if (i < n) y[i] = a * x[i] + y[i];
+}
+"""
+
+
+@pytest.mark.parametrize("preset", ["gfx900", "gfx90a"])
+def test_demo_kernel_compiles_narrates_and_runs_your_kernel(preset, capsys, tmp_path, compile_cl):
+    src = tmp_path / "saxpy.cl"
+    src.write_text(SAXPY_CL)
+    assert main(["demo", "--kernel", str(src), "--preset", preset, "-n", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert f"-mcpu={preset}" in out  # the clang command line it ran
+    assert "saxpy(y: ptr, x: ptr, a: f32, n: u32)" in out
+    assert "kernarg_size                  280" in out  # 24 explicit + hidden (v5) bytes
+    assert "s[4:5]    kernarg segment pointer" in out
+    packed = "(packed, gfx90a and later)" in out
+    assert packed == (preset == "gfx90a")
+    assert "s_load_dword" in out  # the first instructions, as the decoder reads them
+    # y[i] = 2.0 * x[i] + y[i] with x = y = 0, 1, 2, ...: 3i; i = 0 does not change.
+    assert "y: 999 of 1000 elements changed; first 8: 0, 3, 6, 9, 12, 15, 18, 21" in out
+    assert "x: 0 of 1000 elements changed" in out
+    assert "16 waves" in out and "vmem_store 16" in out  # one store per wave executed
+
+
+def test_demo_kernel_errors_are_one_line(capsys, tmp_path, compile_cl):
+    bad = tmp_path / "bad.cl"
+    bad.write_text("junk")
+    assert main(["demo", "--kernel", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "error: expected identifier" in err  # clang's own message is shown
+    assert err.strip().splitlines()[-1] == (
+        f"hsaemu demo: error: --kernel {bad}: clang-15 failed (its messages above)"
+    )
+    assert main(["demo", "--kernel", str(tmp_path / "none.cl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    good = tmp_path / "k.cl"
+    good.write_text(SAXPY_CL)
+    assert main(["demo", "--kernel", str(good), "--name", "nope", "-n", "64"]) == 2
+    assert "--name nope: the code object has kernels saxpy" in capsys.readouterr().err
+
+
 def test_info_lists_agents_like_rocminfo(capsys):
     assert main(["info", "--preset", "gfx942"]) == 0
     out = capsys.readouterr().out

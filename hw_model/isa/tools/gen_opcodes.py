@@ -78,8 +78,28 @@ def names(target: str, enc: str, **extra: int) -> dict[int, str]:
     return got
 
 
+# Instructions the probe misses (checked by hand with llvm-mc-15 -show-encoding on gfx900,
+# gfx90a and gfx940): operand-less or destination-only SMEM forms, and forms that need their
+# trailing 32-bit constant to disassemble. (encoding, mnemonic, gfx900, gfx90a, gfx942)
+HAND_ROWS = (
+    ("SMEM", "s_dcache_inv", 0x20, 0x20, 0x20),
+    ("SMEM", "s_dcache_wb", 0x21, 0x21, 0x21),
+    ("SMEM", "s_memtime", 0x24, 0x24, 0x24),
+    ("SMEM", "s_memrealtime", 0x25, 0x25, 0x25),
+    ("SOPK", "s_setreg_imm32_b32", 0x14, 0x14, 0x14),
+    ("VOP2", "v_madmk_f32", 0x17, 0x17, None),
+    ("VOP2", "v_fmamk_f32", None, None, 0x17),
+    ("VOP2", "v_madak_f32", 0x18, 0x18, None),
+    ("VOP2", "v_fmaak_f32", None, None, 0x18),
+    ("VOP2", "v_madmk_f16", 0x24, 0x24, 0x24),
+    ("VOP2", "v_madak_f16", 0x25, 0x25, 0x25),
+)
+
+
 def main() -> None:
     rows: dict[tuple[str, str], dict[str, int]] = {}
+    for enc, name, *ops in HAND_ROWS:
+        rows[(enc, name)] = {t: op for t, op in zip(TARGETS, ops, strict=True) if op is not None}
     for target in TARGETS:
         probes = [(enc, enc, {}) for enc in ENCODINGS if enc != "FLAT"]
         # SADDR: 0x7F ("off") for global/scratch; plain FLAT has no SADDR and wants 0 there.
