@@ -97,6 +97,7 @@ class GpuSpec(Frozen):
     link_bandwidth_gbps: float = 13.0
     link_latency_ns: int = 1000  # guess: a PCIe read round trip is ~0.5-1 us
     xgmi_link_bandwidth_gbps: float = 0.0  # GPU-GPU XGMI per link and direction; 0 = none
+    xgmi_link_latency_ns: int = 500  # guess: one way over XGMI, below PCIe's ~1 us round trip
     doorbell_size: int = 8  # SOC15 doorbells are 64-bit (kfd_doorbell.c)
     queue_min_packets: int = 0x40  # ROCr GpuAgent minAqlSize_ (4 KiB of packets)
     queue_max_packets: int = 0x20000  # ROCr GpuAgent maxAqlSize_ (128 Ki packets)

@@ -36,14 +36,14 @@ if TYPE_CHECKING:
 SDMA_PACKET_PS = 100 * PS_PER_NS  # guess: ~100 engine clocks
 
 
-class HostLink:
-    """The GPU's link to host memory (PCIe or XGMI): one FIFO bandwidth server shared by
-    every transfer that crosses it, plus a fixed latency per transfer."""
+class Link:
+    """A link: one FIFO bandwidth server shared by every transfer that crosses it, plus a
+    fixed latency per transfer."""
 
-    def __init__(self, spec: GpuSpec) -> None:
-        self.name = spec.host_link
-        self.ps_per_byte = 1000.0 / spec.link_bandwidth_gbps  # GB/s = bytes per ns
-        self.latency_ps = spec.link_latency_ns * PS_PER_NS
+    def __init__(self, name: str, bandwidth_gbps: float, latency_ns: int) -> None:
+        self.name = name
+        self.ps_per_byte = 1000.0 / bandwidth_gbps  # GB/s = bytes per ns
+        self.latency_ps = latency_ns * PS_PER_NS
         self.free_at = 0.0
         self.bytes_moved = 0
         self.busy_ps = 0.0
@@ -66,6 +66,14 @@ class HostLink:
             "bytes_moved": self.bytes_moved,
             "busy_ps": int(self.busy_ps),
         }
+
+
+class HostLink(Link):
+    """The GPU's link to host memory (PCIe, or XGMI to the CPU). Peer-to-peer traffic between
+    GPUs without XGMI crosses both GPUs' host links."""
+
+    def __init__(self, spec: GpuSpec) -> None:
+        super().__init__(spec.host_link, spec.link_bandwidth_gbps, spec.link_latency_ns)
 
 
 @dataclass
@@ -237,23 +245,38 @@ class SdmaEngine:
         self._next()
 
     # -- packets -----------------------------------------------------------------------------
-    def _crosses_link(self, q: SdmaQueue, va: int) -> bool:
-        bo = self.gpu.memory.find(q.pasid, va)
-        return bo is not None and bo.kind == MemKind.SYSTEM
+    def _path(self, q: SdmaQueue, va: int, reads: bool) -> list:
+        """What the bytes of one side of a copy cross: the host link for system memory; the
+        GPU's memory channel for its VRAM; for a peer GPU's VRAM, the XGMI link between the
+        two (in the direction the data flows) or, without one, PCIe peer-to-peer through both
+        GPUs' host links, and the peer's memory channel."""
+        gpu = self.gpu
+        bo = gpu.memory.find(q.pasid, va)
+        if bo is not None and bo.kind == MemKind.SYSTEM:
+            return [gpu.host_link]
+        if bo is None or bo.kind != MemKind.VRAM or bo.node == gpu.node:
+            return [gpu.channel]
+        system = gpu.system
+        peer = system.gpu_by_node(bo.node)
+        xgmi = system.xgmi_link(bo.node, gpu.node) if reads else system.xgmi_link(gpu.node, bo.node)
+        if xgmi is not None:
+            return [xgmi, peer.channel]
+        return [gpu.host_link, peer.host_link, peer.channel]
 
     def _transfer_time(self, q: SdmaQueue, pkt: sp.CopyLinear | sp.ConstantFill, now: int) -> int:
         gpu = self.gpu
         start = now + gpu.spec.sdma_setup_latency_ps
         nbytes = pkt.size
-        engine_done = start + math.ceil(nbytes * self.ps_per_byte)
-        sides = [pkt.dst] if isinstance(pkt, sp.ConstantFill) else [pkt.src, pkt.dst]
-        host = sum(self._crosses_link(q, va) for va in sides)
-        vram = len(sides) - host
-        done = engine_done
-        if host:
-            done = max(done, gpu.host_link.transfer(start, nbytes * host))
-        if vram:
-            done = max(done, gpu.channel.transfer(start, nbytes * vram))
+        done = start + math.ceil(nbytes * self.ps_per_byte)
+        sides = [(pkt.dst, False)]
+        if isinstance(pkt, sp.CopyLinear):
+            sides.insert(0, (pkt.src, True))
+        load: dict[int, list] = {}  # by id(): each server reserved once for all its bytes
+        for va, reads in sides:
+            for server in self._path(q, va, reads):
+                load.setdefault(id(server), [server, 0])[1] += nbytes
+        for server, n in load.values():
+            done = max(done, server.transfer(start, n))
         return done
 
     def _poll(self, q: SdmaQueue, pkt: sp.PollRegmem) -> bool:

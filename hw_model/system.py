@@ -20,6 +20,7 @@ from hw_model.config import SystemSpec, system_spec
 from hw_model.engine import Engine
 from hw_model.gpu import Gpu, InterruptHandler
 from hw_model.memory import Memory
+from hw_model.sdma import Link
 from hw_model.trace import Tracer
 
 
@@ -31,6 +32,9 @@ class WaitOutcome(Enum):
 
 # First KFD gpu_id; the real driver hashes the PCI location, any stable nonzero value works.
 _GPU_ID_BASE = 0xA5E0  # any stable nonzero 16-bit value (KFD_MMAP_GPU_ID has 16 bits)
+# The hive id of XGMI-connected GPUs (topology "hive_id"; amdgpu_xgmi.c takes it from the
+# SMU): any stable nonzero value shared by the hive.
+XGMI_HIVE_ID = 0x4853_4145_0001
 
 
 class System:
@@ -45,9 +49,24 @@ class System:
         for i in range(spec.num_gpus):
             capacity[i + 1] = spec.gpu.vram_size
         self.memory = Memory(capacity)
+        self.memory.on_l2_writeback = self._trace_l2_writeback
         self.gpus = [
             Gpu(self, spec.gpu, node=i + 1, gpu_id=_GPU_ID_BASE + i) for i in range(spec.num_gpus)
         ]
+        # XGMI: with an XGMI-capable part every GPU of the machine is in one hive, each pair
+        # joined by a link, one FIFO per direction (XGMI links are full duplex; the preset's
+        # figure is per direction). Other multi-GPU machines reach peers over PCIe.
+        self.xgmi_links: dict[tuple[int, int], Link] = {}
+        g = spec.gpu
+        if spec.num_gpus > 1 and g.xgmi_link_bandwidth_gbps > 0:
+            for a in self.gpus:
+                for b in self.gpus:
+                    if a is not b:
+                        self.xgmi_links[(a.node, b.node)] = Link(
+                            f"XGMI {a.node}->{b.node}",
+                            g.xgmi_link_bandwidth_gbps,
+                            g.xgmi_link_latency_ns,
+                        )
         self._irq_handlers: list[InterruptHandler] = []
         # The kernel driver bound to this machine (rock_emu sets it; opaque to hw_model).
         self.driver: object | None = None
@@ -143,6 +162,25 @@ class System:
         else:
             self.engine.run_while(lambda: True, self.host_now + limit_ps)
         self.host_now = max(self.host_now, self.engine.now)
+
+    def xgmi_link(self, from_node: int, to_node: int) -> Link | None:
+        """The XGMI link carrying data from GPU `from_node` to GPU `to_node`, if any."""
+        return self.xgmi_links.get((from_node, to_node))
+
+    @property
+    def hive_id(self) -> int:
+        """The XGMI hive id the KFD reports for every GPU of the hive (0: no hive)."""
+        return XGMI_HIVE_ID if self.xgmi_links else 0
+
+    def _trace_l2_writeback(self, node: int, nbytes: int) -> None:
+        if self.tracer.enabled:
+            self.tracer.instant(
+                "CP",
+                "L2 writeback",
+                self.engine.now,
+                {"node": node, "bytes": nbytes},
+                cat="cache",
+            )
 
     # -- interrupts ------------------------------------------------------------------------
     def register_interrupt_handler(self, fn: InterruptHandler) -> None:

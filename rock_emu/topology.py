@@ -8,9 +8,14 @@ and the thunk's topology.c parser: `generation_id`, `system_properties`, and per
 
 from __future__ import annotations
 
-from hw_model.system import System
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hw_model.system import System
 
 TOPOLOGY_ROOT = "/sys/class/kfd/kfd/topology"
+CRAT_IOLINK_TYPE_XGMI = 11  # crat.h: io link types (2 = PCIe)
+KFD_CRAT_XGMI_WEIGHT = 15  # kfd_crat.c: the weight of a GPU-GPU XGMI link
 # HSA_HEAPTYPE_* (hsakmttypes.h): heap types of memory banks
 HEAP_TYPE_SYSTEM = 0
 HEAP_TYPE_FB_PUBLIC = 1
@@ -103,12 +108,14 @@ def render(system: System) -> dict[str, str]:
         )
         n = g.node
         simd_count = s.num_cus * s.simds_per_cu
+        # XGMI peers: the other GPUs of the hive (kfd_crat.c kfd_fill_gpu_xgmi_link_to_gpu)
+        peers = [p for p in system.gpus if system.xgmi_link(n, p.node) is not None]
         props = {
             "cpu_cores_count": 0,
             "simd_count": simd_count,
             "mem_banks_count": 1,
             "caches_count": 1,
-            "io_links_count": 1,
+            "io_links_count": 1 + len(peers),
             "cpu_core_id_base": 0,
             "simd_id_base": 0x80001000 + (n - 1) * simd_count,
             "max_waves_per_simd": s.wave_slots_per_simd,
@@ -127,7 +134,7 @@ def render(system: System) -> dict[str, str]:
             "location_id": n * 256,
             "domain": 0,
             "drm_render_minor": 127 + n,
-            "hive_id": 0,
+            "hive_id": system.hive_id,
             "num_sdma_engines": s.sdma_engines,
             "num_sdma_xgmi_engines": s.sdma_xgmi_engines,
             "num_sdma_queues_per_engine": s.sdma_queues_per_engine,
@@ -183,6 +190,24 @@ def render(system: System) -> dict[str, str]:
                 "flags": 1,
             }
         )
+        for i, p in enumerate(peers, start=1):
+            mbps = int(s.xgmi_link_bandwidth_gbps * 1000)  # MB/s, as the KFD reports it
+            files[f"{root}/nodes/{n}/io_links/{i}/properties"] = _props(
+                {
+                    "type": CRAT_IOLINK_TYPE_XGMI,
+                    "version_major": 0,
+                    "version_minor": 0,
+                    "node_from": n,
+                    "node_to": p.node,
+                    "weight": KFD_CRAT_XGMI_WEIGHT,
+                    "min_latency": 0,
+                    "max_latency": 0,
+                    "min_bandwidth": mbps,
+                    "max_bandwidth": mbps,
+                    "recommended_transfer_size": 0,
+                    "flags": 1,
+                }
+            )
     files[f"{root}/nodes"] = "".join(f"{n}\n" for n in nodes)
     return files
 

@@ -13,6 +13,13 @@ a TRAP; then it stores the new write offset to the write pointer and the doorbel
 Device-to-device copies, fills, and every copy when HSA_ENABLE_SDMA=0 or when the KFD has no
 SDMA queue left (-ENOMEM), run as blit kernels (`copy_buffer`, `fill_buffer`) on an internal
 AQL queue, behind a barrier-AND packet on the dependency signals (ROCr's BlitKernel).
+
+Peer copies (one GPU's VRAM to another's) are done by the source GPU (Runtime::CopyMemory's
+copy agent) and take the blit GpuAgent::GetBlitObject picks: between GPUs of one XGMI hive
+with XGMI SDMA engines, an SDMA queue of type HSA_QUEUE_SDMA_XGMI, one per peer in the order
+the peers are first copied to, modulo the XGMI engine count (GetXgmiBlit); otherwise the
+device-to-host SDMA queue, which also carries PCIe peer-to-peer copies (GetPcieBlit);
+a blit kernel when HSA_ENABLE_PEER_SDMA=0.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import os
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from hw_model import aql
 from hw_model import sdma_packets as sp
@@ -30,7 +39,7 @@ from rocr.errors import HsaError
 from rocr.signal import Condition, Signal
 from rocr.status import Status
 from roct import HsaKmtError
-from roct.thunk import QUEUE_TYPE_SDMA
+from roct.thunk import QUEUE_TYPE_SDMA, QUEUE_TYPE_SDMA_XGMI
 
 if TYPE_CHECKING:
     from rocr.agent import Agent
@@ -46,6 +55,11 @@ RING_WAIT_PS = 1_000_000  # the host re-reads the SDMA read pointer every 1 us w
 def sdma_enabled() -> bool:
     """HSA_ENABLE_SDMA: ROCr's flag; "0" makes every copy a blit kernel."""
     return os.environ.get("HSA_ENABLE_SDMA", "1") != "0"
+
+
+def peer_sdma_enabled() -> bool:
+    """HSA_ENABLE_PEER_SDMA: ROCr's flag; "0" makes GPU-to-GPU copies blit kernels."""
+    return os.environ.get("HSA_ENABLE_PEER_SDMA", "1") != "0"
 
 
 class CopyHandle:
@@ -73,10 +87,11 @@ class CopyHandle:
 class BlitSdma:
     """One SDMA queue of this process: its ring, read/write pointers and doorbell."""
 
-    def __init__(self, rt: Runtime, agent: Agent, direction: str) -> None:
+    def __init__(self, rt: Runtime, agent: Agent, direction: str, xgmi: bool = False) -> None:
         self.rt = rt
         self.agent = agent
         self.direction = direction
+        self.xgmi = xgmi
         th = rt.thunk
         self._ring = th.alloc_memory(0, SDMA_QUEUE_SIZE, executable=True)
         self._ptrs = None
@@ -90,7 +105,7 @@ class BlitSdma:
                 ring_size=SDMA_QUEUE_SIZE,
                 read_ptr=self._ptrs.address,  # the engine writes its read offset here
                 write_ptr=self._ptrs.address + 8,
-                queue_type=QUEUE_TYPE_SDMA,
+                queue_type=QUEUE_TYPE_SDMA_XGMI if xgmi else QUEUE_TYPE_SDMA,
                 priority=3,  # HSA_QUEUE_PRIORITY_MAXIMUM, as BlitSdma::Initialize
             )
         except HsaKmtError:
@@ -103,6 +118,7 @@ class BlitSdma:
             "SDMA queue created",
             agent=agent.name,
             direction=direction,
+            type="sdma_xgmi" if xgmi else "sdma",
             kfd_queue=self.queue_id,
             ring=hex(self._ring.address),
         )
@@ -134,10 +150,10 @@ class BlitSdma:
         ring = self._ring.mapping.array
         if pad:
             ring[off : off + pad] = 0
-            ring[off : off + 4] = list(sp.Nop(pad // 4 - 1).encode()[:4])
+            ring[off : off + 4] = np.frombuffer(sp.Nop(pad // 4 - 1).encode()[:4], np.uint8)
             self.wptr += pad
             off = 0
-        ring[off : off + n] = list(data)
+        ring[off : off + n] = np.frombuffer(data, np.uint8)
         self.wptr += n
         rt = self.rt
         rt.thunk.host_elapse(rt.host_cost("packet_write_ps") * max(1, n // 64))
@@ -320,9 +336,11 @@ class Copier:
         self.sdma: dict[tuple[int, str], BlitSdma | None] = {}
         self.kernels: dict[int, BlitKernels] = {}
         self.profiling = False
+        # GpuAgent::xgmi_peer_list_: per copying GPU, its XGMI peers in first-copy order
+        self.xgmi_peers: dict[int, list[int]] = {}
 
     # -- engines -------------------------------------------------------------------------
-    def _sdma(self, agent: Agent, direction: str) -> BlitSdma | None:
+    def _sdma(self, agent: Agent, direction: str, xgmi: bool = False) -> BlitSdma | None:
         """The SDMA queue for `direction` on `agent`, created on first use; None when
         HSA_ENABLE_SDMA=0 or the KFD has no SDMA queue left (ROCr then uses a blit kernel)."""
         if not sdma_enabled():
@@ -330,7 +348,7 @@ class Copier:
         key = (agent.node, direction)
         if key not in self.sdma:
             try:
-                self.sdma[key] = BlitSdma(self.rt, agent, direction)
+                self.sdma[key] = BlitSdma(self.rt, agent, direction, xgmi)
             except HsaKmtError as e:
                 self.rt.trace(
                     "rocr",
@@ -445,6 +463,9 @@ class Copier:
             direction = "device_to_device" if src_agent is dst_agent else "peer"
         else:
             gpu, direction = rt.gpus[0], "host_to_host"
+        blit = direction
+        if direction == "peer":
+            blit = self._peer_blit(src_agent, dst_agent)
         self._check_access(dbuf, gpu, "dst")
         self._check_access(sbuf, gpu, "src")
         rt.trace(
@@ -460,12 +481,33 @@ class Copier:
         if size == 0:
             sig.subtract(1)
             return CopyHandle(rt, sig, target, "none", owns)
-        sdma = None if direction == "device_to_device" else self._sdma(gpu, direction)
+        if blit in ("device_to_device", "peer kernel"):
+            sdma = None
+        elif blit.startswith("xgmi"):
+            sdma = self._sdma(gpu, blit, xgmi=True)
+        else:
+            sdma = self._sdma(gpu, blit)
         if sdma is not None:
             sdma.submit(sdma_copy_commands(daddr, saddr, size, dep_list, sig, self.profiling))
             return CopyHandle(rt, sig, target, "sdma", owns)
         self._kernels(gpu).copy(daddr, saddr, size, dep_list, sig)
         return CopyHandle(rt, sig, target, "blit kernel", owns)
+
+    def _peer_blit(self, src_agent: Agent, dst_agent: Agent) -> str:
+        """GpuAgent::GetBlitObject for a copy by `src_agent` to another GPU: "peer kernel"
+        (HSA_ENABLE_PEER_SDMA=0: BlitDevToDev), "xgmiN" (both in one hive and the copying GPU
+        has XGMI SDMA engines: GetXgmiBlit, N = the peer's index modulo their count), else
+        "device_to_host" (GetPcieBlit: BlitDevToHost carries PCIe peer-to-peer copies)."""
+        if not peer_sdma_enabled():
+            return "peer kernel"
+        props = src_agent.props
+        hive = props.HiveID
+        if hive == 0 or dst_agent.props.HiveID != hive or props.NumSdmaXgmiEngines == 0:
+            return "device_to_host"
+        peers = self.xgmi_peers.setdefault(src_agent.node, [])
+        if dst_agent.node not in peers:
+            peers.append(dst_agent.node)
+        return f"xgmi{peers.index(dst_agent.node) % props.NumSdmaXgmiEngines}"
 
     # -- hsa_memory_copy -------------------------------------------------------------------
     def copy(self, dst: Any, src: Any, size: Any) -> None:
@@ -482,7 +524,9 @@ class Copier:
         if not d_agent.is_gpu and not s_agent.is_gpu:
             # two host buffers: ROCr copies with the CPU
             data = bytes(sbuf.view()[saddr - sbuf.address : saddr - sbuf.address + size])
-            dbuf.view()[daddr - dbuf.address : daddr - dbuf.address + size] = list(data)
+            dbuf.view()[daddr - dbuf.address : daddr - dbuf.address + size] = np.frombuffer(
+                data, np.uint8
+            )
             rt.thunk.host_elapse(int(size * 1000 / HOST_MEMCPY_GBPS))
             rt.trace("rocr", "hsa_memory_copy", size=size, engine="host memcpy")
             return

@@ -298,3 +298,97 @@ def test_sdma_ring_wraps_with_a_nop_and_waits_for_room(rt, monkeypatch):
     q = rt.runlist()[0]["sdma_queues"][0]
     assert q["error"] is None
     assert q["rptr"] == q["wptr"] > 40 * 192  # the NOP padding was consumed too
+
+
+# -- peer copies between GPUs ------------------------------------------------------------------
+def two_gpus(preset, num_gpus=2):
+    from hw_model.config import system_spec
+
+    return rocr.init(spec=system_spec(preset, num_gpus=num_gpus))
+
+
+def peer_setup(rt, n, dst_gpu=1):
+    g0, peer = rt.gpus[0], rt.gpus[dst_gpu]
+    a, b = g0.pools()[0].allocate(n), peer.pools()[0].allocate(n)
+    rt.memory_fill(a, 0xC0FFEE, n // 4)
+    return g0, peer, a, b
+
+
+def read_back(rt, buf, n):
+    out = host(rt, n)
+    rt.memory_copy(out, buf, n)
+    return out.view(np.uint32)
+
+
+def test_peer_copy_over_xgmi_uses_an_xgmi_sdma_queue_per_peer():
+    # gfx90a: one hive, 3 XGMI SDMA engines; ROCr's GetXgmiBlit gives each peer its own
+    n = 4 << 20
+    with two_gpus("gfx90a", num_gpus=3) as rt:
+        spec = rt.system.spec.gpu
+        g0, g1, g2 = rt.gpus
+        assert g0.props.HiveID == g1.props.HiveID != 0
+        _, _, a, b = peer_setup(rt, n)
+        c = g2.pools()[0].allocate(n)
+        rt.allow_access([g0], b)
+        rt.allow_access([g0], c)
+        rt.profiling_async_copy_enable(True)
+        h = rt.memory_async_copy(b, g1, a, g0, n).wait()
+        assert h.engine == "sdma"
+        start, end = rt.async_copy_time(h.signal)
+        xgmi_ns = n / spec.xgmi_link_bandwidth_gbps + spec.sdma_setup_latency_ps / 1000
+        assert end - start == pytest.approx(xgmi_ns, rel=0.10)
+        assert end - start < n / spec.link_bandwidth_gbps / 1.5  # not over PCIe
+        rt.memory_async_copy(c, g2, a, g0, n).wait()
+        assert (read_back(rt, b, n) == 0xC0FFEE).all()
+        assert (read_back(rt, c, n) == 0xC0FFEE).all()
+        rl = rt.runlist()[0]["sdma_queues"]
+        xgmi = [q for q in rl if q["type"] == "sdma_xgmi"]
+        assert len(xgmi) == 2  # one per peer, on XGMI engines (numbered after the 2 PCIe ones)
+        assert sorted(q["engine"] for q in xgmi) == [2, 3]
+        engines = {e["engine"]: e for e in rt.mapped_queues()[0]["sdma"]}
+        assert engines[2]["type"] == "sdma_xgmi" and engines[2]["queues"]
+        made = [
+            e.args
+            for e in rt.system.tracer.events
+            if e.name == "SDMA queue created" and e.args["type"] == "sdma_xgmi"
+        ]
+        assert [m["direction"] for m in made] == ["xgmi0", "xgmi1"]
+        assert rt.system.xgmi_link(g0.node, g1.node).bytes_moved == n
+
+
+def test_peer_copy_without_xgmi_goes_over_pcie_through_both_host_links():
+    n = 1 << 20
+    with two_gpus("teaching") as rt:
+        spec = rt.system.spec.gpu
+        g0, g1, a, b = peer_setup(rt, n)
+        assert g0.props.HiveID == 0
+        links = [g.host_link for g in rt.system.gpus]
+        before = [link.bytes_moved for link in links]
+        rt.allow_access([g0], b)
+        rt.profiling_async_copy_enable(True)
+        h = rt.memory_async_copy(b, g1, a, g0, n).wait()
+        start, end = rt.async_copy_time(h.signal)
+        pcie_ns = n / spec.link_bandwidth_gbps + spec.sdma_setup_latency_ps / 1000
+        assert end - start == pytest.approx(pcie_ns, rel=0.10)
+        assert [link.bytes_moved - b0 for link, b0 in zip(links, before, strict=True)] == [n, n]
+        assert (read_back(rt, b, n) == 0xC0FFEE).all()
+        # GetPcieBlit: the device-to-host SDMA queue carries peer copies over PCIe too
+        back = host(rt, 4096)
+        rt.memory_async_copy(back, rt.cpu, a, g0, 4096).wait()
+        mine = [q for q in rt.runlist()[0]["sdma_queues"]]
+        assert [q["type"] for q in mine] == ["sdma"]
+
+
+def test_peer_copy_needs_access_to_the_peer_memory(monkeypatch):
+    with two_gpus("gfx90a") as rt:
+        g0, g1, a, b = peer_setup(rt, 4096)
+        with pytest.raises(HsaError, match=r"dst = .* not accessible to gfx90a \(node 1\)") as e:
+            rt.memory_async_copy(b, g1, a, g0, 4096)
+        assert e.value.status == Status.ERROR_INVALID_ARGUMENT
+        assert rt.runlist()[0]["sdma_queues"] == []  # refused before any queue was made
+        rt.allow_access([g0], b)
+        monkeypatch.setenv("HSA_ENABLE_PEER_SDMA", "0")  # ROCr's flag: a blit kernel instead
+        h = rt.memory_async_copy(b, g1, a, g0, 4096).wait()
+        assert h.engine == "blit kernel"
+        assert (read_back(rt, b, 4096) == 0xC0FFEE).all()
+        assert "copy_buffer" in [k["name"] for k in rt.system.gpus[0].kernel_records]
