@@ -50,14 +50,35 @@ def launch(queue, packet: bytes) -> int:
     return i
 
 
-if __name__ == "__main__":
+def _starter():
     import importlib.util
     import pathlib
 
     spec = importlib.util.spec_from_file_location(
-        "starter", pathlib.Path(__file__).with_name("starter.py")
+        "lab1_starter", pathlib.Path(__file__).with_name("starter.py")
     )
-    starter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(starter)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def publish_header_first(queue, index: int, packet: bytes) -> None:
+    s = _starter()
+    s.store_slot(queue, index, 0, packet[:4])  # the CP, already looking, sees a valid header
+    s.preempted(queue, 5000)
+    s.store_slot(queue, index, 4, packet[4:])  # too late: it read the old body
+
+
+def publish_body_first(queue, index: int, packet: bytes) -> None:
+    s = _starter()
+    s.store_slot(queue, index, 4, packet[4:])  # the header is still INVALID: the CP waits
+    s.preempted(queue, 5000)
+    s.store_slot(queue, index, 0, packet[:4])  # one 32-bit store publishes header and setup
+
+
+if __name__ == "__main__":
+    starter = _starter()
     starter.build_packet, starter.launch = build_packet, launch
+    starter.publish_header_first = publish_header_first
+    starter.publish_body_first = publish_body_first
     sys.exit(starter.main(sys.argv[1:]))

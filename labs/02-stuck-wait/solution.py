@@ -42,4 +42,4 @@ SCENARIOS = [scenario_doorbell, scenario_header, scenario_barrier]
 
 if __name__ == "__main__":
     starter.SCENARIOS = SCENARIOS
-    sys.exit(starter.main())
+    sys.exit(starter.main(sys.argv[1:]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -75,8 +76,41 @@ def scenario_barrier(rt):
 
 SCENARIOS = [scenario_doorbell, scenario_header, scenario_barrier]
 
+HINTS = {
+    "scenario_doorbell": "who tells the packet processor that a packet is waiting?",
+    "scenario_header": "which byte of the slot does the packet processor decide by, and when "
+    "was it written? (lab 1, task C)",
+    "scenario_barrier": "a barrier-AND completes when all its signals are 0; who was meant to "
+    "store 0 into this one?",
+}
 
-def main() -> int:
+
+def machine_state(rt) -> list[str]:
+    """What the machine itself records about each queue: the indices in amd_queue_t, the
+    header at the read index, and the KFD's view from debugfs (/sys/kernel/debug/kfd/mqds)."""
+    hw = {}
+    for proc in json.loads(rt.thunk.read_debugfs("mqds")):
+        for q in proc["queues"]:
+            hw[q["queue_id"]] = q["hw"] or {}
+    lines = []
+    for q in rt.queues():
+        r = q.load_read_index()
+        header = int.from_bytes(q.packet_bytes(r)[:2], "little")
+        h = hw.get(q.queue_id, {})
+        bell = "never rung" if q.doorbell_value is None else q.doorbell_value
+        lines.append(
+            f"queue {q.id}: write_index {q.load_write_index()}, read_dispatch_id {r}, "
+            f"doorbell {bell}, header at read index {header:#06x} (type {header & 0xFF})"
+        )
+        lines.append(
+            f"  HQD state {h.get('state')}, CP read index {h.get('read_index')}, "
+            f"in flight {h.get('inflight')}, barrier {h.get('blocked_on')}"
+        )
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    hint = "--hint" in argv
     failures = 0
     for scenario in SCENARIOS:
         print(f"== {scenario.__name__}")
@@ -89,14 +123,19 @@ def main() -> int:
                 failures += not ok
             except rocr.HsaError as e:
                 failures += 1
-                print("   " + str(e).replace("\n", "\n   "))
+                if hint:  # the runtime's whole diagnosis, advice included
+                    print("   " + str(e).replace("\n", "\n   "))
+                    print(f"   hint: {HINTS.get(scenario.__name__, '')}")
+                else:  # the facts only: the first line, and what the machine records
+                    print("   " + str(e).splitlines()[0])
+                    for line in machine_state(rt):
+                        print("   " + line)
+    if failures and not hint:
+        print("\n(stuck? `python starter.py --hint` adds the runtime's advice and a hint)")
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
 
-# Answers:
-# 1.
-# 2.
-# 3.
+# Numbers and choices go into answers.toml (next to this file).
