@@ -93,7 +93,7 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def _known_query(request: Request) -> None:
+async def _known_query(request: Request) -> None:
     """Refuse query parameters the route does not take, as bodies refuse unknown fields: a
     typo (`?sise=`) is an error, not a silently ignored no-op."""
     dependant = getattr(request.scope.get("route"), "dependant", None)
@@ -136,6 +136,36 @@ async def _checkpointer(registry: SystemRegistry, period_s: float) -> None:
             log.info("checkpointed %d system(s)", n)
 
 
+_warm: set[str] = set()  # presets whose machine was built once in this process
+
+
+def warm_up(app: FastAPI, preset: str) -> None:
+    """Before the first request: what each layer builds on first use (validators of
+    deferred pydantic models, lazily imported modules, FastAPI's per-route tables) is built
+    once here, in one thread, so that neither the first clients pay for it (~0.4 s measured
+    for the route tables alone) nor concurrent first uses race on it. Once per preset and
+    process: a machine of `preset` goes through hsa_init, a code object load, a queue, a
+    dispatch and its wait, and hsa_shut_down."""
+    for route in app.router.routes:
+        build = getattr(route, "effective_candidates", None)  # FastAPI's included routers
+        if callable(build):
+            build()
+    if preset in _warm:
+        return
+    _warm.add(preset)
+    try:
+        import rocr
+
+        with rocr.init(preset=preset) as rt:
+            if rt.gpus:
+                k = rt.load_code_object("builtin:empty").kernel("empty")
+                q = rt.gpus[0].create_queue(64)
+                q.dispatch(k, grid=64, workgroup=64).wait()
+                rt.create_signal(1, interrupt=False).destroy()
+    except Exception:  # only a warm-up: the first request meets (and reports) the same error
+        log.exception("warming up a %s machine", preset)
+
+
 # Seconds between two checkpoints of a system used since its last one (a guess: a restart
 # loses at most a minute of a class's work, and a checkpoint costs ~10 ms a system).
 CHECKPOINT_S = 60.0
@@ -166,6 +196,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         emulation.configure(registry.limits.emulation_threads)
+        await to_thread.run_sync(warm_up, app, registry.default_preset)
         async with anyio.create_task_group() as tg:
             tg.start_soon(_reaper, registry)
             if registry.store is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import re
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,7 +20,9 @@ from typing import Any, TypeVar
 import anyio
 from anyio import to_thread
 from fastapi import Request
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
+from starlette._utils import get_route_path
+from starlette.routing import Match
 
 from rocr.service.systems import WATCH_S, Cancelled, ServedSystem, Watch
 
@@ -85,12 +88,43 @@ async def watched(s: ServedSystem, request: Request, fn: Callable[..., T], *args
     return result
 
 
+def light(fn: Callable[..., T] | None = None, *, when: Callable[..., bool] | None = None) -> Any:
+    """Mark an endpoint as bookkeeping that never waits on the device (allocate, map, create
+    a queue or a signal, read state): `emulated` runs it in the event loop when its system's
+    device has no work pending (`ServedSystem.quiet`), as the device cannot then do anything
+    during it. A hop to the emulation executor and back costs more than such a call (~0.6 ms
+    of CPU measured on a loaded 2-core machine, against ~0.05 ms for the call).
+    `@light(when=pred)`: only when `pred(**endpoint_arguments)` (e.g. for small sizes)."""
+
+    def mark(f: Callable[..., T]) -> Callable[..., T]:
+        f.__hsaemu_light__ = True  # type: ignore[attr-defined]
+        f.light_when = when  # type: ignore[attr-defined]
+        return f
+
+    return mark if fn is None else mark(fn)
+
+
+async def in_turn_light(s: ServedSystem, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in `s`'s turn: in the event loop when the device is quiet, else as
+    `in_turn` (in the emulation executor)."""
+    async with s.turn():
+        try:
+            if s.quiet():
+                return fn(*args)
+            return await run(fn, *args)
+        except Cancelled:
+            raise s.stopped_error() from None
+
+
 def emulated(fn: Callable[..., Any]) -> Callable[..., Any]:
     """A synchronous endpoint as a coroutine that runs it in its system's turn (the argument
-    that is a ServedSystem) in the emulation executor; coroutines are returned as they are."""
+    that is a ServedSystem) in the emulation executor (or, marked `light`, maybe in the event
+    loop); coroutines are returned as they are."""
     if inspect.iscoroutinefunction(fn):
         return fn
     sig = inspect.signature(fn, eval_str=True)
+    is_light = getattr(fn, "__hsaemu_light__", False)
+    light_when = getattr(fn, "light_when", None)
 
     @functools.wraps(fn)
     async def endpoint(**kwargs: Any) -> Any:
@@ -98,10 +132,35 @@ def emulated(fn: Callable[..., Any]) -> Callable[..., Any]:
         s = next((v for v in kwargs.values() if isinstance(v, ServedSystem)), None)
         if s is None:
             return await run(call)
+        if is_light and (light_when is None or light_when(**kwargs)):
+            return await in_turn_light(s, call)
         return await in_turn(s, call)
 
     endpoint.__signature__ = sig  # type: ignore[attr-defined]
     return endpoint
+
+
+class EmulatedRouter(APIRouter):
+    """An APIRouter that turns away, with one regular expression, a path none of its routes
+    takes: the app tries its routers in turn, and FastAPI otherwise tries each route of each
+    router before the right one (~3-5 us a route, ~70 routes)."""
+
+    _paths: tuple[int, re.Pattern[str] | None] = (-1, None)
+
+    def matches(self, scope: Any) -> tuple[Match, dict[str, Any]]:
+        n, paths = self._paths
+        if n != len(self.routes) or paths is None:
+            # Each route's own pattern, its named groups made plain (names repeat across routes).
+            alts = [
+                re.sub(r"\(\?P<\w+>", "(?:", r.path_regex.pattern)
+                for r in self.routes
+                if isinstance(getattr(r, "path_regex", None), re.Pattern)
+            ]
+            paths = re.compile("|".join(f"(?:{a})" for a in alts) or "(?!)")
+            self._paths = (len(self.routes), paths)
+        if scope.get("type") == "http" and not paths.match(get_route_path(scope)):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 class EmulatedRoute(APIRoute):

@@ -65,6 +65,7 @@ def serve(
 
     from rocr.service.app import CHECKPOINT_S, create_app
 
+    fix_mmap_threshold()
     app = create_app(
         limits,
         default_preset=preset,
@@ -81,6 +82,32 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     stopping_server(config, app.state.registry).run()
+
+
+# glibc's mallopt parameter M_MMAP_THRESHOLD (malloc.h), and the value it is pinned to: every
+# block of at least 1 MiB is its own mmap, returned to the system when freed. Left dynamic,
+# glibc raises the threshold (up to 32 MiB) each time such a block is freed, so the next
+# machines' multi-MiB zeroed memory comes from the heap and is zeroed by hand, touching every
+# page: with 32 clients creating and deleting systems the server's RSS climbed to 200-600 MiB
+# (17 MiB per live system) and stayed there; pinned, ~100 MiB (bench/soak.py, 2-core machine).
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def fix_mmap_threshold() -> bool:
+    """Pin glibc's mmap threshold (see above) for this process; False where there is no glibc
+    (or MALLOC_MMAP_THRESHOLD_ already set it)."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 # Real time uvicorn gives open requests to finish after SIGTERM before it drops them; work on

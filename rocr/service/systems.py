@@ -76,6 +76,9 @@ SLICE_EVENTS = 256
 # How often a wait or run in progress checks whether its client is still there (a guess: a
 # client that hung up is noticed well within a second, at little cost to the event loop).
 WATCH_S = 0.1
+# At most this many pending events for the device to count as quiet (housekeeping only: a
+# quantum timer per HW queue slot or so); past it the check itself would cost.
+QUIET_EVENTS_MAX = 64
 TURN_POLL_S = 0.001  # while a thread outside the turns (reaper, shutdown) holds the lock
 
 
@@ -290,6 +293,21 @@ class ServedSystem:
             raise
         finally:
             self._sliced = None
+
+    def quiet(self) -> bool:
+        """The device has no work pending (nothing but housekeeping such as the HW scheduler's
+        quantum timer), so a host call that does not wait cannot make it run long. Checked
+        under the turn; a long event list answers no without looking through it."""
+        sysm = self.rt.system
+        if sysm is None or self.closed:
+            return False
+        eng = sysm.engine
+        # The event list's length (hw_model.engine keeps it as `_heap`, with no public length)
+        # bounds the look: Engine.pending() and only_housekeeping() walk the whole list.
+        heap = getattr(eng, "_heap", None)
+        if heap is None or len(heap) > QUIET_EVENTS_MAX:
+            return False
+        return eng.only_housekeeping()
 
     def cancel(self, why: str) -> None:
         """Stop the system's work at its next slice (thread-safe: only sets a flag)."""

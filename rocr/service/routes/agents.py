@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 import rocr
 from rocr.service.deps import ERRORS, PREFIX, System
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter, light
 from rocr.service.schemas import AgentInfo, PoolInfo
 from rocr.service.systems import ServedSystem
 
-router = APIRouter(
+router = EmulatedRouter(
     prefix=PREFIX, tags=["agents and pools"], responses=ERRORS, route_class=EmulatedRoute
 )
 
@@ -36,18 +36,21 @@ def pool_info(s: ServedSystem, p: rocr.MemoryPool) -> PoolInfo:
 
 
 @router.get("/agents")
+@light
 def list_agents(s: System) -> list[AgentInfo]:
     with s.use(counts=False) as rt:
         return [agent_info(s, a) for a in rt.agents()]
 
 
 @router.get("/agents/{node}")
+@light
 def get_agent(node: int, s: System) -> AgentInfo:
     with s.use(counts=False):
         return agent_info(s, s.agent(node))
 
 
 @router.get("/pools")
+@light
 def list_pools(
     s: System, agent: Annotated[int | None, Query(description="only this agent's pools")] = None
 ) -> list[PoolInfo]:
@@ -57,6 +60,7 @@ def list_pools(
 
 
 @router.get("/pools/{pool_id}")
+@light
 def get_pool(pool_id: int, s: System) -> PoolInfo:
     with s.use(counts=False):
         return pool_info(s, s.pool(pool_id))

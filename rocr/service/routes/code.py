@@ -7,13 +7,15 @@ never opens a path on its own file system.
 
 from __future__ import annotations
 
+import struct
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 
 import rocr
 from hw_model.kernels import CODE_OBJECT_MAGIC, decode_code_object
 from hw_model.structs import KERNEL_DESCRIPTOR_SIZE
+from rocr import elf
 from rocr.executable import CODE_ALIGN, read_code_object
 from rocr.service import emulation
 from rocr.service.deps import (
@@ -25,7 +27,7 @@ from rocr.service.deps import (
     json_body,
     responses,
 )
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.schemas import (
     CodeObjectLoad,
@@ -37,7 +39,7 @@ from rocr.service.schemas import (
 from rocr.service.systems import PAGE, ServedSystem
 from rocr.status import Status
 
-router = APIRouter(
+router = EmulatedRouter(
     prefix=PREFIX, tags=["code objects"], responses=ERRORS, route_class=EmulatedRoute
 )
 
@@ -83,6 +85,51 @@ def declared_kernels(blob: bytes, limits: ServerLimits) -> tuple[int, int] | Non
         )
     names = {k[".name"] for k in kernels if isinstance(k, dict) and isinstance(k.get(".name"), str)}
     return len(kernels), len(names)
+
+
+# What a loader may be made to go through in an uploaded ELF: symbol, relocation and note
+# entries over all its sections. Real code objects have a few per kernel (tens to hundreds in
+# all); the loader handles an entry in Python (~2-5 us), so this bounds a load to well under a
+# second. Sections may overlap in an ELF, so without a bound one 16 MiB upload could list the
+# same 700,000 relocations in each of 65,535 sections.
+ELF_TABLE_ENTRIES_MAX = 1 << 16
+_ENTRY_BYTES = {elf.SHT_SYMTAB: 24, elf.SHT_DYNSYM: 24, elf.SHT_RELA: 24, elf.SHT_NOTE: 12}
+
+
+def elf_bounds(blob: bytes) -> int | None:
+    """Bytes the loader's image of an uploaded ELF (or the largest of an offload bundle's)
+    takes, once its tables are checked against ELF_TABLE_ENTRIES_MAX (400 past it); None for
+    anything that is not an ELF or a bundle, or that the loader will refuse as malformed
+    (it says why)."""
+    images = [blob]
+    if blob.startswith(elf.OFFLOAD_BUNDLE_MAGIC):
+        try:
+            images = [data for _, data in elf.parse_offload_bundle(blob)]
+        except elf.ElfError:
+            return None
+    biggest: int | None = None
+    for data in images:
+        if not data.startswith(elf.ELF_MAGIC):
+            continue
+        try:
+            img = elf.Elf64(data)
+        except (elf.ElfError, struct.error):
+            continue
+        entries = sum(
+            sec.size // _ENTRY_BYTES[sec.type] for sec in img.sections if sec.type in _ENTRY_BYTES
+        )
+        if entries > ELF_TABLE_ENTRIES_MAX:
+            raise ApiError(
+                400,
+                Status.ERROR_INVALID_CODE_OBJECT,
+                f"the ELF code object's symbol, relocation and note sections hold {entries} "
+                f"entries; this server loads at most {ELF_TABLE_ENTRIES_MAX}",
+            )
+        loads = [sg.vaddr + sg.memsz for sg in img.segments if sg.type == elf.PT_LOAD]
+        if loads:
+            size = max(PAGE, -(-max(loads) // PAGE) * PAGE)
+            biggest = size if biggest is None else max(biggest, size)
+    return biggest
 
 
 def executable_bytes(kernels: int, symbols: int) -> int:
@@ -134,19 +181,24 @@ async def load_code_object(
 
 
 def _load(s: ServedSystem, source: str | bytes, agent: int | None) -> ExecutableInfo:
-    # Read and count outside the system's lock: parsing a big upload is the client's time.
     blob = read_code_object(source) if isinstance(source, str) else source
     declared = declared_kernels(blob, s.limits)
+    image = elf_bounds(blob) if declared is None else None
     with s.use() as rt:
         gpu = s.gpu(agent) if agent is not None else None
         if declared is not None:  # the most it can take: every distinct name a symbol
             s.ensure_room(executable_bytes(*declared))
+        if image is not None:  # the loader allocates the image whole, before anything else
+            s.ensure_room(image)
         exe = rt.load_code_object(blob, gpu)
         eid = s.add_executable(exe)
         # What it holds: the loader's allocation (every entry has its descriptor and code
-        # slot) and one symbol per distinct kernel name.
+        # slot, or an ELF's image) and one symbol per distinct kernel name.
         entries = len(exe.symbols) if declared is None else declared[0]
-        s.charge("executable", eid, executable_bytes(entries, len(exe.symbols)))
+        held = executable_bytes(entries, len(exe.symbols))
+        if image is not None:
+            held = max(held, image + len(exe.symbols) * KERNEL_SYMBOL_BYTES)
+        s.charge("executable", eid, held)
         return executable_info(eid, exe)
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from rocr.service import emulation
 from rocr.service.deps import ERRORS, PREFIX, System
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter, light
 from rocr.service.errors import ApiError, limit_error, not_found
 from rocr.service.schemas import (
     Clock,
@@ -28,7 +28,9 @@ from rocr.service.schemas import (
 from rocr.service.systems import TRACE_EVENT_BYTES, ServedSystem, SliceEnd, Watch
 from rocr.status import Status
 
-router = APIRouter(prefix=PREFIX, tags=["inspection"], responses=ERRORS, route_class=EmulatedRoute)
+router = EmulatedRouter(
+    prefix=PREFIX, tags=["inspection"], responses=ERRORS, route_class=EmulatedRoute
+)
 
 PS_PER_NS = 1000
 RUN_UNTIL_IDLE_DEFAULT_PS = 10**13  # 10 simulated seconds: bounds a run whose device never idles
@@ -62,6 +64,7 @@ def _clock(s: ServedSystem) -> Clock:
 
 
 @router.get("/clock")
+@light
 def clock(s: System) -> Clock:
     """Simulated time: the host clock and the device engine's."""
     with s.use(counts=False):

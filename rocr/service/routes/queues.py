@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import Path, Request, Response
 from pydantic import TypeAdapter
 
 import rocr
@@ -31,7 +31,7 @@ from rocr.service.deps import (
     responses,
     wants_octet,
 )
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter, light
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.schemas import (
     CuMask,
@@ -56,7 +56,7 @@ from rocr.service.systems import ServedSystem
 from rocr.signal import Condition
 from rocr.status import Status, status_c_name
 
-router = APIRouter(prefix=PREFIX, tags=["queues"], responses=ERRORS, route_class=EmulatedRoute)
+router = EmulatedRouter(prefix=PREFIX, tags=["queues"], responses=ERRORS, route_class=EmulatedRoute)
 
 PacketIndex = Annotated[int, Path(ge=0, le=(1 << 63) - 1, description="packet index")]
 _PACKET = TypeAdapter(PacketBody)
@@ -105,6 +105,7 @@ def _record_error(err: HsaError, q: rocr.Queue) -> None:
 
 
 @router.post("/queues", status_code=201, responses=responses(507))
+@light
 def create_queue(body: QueueCreate, s: System) -> QueueInfo:
     """hsa_queue_create on GPU `agent`: ring and amd_queue_t in memory, CREATE_QUEUE, doorbell."""
     with s.use():
@@ -126,6 +127,7 @@ def create_queue(body: QueueCreate, s: System) -> QueueInfo:
 
 
 @router.get("/queues")
+@light
 def list_queues(s: System) -> list[QueueInfo]:
     with s.use(counts=False) as rt:
         rt.poll_async()
@@ -133,6 +135,7 @@ def list_queues(s: System) -> list[QueueInfo]:
 
 
 @router.get("/queues/{queue_id}")
+@light
 def get_queue(queue_id: int, s: System) -> QueueInfo:
     """The queue's state, with `error` once the CP has stopped it."""
     with s.use(counts=False) as rt:
@@ -164,6 +167,7 @@ def report(queue_id: int, s: System) -> QueueReport:
 
 
 @router.get("/queues/{queue_id}/write-index")
+@light
 def load_write_index(queue_id: int, s: System) -> IndexValue:
     """hsa_queue_load_write_index_scacquire."""
     with s.use(counts=False):
@@ -199,6 +203,7 @@ def cas_write_index(queue_id: int, body: IndexCas, s: System) -> IndexValue:
 
 
 @router.get("/queues/{queue_id}/read-index")
+@light
 def load_read_index(queue_id: int, s: System) -> IndexValue:
     """hsa_queue_load_read_index_scacquire: read_dispatch_id, advanced by the CP."""
     with s.use(counts=False):
@@ -296,6 +301,7 @@ def _type_scope(v: int) -> str:
     response_model=PacketSlot,
     responses=octet_or(PacketSlot, "the slot: raw 64 bytes with Accept: application/octet-stream"),
 )
+@light
 def read_packet(queue_id: int, index: PacketIndex, s: System, request: Request):
     """The ring slot of packet `index`, decoded (retired slots read back INVALID)."""
     with s.use(counts=False):

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass
 
 import anyio
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
 import rocr
 from rocr.errors import HsaError
 from rocr.service import emulation
 from rocr.service.deps import ERRORS, PREFIX, System, responses
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter, light
 from rocr.service.errors import ApiError, limit_error
 from rocr.service.routes.queues import queue_error
 from rocr.service.schemas import (
@@ -44,7 +44,9 @@ from rocr.service.systems import ServedSystem, SliceEnd, Watch
 from rocr.signal import Condition, WaitState
 from rocr.status import Status
 
-router = APIRouter(prefix=PREFIX, tags=["signals"], responses=ERRORS, route_class=EmulatedRoute)
+router = EmulatedRouter(
+    prefix=PREFIX, tags=["signals"], responses=ERRORS, route_class=EmulatedRoute
+)
 
 POLL_S = 0.01  # real-time poll for other clients' activity while a wait blocks
 
@@ -60,6 +62,7 @@ def signal_info(sig: rocr.Signal) -> SignalInfo:
 
 
 @router.post("/signals", status_code=201, responses=responses(507))
+@light
 def create_signal(body: SignalCreate, s: System) -> SignalInfo:
     """hsa_signal_create (an interrupt signal by default, as ROCr's)."""
     with s.use() as rt:
@@ -70,12 +73,14 @@ def create_signal(body: SignalCreate, s: System) -> SignalInfo:
 
 
 @router.get("/signals")
+@light
 def list_signals(s: System) -> list[SignalInfo]:
     with s.use(counts=False):
         return [signal_info(x) for x in s.signals.values()]
 
 
 @router.get("/signals/{handle}")
+@light
 def load(handle: int, s: System) -> SignalInfo:
     """hsa_signal_load_scacquire (in `value`)."""
     with s.use(counts=False):
@@ -83,6 +88,7 @@ def load(handle: int, s: System) -> SignalInfo:
 
 
 @router.delete("/signals/{handle}", status_code=204)
+@light
 def destroy(handle: int, s: System) -> Response:
     """hsa_signal_destroy."""
     with s.use():

@@ -3,13 +3,13 @@ create / describe / delete a system."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
 from hw_model.config import PRESETS
 from hw_model.kernels import BUILTINS
 from rocr.service import emulation
 from rocr.service.deps import ERRORS, Admin, System, registry, responses
-from rocr.service.emulation import EmulatedRoute
+from rocr.service.emulation import EmulatedRoute, EmulatedRouter, light
 from rocr.service.guard import CLIENT_STATE_KEY
 from rocr.service.schemas import (
     API_VERSION,
@@ -23,7 +23,7 @@ from rocr.service.schemas import (
     SystemInfo,
 )
 
-router = APIRouter(responses=ERRORS, route_class=EmulatedRoute)
+router = EmulatedRouter(responses=ERRORS, route_class=EmulatedRoute)
 
 
 @router.get("/healthz", tags=["server"])
@@ -93,6 +93,7 @@ def list_systems(request: Request, _: Admin) -> list[SystemInfo]:
 
 
 @router.get("/v1/systems/{system_id}", tags=["systems"])
+@light
 def get_system(s: System) -> SystemInfo:
     with s.use(counts=False):
         return s.info()

@@ -1,0 +1,117 @@
+"""Light calls (allocate, map, small reads and writes, queue and signal bookkeeping) run in the
+event loop when their system's device is quiet: they need no emulation thread, so a server
+whose emulation threads are all busy with another system's long wait still serves them, and
+they give the same answers as in the executor. Route matching turns away paths a router does
+not take without changing what is matched."""
+
+import base64
+import threading
+
+import httpx
+import pytest
+
+from rocr.service.schemas import ServerLimits
+from rocr.service.testing import ServerThread
+
+JOIN_S = 60  # a regression fails here instead of hanging the suite
+HUGE = 1 << 31  # work-items of `empty`: hours of emulation were it run to the end
+
+
+def until(cond, what, timeout=JOIN_S):
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        ev.wait(0.01)
+    raise AssertionError(what)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    st = ServerThread(limits=ServerLimits(emulation_threads=1, max_wait_ms=10_000))
+    st.start()
+    yield st
+    st.stop()
+
+
+def make_system(c):
+    d = c.post("/v1/systems", json={"preset": "teaching"}).json()
+    return f"/v1/systems/{d['id']}", {"Authorization": f"Bearer {d['token']}"}
+
+
+def test_light_calls_need_no_emulation_thread(one_thread):
+    url = one_thread.url
+    c = httpx.Client(base_url=url, timeout=JOIN_S)
+    busy, busy_auth = make_system(c)
+    quiet, auth = make_system(c)
+    assert c.post(busy + "/executables", json={"source": "builtin:empty"}, headers=busy_auth)
+    q = c.post(busy + "/queues", json={"agent": 1, "size": 64}, headers=busy_auth).json()
+    d = c.post(
+        f"{busy}/queues/{q['id']}/dispatch",
+        json={"kernel": "empty", "grid": HUGE, "workgroup": 1024},
+        headers=busy_auth,
+    ).json()
+    answer = {}
+
+    def wait():
+        answer["r"] = httpx.post(
+            f"{url}{busy}/signals/{d['signal']}/wait",
+            json={"condition": "EQ", "compare_value": 0},
+            headers=busy_auth,
+            timeout=JOIN_S * 2,
+        )
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    engine = one_thread.app.state.registry.get_admin(busy.rsplit("/", 1)[1]).rt.system.engine
+    fired = engine.events_fired
+    until(lambda: engine.events_fired > fired, "the wait never ran")
+    # The only emulation thread runs the busy system's wait; the other system's light calls
+    # are served all the same, with the answers a thread would give.
+    short = httpx.Client(base_url=url, timeout=20)
+    buf = short.post(quiet + "/buffers", json={"pool": 1, "size": 4096}, headers=auth)
+    assert buf.status_code == 201, buf.text
+    addr = buf.json()["address"]
+    r = short.post(f"{quiet}/buffers/{addr}/allow-access", json={"agents": [1]}, headers=auth)
+    assert r.status_code == 200 and r.json()["agents"] == [1]
+    octet = {**auth, "Content-Type": "application/octet-stream"}
+    r = short.put(f"{quiet}/buffers/{addr}/bytes", content=b"\x07" * 64, headers=octet)
+    assert r.status_code == 200 and r.json()["size"] == 64
+    r = short.get(f"{quiet}/buffers/{addr}/bytes", params={"size": 64}, headers=auth)
+    assert r.status_code == 200 and base64.b64decode(r.json()["data"]) == b"\x07" * 64
+    sig = short.post(quiet + "/signals", json={"initial": 5}, headers=auth).json()
+    assert short.get(f"{quiet}/signals/{sig['handle']}", headers=auth).json()["value"] == 5
+    assert short.get(quiet + "/clock", headers=auth).status_code == 200
+    # (A new queue leaves the CP's first fetch pending: calls after it are no longer light.)
+    q2 = short.post(quiet + "/queues", json={"agent": 1, "size": 64}, headers=auth)
+    assert q2.status_code == 201, q2.text
+    assert waiter.is_alive() and "r" not in answer  # ... while the wait goes on
+    assert c.delete(busy, headers=busy_auth).status_code == 204
+    waiter.join(JOIN_S)
+    assert answer["r"].status_code == 404
+    assert c.delete(quiet, headers=auth).status_code == 204
+
+
+def test_unknown_paths_and_methods_answer_as_before(one_thread):
+    c = httpx.Client(base_url=one_thread.url, timeout=JOIN_S)
+    path, auth = make_system(c)
+    assert c.get(path + "/no-such-thing", headers=auth).status_code == 404
+    assert c.get("/v1/nothing").status_code == 404
+    assert c.put(path + "/clock", headers=auth).status_code == 405
+    assert c.get(path + "/buffers", headers=auth).json() == []
+    assert c.delete(path, headers=auth).status_code == 204
+
+
+def test_hsaemu_serve_pins_glibcs_mmap_threshold(monkeypatch):
+    """Without it, memory freed by deleted systems raises glibc's threshold and the next
+    systems' zeroed memory is touched page by page (RSS 200-600 MiB under bench/soak.py)."""
+    import platform
+
+    from rocr.service.server import fix_mmap_threshold
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt(M_MMAP_THRESHOLD) is glibc's")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert fix_mmap_threshold() is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own setting wins
+    assert fix_mmap_threshold() is False
