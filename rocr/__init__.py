@@ -37,8 +37,8 @@ def connect(*args, **kwargs):
 
 def restore(path):
     """rocr.restore(path) -> (runtime, extra): the runtime `rt.checkpoint(path, **extra)`
-    wrote, going on from where it was, and its `extra` objects (rocr.service.state.restore)."""
-    from rocr.service.state import restore as _restore
+    wrote, going on from where it was, and its `extra` objects (rocr.checkpoint.restore)."""
+    from rocr.checkpoint import restore as _restore
 
     return _restore(path)
 

@@ -210,8 +210,8 @@ class Runtime:
         """Write this runtime's whole machine (memory, queues, signals, code objects, the
         engine's pending events, the trace) to `path`, for a long experiment to go on later
         from `rocr.restore(path)`; `extra` objects come back as the restored runtime's. Returns
-        the bytes written. Call it between operations. (rocr.service.state.checkpoint)"""
-        from rocr.service.state import checkpoint
+        the bytes written. Call it between operations. (rocr.checkpoint)"""
+        from rocr.checkpoint import checkpoint
 
         return checkpoint(self, path, **extra)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rocr
-from rocr.service import state
+from rocr import checkpoint
 from rocr.service.app import create_app
 from rocr.service.testing import ServeProcess, in_process_client
 
@@ -125,11 +125,11 @@ def test_runtime_checkpoint_and_restore(tmp_path):
     q = gpu.create_queue(64)
     q.dispatch(k, grid=1024, workgroup=64, args=(buf, buf, 1024)).wait()
     path = tmp_path / "lab.ckpt"
-    state.checkpoint(rt, path, buf=buf, q=q, k=k)
+    checkpoint.checkpoint(rt, path, buf=buf, q=q, k=k)
     address, now = buf.address, rt.now_ns
     rt.shutdown()
 
-    rt2, got = state.restore(path)
+    rt2, got = checkpoint.restore(path)
     try:
         assert got["buf"].address == address and rt2.now_ns == now
         assert (got["buf"].view(np.float32) == 9).all()
