@@ -533,6 +533,9 @@ def _s_call(ctx: WaveContext, ins, w) -> None:
 # simm16 = {size-1 [15:11], offset [10:6], id [5:0]}.
 HW_REG_MODE = 1
 HW_REG_HW_ID = 4
+# SH_MEM_BASES: PRIVATE_BASE [15:0] and SHARED_BASE [31:16], bits 63:48 of each aperture;
+# how gfx9 code finds the apertures to cast a generic pointer (LLVM getSegmentAperture).
+HW_REG_SH_MEM_BASES = 15
 
 
 def _hwreg(ins) -> tuple[int, int, int]:
@@ -549,6 +552,10 @@ def _s_getreg(ctx: WaveContext, ins, w) -> None:
         # dispatcher's timing only, so each wave reads its slot within its workgroup.
         wiw = ctx.waves.wave_in_wg[w]
         val = (wiw // 4) & 0xF | ((wiw % 4) << 4)
+    elif hid == HW_REG_SH_MEM_BASES:
+        ap = ctx.waves.apertures
+        bases = ((ap.shared_base >> 48) & 0xFFFF) << 16 | ((ap.private_base >> 48) & 0xFFFF)
+        val = np.full(ctx.waves._k(w), bases, dtype=np.int64)
     else:
         raise IllegalInstruction(f"s_getreg_b32 of hardware register {hid} is not modelled")
     _dst(ctx, ins, w, (val >> off) & ((1 << size) - 1), 32)

@@ -794,27 +794,9 @@ class _Gpu:
         self.q.dispatch(self.exe.kernel(name), grid=grid, workgroup=wg, args=args).wait()
 
 
-def _aperture_query_modelled() -> bool:
-    """gfx9 code asks for the LDS/private apertures of a generic-pointer cast with
-    s_getreg_b32 hwreg(HW_REG_SH_MEM_BASES) (LLVM SITargetLowering::getSegmentAperture)."""
-    from hw_model.isa import salu
-    from hw_model.isa.wave import IllegalInstruction
-
-    ctx = WaveContext(Waves(1, 1))
-    i = ins("s_getreg_b32", sdst=4, simm16=15 << 11 | 16 << 6 | 15)
-    try:
-        salu.OPS["s_getreg_b32"](ctx, i, slice(None))
-    except IllegalInstruction:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("target", list(PRESETS))
 def test_generic_pointers_reach_global_lds_and_private_memory(compile_cl, target):
     import rocr
-
-    if not _aperture_query_modelled():
-        pytest.xfail("s_getreg_b32 of HW_REG_SH_MEM_BASES (the aperture query) is not modelled")
 
     blob = compile_cl(GENERIC, mcpu=target, opt="-cl-std=CL2.0").read_bytes()
     with rocr.init(preset=PRESETS[target]) as rt:
