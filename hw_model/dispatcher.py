@@ -557,16 +557,7 @@ class Dispatcher:
         if ok and members and max(map(len, members)) > 1:
             se_rep = self._engine_map(k, members)
             if se_rep is not None:
-                cus = self.cus
-                reps: dict[int, list[ComputeUnit]] = {}
-                for m in members:
-                    # the representative: the member on its engine's representative engine
-                    r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
-                    reps[r] = [cus[c] for c in m if c != r]
-                k.clones = reps
-                k.se_rep = se_rep
-                k.max_mult = max(len(v) for v in reps.values()) + 1
-                k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+                reps = self._set_classes(k, members, se_rep)
                 for r, clones in reps.items():
                     for run in by_cu[r]:
                         run.mult = 1 + len(clones)
@@ -655,14 +646,7 @@ class Dispatcher:
         if se_rep is None:
             reps = {m: [] for ms in members for m in ms}  # one run per workgroup
         else:
-            reps = {}
-            for m in members:
-                r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
-                reps[r] = [cus[c] for c in m if c != r]
-            k.clones = reps
-            k.se_rep = se_rep
-            k.max_mult = max(len(v) for v in reps.values()) + 1
-            k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+            reps = self._set_classes(k, members, se_rep)
         schedule = self.gpu.engine.schedule_at
         items = k.wg_items
         for r, clones in reps.items():
@@ -681,6 +665,22 @@ class Dispatcher:
             k.dispatched_ps = now
             k.on_dispatched(k)
         return True
+
+    def _set_classes(
+        self, k: KernelLaunch, members: list[list[int]], se_rep: dict[int, int]
+    ) -> dict[int, list[ComputeUnit]]:
+        """Make each class of CUs (`members`) run as its representative: the member on its
+        engine's representative engine. Returns representative CU index -> its clones."""
+        cus = self.cus
+        reps: dict[int, list[ComputeUnit]] = {}
+        for m in members:
+            r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
+            reps[r] = [cus[c] for c in m if c != r]
+        k.clones = reps
+        k.se_rep = se_rep
+        k.max_mult = max(len(v) for v in reps.values()) + 1
+        k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+        return reps
 
     def _engine_map(self, k: KernelLaunch, members: list[list[int]]) -> dict[int, int] | None:
         """Each shader engine's representative engine, or None when the classes do not

@@ -99,6 +99,16 @@ def in_process_client(
     return TestClient(app, raise_server_exceptions=raise_server_exceptions)
 
 
+def until(cond, what: str, timeout: float = 60.0) -> None:
+    """Wait (bounded) until `cond()` holds; a regression fails here instead of hanging."""
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        ev.wait(0.01)
+    raise AssertionError(what)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on now."""
     with socket.socket() as s:

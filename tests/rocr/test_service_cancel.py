@@ -17,20 +17,12 @@ from rocr.service import emulation
 from rocr.service.routes.code import ELF_TABLE_ENTRIES_MAX
 from rocr.service.routes.copies import COPY_SLICE_BYTES
 from rocr.service.schemas import ServerLimits
-from rocr.service.testing import ServerThread, in_process_client
+from rocr.service.testing import ServerThread, in_process_client, until
 
 JOIN_S = 60  # a regression fails here instead of hanging the suite
 HOST_POOL = 1  # system fine-grained
 SIZE = 4 * COPY_SLICE_BYTES
 
-
-def until(cond, what, timeout=JOIN_S):
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        ev.wait(0.01)
-    raise AssertionError(what)
 
 
 @pytest.fixture(scope="module")

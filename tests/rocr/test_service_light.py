@@ -11,19 +11,11 @@ import httpx
 import pytest
 
 from rocr.service.schemas import ServerLimits
-from rocr.service.testing import ServerThread
+from rocr.service.testing import ServerThread, until
 
 JOIN_S = 60  # a regression fails here instead of hanging the suite
 HUGE = 1 << 31  # work-items of `empty`: hours of emulation were it run to the end
 
-
-def until(cond, what, timeout=JOIN_S):
-    ev = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        ev.wait(0.01)
-    raise AssertionError(what)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 from hw_model.engine import Engine
 from rocr.service.schemas import ServerLimits
-from rocr.service.testing import ServeProcess, ServerThread, in_process_client
+from rocr.service.testing import ServeProcess, ServerThread, in_process_client, until
 
 HUGE = 1 << 31  # work-items: hours of emulation were it run to the end
 JOIN_S = 60  # a regression fails here instead of hanging the suite
@@ -60,13 +60,6 @@ class Waiter(threading.Thread):
             self.response = httpx.post(url, json=body, headers=auth, timeout=JOIN_S * 2)
         except httpx.HTTPError as e:
             self.response = e
-
-
-def until(cond, what, timeout=JOIN_S):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def waiters(c, path, auth):
