@@ -100,6 +100,7 @@ def run(args: argparse.Namespace, narrator_cls, cli_error: type[Exception]) -> i
     `cli_error`: its one-line usage error."""
     from hw_model.config import PRESETS
     from hw_model.isa.decoder import DecodeError, decode
+    from hw_model.isa.disasm import format_instruction
 
     CliError = cli_error  # noqa: N806 (the CLI's class, by its name)
 
@@ -179,8 +180,8 @@ def run(args: argparse.Namespace, narrator_cls, cli_error: type[Exception]) -> i
         listing = []
         nar.say(f"  cannot decode: {e}")
     for ins in listing[: args.instructions]:
-        nar.say(f"  {ins.pc:#x}  {ins.mnemonic or '<unknown>':<28} " + " ".join(
-            f"{w:08X}" for w in ins.words))  # fmt: skip
+        nar.say(f"  {ins.pc:#x}  {format_instruction(ins, co.processor if co else spec.name):<50} "
+                + "// " + " ".join(f"{w:08X}" for w in ins.words))  # fmt: skip
     if len(listing) > args.instructions:
         nar.say(f"  ... {len(listing) - args.instructions} more (hsaemu kernels FILE --disasm)")
 
