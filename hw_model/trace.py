@@ -59,7 +59,7 @@ def _group(track: str) -> str:
     """Perfetto process a track belongs to."""
     if track.startswith("CU"):
         return "GPU compute units"
-    if track.startswith("queue") or track in ("CP", "dispatcher", "HWS", "SDMA"):
+    if track.startswith(("queue", "HQD", "SDMA")) or track in ("CP", "dispatcher", "HWS"):
         return "GPU command processor"
     if track in ("kfd",):
         return "KFD (kernel driver)"
@@ -172,12 +172,14 @@ class Tracer:
         self.events.clear()
 
     def to_chrome(self) -> dict[str, Any]:
-        """The Chrome trace event JSON object (Perfetto opens it)."""
+        """The Chrome trace event JSON object (Perfetto opens it), with one flow per AQL
+        packet (`dispatch_flows`) and the HQD tracks (`hqd_slices`) derived from the events:
+        nothing is spent on them while the machine runs."""
         pids: dict[str, int] = {}
         tids: dict[str, tuple[int, int]] = {}
         out: list[dict[str, Any]] = []
-        for ev in self.events:
-            key = ev.track
+
+        def ids(key: str) -> tuple[int, int]:
             if key not in tids:
                 group = _group(key)
                 if group not in pids:
@@ -200,14 +202,14 @@ class Tracer:
                         "args": {"name": key},
                     }
                 )
-            pid, tid = tids[key]
-            d: dict[str, Any] = {
-                "ph": ev.ph,
-                "name": ev.name,
-                "pid": pid,
-                "tid": tid,
-                "ts": ev.ts / PS_PER_US,
-            }
+            return tids[key]
+
+        events = list(self.events)
+        flows = dispatch_flows(events)
+        for pos, ev in enumerate(events):
+            pid, tid = ids(ev.track)
+            ts = ev.ts / PS_PER_US
+            d: dict[str, Any] = {"ph": ev.ph, "name": ev.name, "pid": pid, "tid": tid, "ts": ts}
             if ev.cat:
                 d["cat"] = ev.cat
             if ev.ph == "X":
@@ -220,7 +222,232 @@ class Tracer:
             if ev.args:
                 d["args"] = ev.args
             out.append(d)
+            # Right after the event it binds to: at equal timestamps Perfetto keeps file order,
+            # and a flow step binds to the topmost slice open on its track.
+            for fid, ph in flows.get(pos, ()):
+                out.append(
+                    {
+                        "ph": ph,
+                        "name": FLOW_NAME,
+                        "cat": "flow",
+                        "id": fid,
+                        "pid": pid,
+                        "tid": tid,
+                        "ts": ts,
+                        "bp": "e",
+                    }
+                )
+        for track, name, start, dur, args in hqd_slices(events):
+            pid, tid = ids(track)
+            out.append(
+                {
+                    "ph": "X",
+                    "name": name,
+                    "cat": "hqd",
+                    "pid": pid,
+                    "tid": tid,
+                    "ts": start / PS_PER_US,
+                    "dur": dur / PS_PER_US,
+                    "args": args,
+                }
+            )
         return {"traceEvents": out, "displayTimeUnit": "ns"}
 
     def dumps(self) -> str:
         return json.dumps(self.to_chrome(), sort_keys=True, default=str)
+
+
+# -- flows and HQD tracks, derived at export ------------------------------------------------------
+
+# Flows are the Trace Event Format's flow events ("Flow Events": ph "s"/"t"/"f" with an id;
+# "bp": "e" binds the end to the enclosing slice, as s and t always are). The newer form
+# (`bind_id` with `flow_in`/`flow_out` on the slice itself) is not used: Perfetto's JSON
+# importer (json_trace_parser_impl.cc MaybeAddFlow) reads it on B, X, b and n events only, and
+# most steps of a dispatch are instants. A v1 step binds to the topmost slice open on its track
+# (flow_tracker.cc FlowTracker::Step -> SliceTracker::GetTopmostSliceOnTrack), so each is
+# written right after its event, at its timestamp: Perfetto's sorter puts the duration events
+# of a timestamp first and keeps file order among the rest (trace_sorter.h SlowOperatorLess),
+# so the step follows its slice. Perfetto keys a v1 flow by (id, cat, name)
+# (GetFlowIdForV1Event): every step carries the same name and category.
+FLOW_NAME = "dispatch"
+
+
+class _Flow:
+    __slots__ = ("id", "queue", "index", "steps", "cus", "last_wg", "completed", "signal")
+
+    def __init__(self, queue: int, index: int = -1) -> None:
+        self.id = 0
+        self.queue = queue
+        self.index = index
+        self.steps: list[int] = []  # positions of the events it binds to
+        self.cus: set[str] = set()
+        self.last_wg: tuple[int, int] | None = None  # (end, position) of the last workgroup
+        self.completed = False
+        self.signal = ""
+
+
+def _int(text: str) -> int:
+    """The number in an event name; -1 (no packet, queue or event has it) if there is none."""
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
+def dispatch_flows(events: list[TraceEvent]) -> dict[int, list[tuple[int, str]]]:
+    """One flow per AQL packet, chaining the events of its life across tracks, in time order:
+    the rocr API call (`Queue.dispatch`) and the ioctls it made, `write packet i`, `ring
+    doorbell`, the queue's `doorbell` and `fetch packet i`, the dispatcher's `launch`, the
+    first workgroup on each CU and the last to finish, `retire i`, the `completion signal`,
+    the CP's `interrupt signal_event`, the KFD's `event N signaled` and the host's `wait
+    returns` on that signal. Steps are matched by (queue, packet index), then by the
+    completion signal's address and the (pasid, event id) of its interrupt.
+
+    Returns {position in `events`: [(flow id, phase)]}, phase "s", "t" or "f" (the Trace
+    Event Format's flow start, step and end; ids count from 1 in time order)."""
+    order = sorted(range(len(events)), key=lambda i: events[i].ts)  # stable: ties keep order
+    flows: list[_Flow] = []
+    by_packet: dict[tuple[int, int], _Flow] = {}
+    unrung: dict[int, list[_Flow]] = {}  # written, no `ring doorbell` from the host yet
+    unseen: dict[int, list[_Flow]] = {}  # rung, the queue has not seen the doorbell yet
+    by_signal: dict[str, _Flow] = {}
+    by_event: dict[tuple[object, int], _Flow] = {}
+    api: _Flow | None = None  # the host is inside Queue.dispatch for this flow
+    last_done: tuple[int, _Flow] | None = None  # (ts, flow) of the latest completion signal
+
+    def new(queue: int, index: int = -1) -> _Flow:
+        f = _Flow(queue, index)
+        flows.append(f)
+        return f
+
+    for pos in order:
+        ev = events[pos]
+        track, name, args = ev.track, ev.name, ev.args or {}
+        if ev.ph not in ("i", "X"):
+            continue
+        if track == "rocr":
+            if name == "Queue.dispatch":
+                api = new(args.get("queue", -1))
+                api.steps.append(pos)
+            elif name.startswith("write packet "):
+                q, i = args.get("queue", -1), _int(name[13:])
+                f = api if api is not None and api.queue == q else new(q)
+                api = None
+                f.index = i
+                f.steps.append(pos)
+                by_packet[(q, i)] = f
+                unrung.setdefault(q, []).append(f)
+            elif name == "ring doorbell":
+                q, v = args.get("queue", -1), args.get("value", -1)
+                keep = []
+                for f in unrung.get(q, ()):
+                    if f.index <= v:
+                        f.steps.append(pos)
+                        unseen.setdefault(q, []).append(f)
+                    else:
+                        keep.append(f)
+                unrung[q] = keep
+            elif name == "wait returns":
+                f = by_signal.get(args.get("signal", ""))
+                if f is not None and f.completed:
+                    f.steps.append(pos)
+                    del by_signal[f.signal]
+        elif track == "kfd":
+            if ev.cat == "ioctl" and api is not None:
+                api.steps.append(pos)
+            elif name.startswith("event ") and name.endswith(" signaled"):
+                f = by_event.pop((args.get("pasid"), _int(name[6:-9])), None)
+                # A host that polled the value woke before the KFD handled the interrupt:
+                # the wake-up ended that flow.
+                if f is not None and f.signal in by_signal:
+                    f.steps.append(pos)
+        elif track.startswith("queue "):
+            q = _int(track[6:])
+            if name == "doorbell":
+                v = args.get("value", -1)
+                keep = []
+                for f in unseen.get(q, ()):
+                    if f.index <= v:
+                        f.steps.append(pos)
+                    else:
+                        keep.append(f)
+                unseen[q] = keep
+            elif name.startswith("fetch packet "):
+                f = by_packet.get((q, _int(name[13:])))
+                if f is not None:
+                    f.steps.append(pos)
+            elif name.startswith("retire "):
+                f = by_packet.pop((q, _int(name[7:])), None)
+                if f is None:
+                    continue
+                if f.last_wg is not None:
+                    f.steps.append(f.last_wg[1])
+                f.steps.append(pos)
+                sig = args.get("completion_signal", "0x0")
+                if sig != "0x0":
+                    f.signal = sig
+                    by_signal[sig] = f
+            elif name == "completion signal":
+                f = by_signal.get(args.get("signal", ""))
+                if f is not None and not f.completed:
+                    f.completed = True
+                    f.steps.append(pos)
+                    last_done = (ev.ts, f)
+        elif track == "dispatcher":
+            if name.startswith("launch "):
+                f = by_packet.get((args.get("queue", -1), args.get("dispatch_id", -1)))
+                if f is not None:
+                    f.steps.append(pos)
+        elif track.startswith("CU"):
+            if ev.cat == "wg":
+                f = by_packet.get((args.get("queue", -1), args.get("dispatch_id", -1)))
+                if f is None:
+                    continue
+                if track not in f.cus:
+                    f.cus.add(track)
+                    f.steps.append(pos)
+                end = ev.ts + ev.dur
+                if f.last_wg is None or end >= f.last_wg[0]:
+                    f.last_wg = (end, pos)
+        elif track == "CP" and name == "interrupt signal_event" and "sdma" not in args:
+            # raise_signal_event posts it at the completion signal's tick, right after it.
+            if last_done is not None and last_done[0] == ev.ts:
+                f = last_done[1]
+                f.steps.append(pos)
+                by_event[(args.get("pasid"), args.get("event_id", -1))] = f
+            last_done = None
+
+    out: dict[int, list[tuple[int, str]]] = {}
+    fid = 0
+    for f in flows:
+        steps = sorted(set(f.steps), key=lambda p: (events[p].ts, p))
+        if len(steps) < 2:
+            continue
+        fid += 1
+        f.id = fid
+        for n, p in enumerate(steps):
+            ph = "s" if n == 0 else "f" if n == len(steps) - 1 else "t"
+            out.setdefault(p, []).append((fid, ph))
+    return out
+
+
+def hqd_slices(events: list[TraceEvent]) -> list[tuple[str, str, int, int, dict]]:
+    """The queue in each HQD slot over time, from the HWS's map/unmap events: one slice
+    (track "HQD n", name "queue q") per stay; a queue still mapped at the end of the trace
+    stays until its last event. Returns (track, name, start, duration, args) in ps."""
+    mapped: dict[int, tuple[int, dict]] = {}
+    out: list[tuple[str, str, int, int, dict]] = []
+    last = 0
+    for ev in sorted(events, key=lambda e: e.ts):
+        last = max(last, ev.ts + ev.dur)
+        if ev.track != "HWS" or not ev.args or "hqd" not in ev.args:
+            continue
+        slot = ev.args["hqd"]
+        if ev.name.startswith("map queue "):
+            mapped[slot] = (ev.ts, ev.args)
+        elif ev.name.startswith("unmap queue ") and slot in mapped:
+            start, a = mapped.pop(slot)
+            out.append((f"HQD {slot}", f"queue {a['queue']}", start, ev.ts - start, dict(a)))
+    for slot, (start, a) in mapped.items():
+        out.append((f"HQD {slot}", f"queue {a['queue']}", start, last - start, dict(a)))
+    return out

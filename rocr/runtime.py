@@ -705,6 +705,9 @@ class Runtime:
             release,
             q.agent,
         )
+        # Opens the dispatch's trace flow: the ioctls a new completion signal or kernarg chunk
+        # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
+        self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
         owns = completion is None
         sig = completion if completion is not None else self._completion_signal()
         f["completion_signal"] = sig.handle

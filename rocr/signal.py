@@ -257,7 +257,7 @@ class Signal:
             value = self.load()
             rt.poll_async()
             if cond.test(value, compare_value):
-                rt.trace("rocr", "wait returns", value=value)
+                rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
                 return value
             now = th.host_now()
             if deadline is not None and now >= deadline:
