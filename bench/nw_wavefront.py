@@ -51,98 +51,103 @@ def run(
     swaps: int = 1,
     trace: bool = False,
 ) -> dict:
-    """One NW run; returns makespan, swaps and checks the result."""
+    """One NW run on a fresh machine; returns makespan, swaps and checks the result."""
     spec = system_spec(preset, trace=trace)
     with rocr.init(spec=spec) as rt:
-        # The experiment's knob: how many queues the HWS may swap per quantum (gem5: 1).
-        rt.system.gpus[0].scheduler.set_policy(SCHEDULER_POLICIES[policy](swaps))
-        gpu = rt.gpus[0]
-        k = rt.load_code_object("builtin:vector_add").kernel("vector_add")
-        pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
-        cell_bytes = 4 * block
-        grid = pool.allocate((n + 1) * (n + 1) * cell_bytes)
-        rt.allow_access([gpu], grid)
-        cells = grid.view(np.float32).reshape(n + 1, n + 1, block)
-        cells[:] = 0
-        cells[0, :, :] = 1
-        cells[:, 0, :] = 1
+        return wavefront(rt, n, queues, policy, block, swaps)
 
-        def addr(i: int, j: int) -> int:
-            return grid.address + ((i * (n + 1)) + j) * cell_bytes
 
-        rows_per_q = -(-n // queues)
-        size = max(64, 1 << (2 * rows_per_q * n - 1).bit_length())
-        qs = [gpu.create_queue(size, priority=3 - (7 * q) // queues) for q in range(queues)]
-        kernarg = rt.cpu.pools(kernarg=True)[0].allocate(64 * n * n)
-        rt.allow_access([gpu], kernarg)
-        wg = min(block, 1024)
-        done = {}
-        last = rt.create_signal(1)
-        # Write every packet first and ring each queue's doorbell once at the end, so the
-        # makespan measures the device and its scheduler, not the host's submission loop.
-        for i in range(1, n + 1):
-            q = qs[(i - 1) % queues]
-            for j in range(1, n + 1):
-                sig = last if (i, j) == (n, n) else rt.create_signal(1, interrupt=False)
-                deps = [done.get((i - 1, j)), done.get((i, j - 1))]
-                handles = [d.handle for d in deps if d is not None]
-                if handles:
-                    handles += [0] * (5 - len(handles))
-                    q.write_packet(
-                        q.add_write_index(1),
-                        rocr.BarrierAndPacket(
-                            header=aql.make_header(aql.PacketType.BARRIER_AND),
-                            dep_signal=handles,
-                        ),
-                    )
-                ka = 64 * ((i - 1) * n + (j - 1))
-                kernarg.write(k.pack_args(addr(i - 1, j), addr(i, j - 1), addr(i, j), block), ka)
+def wavefront(rt, n: int, queues: int, policy: str, block: int = 1024, swaps: int = 1) -> dict:
+    """One NW run on the machine of runtime `rt` (the sweep's workload calls this)."""
+    # The experiment's knob: how many queues the HWS may swap per quantum (gem5: 1).
+    rt.system.gpus[0].scheduler.set_policy(SCHEDULER_POLICIES[policy](swaps))
+    gpu = rt.gpus[0]
+    k = rt.load_code_object("builtin:vector_add").kernel("vector_add")
+    pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
+    cell_bytes = 4 * block
+    grid = pool.allocate((n + 1) * (n + 1) * cell_bytes)
+    rt.allow_access([gpu], grid)
+    cells = grid.view(np.float32).reshape(n + 1, n + 1, block)
+    cells[:] = 0
+    cells[0, :, :] = 1
+    cells[:, 0, :] = 1
+
+    def addr(i: int, j: int) -> int:
+        return grid.address + ((i * (n + 1)) + j) * cell_bytes
+
+    rows_per_q = -(-n // queues)
+    size = max(64, 1 << (2 * rows_per_q * n - 1).bit_length())
+    qs = [gpu.create_queue(size, priority=3 - (7 * q) // queues) for q in range(queues)]
+    kernarg = rt.cpu.pools(kernarg=True)[0].allocate(64 * n * n)
+    rt.allow_access([gpu], kernarg)
+    wg = min(block, 1024)
+    done = {}
+    last = rt.create_signal(1)
+    # Write every packet first and ring each queue's doorbell once at the end, so the
+    # makespan measures the device and its scheduler, not the host's submission loop.
+    for i in range(1, n + 1):
+        q = qs[(i - 1) % queues]
+        for j in range(1, n + 1):
+            sig = last if (i, j) == (n, n) else rt.create_signal(1, interrupt=False)
+            deps = [done.get((i - 1, j)), done.get((i, j - 1))]
+            handles = [d.handle for d in deps if d is not None]
+            if handles:
+                handles += [0] * (5 - len(handles))
                 q.write_packet(
                     q.add_write_index(1),
-                    aql.KernelDispatchPacket(
-                        header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
-                        setup=1,
-                        workgroup_size_x=wg,
-                        workgroup_size_y=1,
-                        workgroup_size_z=1,
-                        grid_size_x=block,
-                        grid_size_y=1,
-                        grid_size_z=1,
-                        kernel_object=k.kernel_object,
-                        kernarg_address=kernarg.address + ka,
-                        completion_signal=sig.handle,
+                    rocr.BarrierAndPacket(
+                        header=aql.make_header(aql.PacketType.BARRIER_AND),
+                        dep_signal=handles,
                     ),
                 )
-                done[(i, j)] = sig
-        for q in qs:
-            if q.load_write_index():
-                q.ring_doorbell(q.load_write_index() - 1)
-        deadlock = None
-        try:
-            last.wait(rocr.Condition.LT, 1)
-        except rocr.HsaError as e:
-            deadlock = str(e)  # e.g. priority inversion: reported by the wait, not a hang
-        g = rt.system.gpus[0]
-        recs = g.kernel_records
-        makespan = max(r["end_ps"] for r in recs) - min(r["start_ps"] for r in recs)
-        st = g.scheduler.stats()
-        util = [h["utilization"] for h in st["hqd_stats"]]
-        ok = deadlock is None and bool(np.array_equal(cells[:, :, 0], reference(n)))
-        return {
-            "deadlock": deadlock,
-            "policy": policy,
-            "swaps_per_quantum": swaps,
-            "queues": queues,
-            "n": n,
-            "block": block,
-            "kernels": len(recs),
-            "makespan_us": makespan / 1e6,
-            "context_switches": st["context_switches"],
-            "quanta": st["quanta"],
-            "hqd_utilization": sum(util) / len(util),
-            "oversubscribed_us": st["oversubscribed_ps"] / 1e6,
-            "correct": ok,
-        }
+            ka = 64 * ((i - 1) * n + (j - 1))
+            kernarg.write(k.pack_args(addr(i - 1, j), addr(i, j - 1), addr(i, j), block), ka)
+            q.write_packet(
+                q.add_write_index(1),
+                aql.KernelDispatchPacket(
+                    header=aql.make_header(aql.PacketType.KERNEL_DISPATCH),
+                    setup=1,
+                    workgroup_size_x=wg,
+                    workgroup_size_y=1,
+                    workgroup_size_z=1,
+                    grid_size_x=block,
+                    grid_size_y=1,
+                    grid_size_z=1,
+                    kernel_object=k.kernel_object,
+                    kernarg_address=kernarg.address + ka,
+                    completion_signal=sig.handle,
+                ),
+            )
+            done[(i, j)] = sig
+    for q in qs:
+        if q.load_write_index():
+            q.ring_doorbell(q.load_write_index() - 1)
+    deadlock = None
+    try:
+        last.wait(rocr.Condition.LT, 1)
+    except rocr.HsaError as e:
+        deadlock = str(e)  # e.g. priority inversion: reported by the wait, not a hang
+    g = rt.system.gpus[0]
+    recs = g.kernel_records
+    makespan = max(r["end_ps"] for r in recs) - min(r["start_ps"] for r in recs)
+    st = g.scheduler.stats()
+    util = [h["utilization"] for h in st["hqd_stats"]]
+    ok = deadlock is None and bool(np.array_equal(cells[:, :, 0], reference(n)))
+    return {
+        "deadlock": deadlock,
+        "policy": policy,
+        "swaps_per_quantum": swaps,
+        "queues": queues,
+        "n": n,
+        "block": block,
+        "kernels": len(recs),
+        "makespan_us": makespan / 1e6,
+        "context_switches": st["context_switches"],
+        "quanta": st["quanta"],
+        "hqd_utilization": sum(util) / len(util),
+        "oversubscribed_us": st["oversubscribed_ps"] / 1e6,
+        "correct": ok,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
