@@ -555,6 +555,54 @@ def _write_trace_reports(machines: list[Any], out: Path) -> bool:
     return ok
 
 
+# -- plot ------------------------------------------------------------------------------------
+
+
+def _plot_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", help="a trace.json written by hsaemu trace, demo --trace or /trace")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="the picture to write; its suffix picks the format (png, svg, pdf; default: the "
+        "trace's name with .png)",
+    )
+
+
+@command("plot", "draw a trace.json: kernels per queue, workgroups per CU, copies, occupancy")
+@arguments(_plot_setup)
+def cmd_plot(args: argparse.Namespace) -> int:
+    # rocr.plot (and matplotlib, the `plot` extra) load only for this command.
+    from rocr import plot
+
+    trace = Path(args.trace)
+    if not trace.is_file():
+        raise CliError(
+            f"trace {args.trace}: {'no such file' if not trace.exists() else 'not a file'}"
+        )
+    out = args.output or str(trace.with_suffix(".png"))
+    check_output_file("-o", out)
+    try:
+        data = plot.plot_data(plot.load_trace(trace))
+    except plot.TraceFormatError as e:
+        raise CliError(f"trace {args.trace}: {e}") from None
+    try:
+        fig = plot.figure(data, f"{trace.name}: kernels, workgroups, copies")
+    except ImportError:
+        raise CliError(
+            f"plotting needs matplotlib, which is not installed: {plot.INSTALL_HINT}"
+        ) from None
+    try:
+        fig.savefig(out, dpi=plot.DPI)
+    except ValueError as e:  # matplotlib: a suffix it has no writer for
+        raise CliError(f"-o {out}: {e}") from None
+    wgs = sum(b.kind == "wg" for b in data.bars)
+    kernels = sum(b.kind == "kernel" for b in data.bars)
+    copies = sum(b.kind == "copy" for b in data.bars)
+    print(f"{out}: {kernels} kernels, {wgs} workgroups, {copies} copies on {len(data.rows)} rows")
+    return 0
+
+
 # -- occupancy -------------------------------------------------------------------------------
 
 
@@ -621,6 +669,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     import json
 
     from hw_model.isa.decoder import DecodeError, decode
+    from hw_model.isa.disasm import operands
     from hw_model.occupancy import occupancy
     from rocr import elf
     from rocr.loader import parse_code_object, unbundle
@@ -684,7 +733,12 @@ def cmd_kernels(args: argparse.Namespace) -> int:
             try:
                 code = co.read_va(k.code_vaddr, k.code_size)
                 listing = [
-                    {"pc": i.pc, "mnemonic": i.mnemonic, "words": [f"{w:08X}" for w in i.words]}
+                    {
+                        "pc": i.pc,
+                        "mnemonic": i.mnemonic,
+                        "operands": operands(i, co.processor),
+                        "words": [f"{w:08X}" for w in i.words],
+                    }
                     for i in decode(code, co.processor, k.code_vaddr)
                 ]
             except (DecodeError, ValueError) as e:
@@ -724,8 +778,10 @@ def cmd_kernels(args: argparse.Namespace) -> int:
             if "error" in i:
                 print(f"  cannot decode: {i['error']}")
                 continue
-            name = i["mnemonic"] or "<unknown to the decoder>"
-            print(f"  {i['pc']:#08x}  {name:<28} {' '.join(i['words'])}")
+            # As llvm-objdump -d prints it: the instruction, then its words as a comment.
+            text = i["mnemonic"] or "<unknown to the decoder>"
+            text += f" {i['operands']}" if i.get("operands") else ""
+            print(f"  {i['pc']:#08x}  {text:<50} // {' '.join(i['words'])}")
     return 0
 
 
@@ -1007,6 +1063,81 @@ def cmd_hws(args: argparse.Namespace) -> int:
     for rt in reversed(rts):
         rt.shutdown()
     return 0 if ok else 1
+
+
+# -- sweep -----------------------------------------------------------------------------------
+
+
+def _sweep_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="the sweep spec (TOML): workload, axes, seeds (docs/sweeps.md)")
+    p.add_argument("--local", action="store_true", help="a local process pool instead of Ray")
+    p.add_argument("--workers", type=int, default=None, help="cells at once (default: every core)")
+    p.add_argument("--address", default=None, help="join this Ray cluster (e.g. ray://host:10001)")
+    p.add_argument("--out", default=None, help="the table, .csv or .parquet (default: the spec's)")
+    p.add_argument("--plot", action="store_true", help="figures of the table (needs matplotlib)")
+    p.add_argument(
+        "--speedup",
+        type=int,
+        default=0,
+        metavar="K",
+        help="first time the first K cells with 1 worker, then with --workers, and print both",
+    )
+
+
+@command("sweep", "run a grid of experiments, each cell a fresh machine, locally or on Ray")
+@arguments(_sweep_setup)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    # Imported here: `import rocr.cli` stays light, and Ray loads only when a sweep runs.
+    from rocr import sweep
+
+    if args.workers is not None:
+        check_range("--workers", args.workers, 1, 4096)
+    check_range("--speedup", args.speedup, 0)
+    if args.local and args.address:
+        raise CliError("--address joins a Ray cluster; it cannot go with --local")
+    executor = "local" if args.local else "ray"
+    if executor == "ray" and not sweep.ray_available():
+        raise CliError(f"Ray is not installed: {sweep.INSTALL_HINT}; or run with --local")
+    if args.out is not None and Path(args.out).suffix not in (".csv", ".parquet"):
+        raise CliError(f"--out {args.out!r} must end in .csv or .parquet")
+    try:
+        plan = sweep.load_spec(args.spec)
+    except sweep.SweepError as e:
+        raise CliError(e.message) from None
+    out = Path(args.out) if args.out else plan.out
+    workers = args.workers or (os.cpu_count() or 1 if executor == "local" else None)
+    where = executor if not args.address else f"ray at {args.address}"
+    print(
+        f"sweep {plan.spec.name or Path(args.spec).stem}: {len(plan.cells)} cells "
+        f"({plan.shape()}), "
+        f"workload {plan.spec.workload}, {where}, {workers or 'all'} workers -> {out}"
+    )
+    if args.speedup:
+        n = workers or 2
+        s = sweep.measure_speedup(plan, args.speedup, executor, n, args.address)
+        print(
+            f"speed-up on the first {s['cells']} cells: 1 worker {s['t1_s']:.1f} s, {n} workers "
+            f"{s['tn_s']:.1f} s: {s['speedup']:.2f}x; figures "
+            f"{'identical' if s['identical'] else 'DIFFER'}"
+        )
+    try:
+        res = sweep.run_sweep(
+            plan, executor, workers, args.address, out=out, plot=args.plot, progress=True
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; the cells that finished are in {out}: rerun to resume")
+        return 130
+    tables = ", ".join(str(p) for p in (res.csv_path, res.parquet_path) if p is not None)
+    print(
+        f"{res.ran} cells run ({res.failed} failed), {res.skipped} already in the table, "
+        f"{res.wall_s:.1f} s; table: {tables}"
+    )
+    for r in res.rows:
+        if r["status"] != "ok":
+            print(f"  cell {r['cell']} failed: {r['error']}")
+    for p in res.plots:
+        print(f"  plot: {p}")
+    return 1 if any(r["status"] != "ok" for r in res.rows) else 0
 
 
 def version() -> str:

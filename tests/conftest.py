@@ -68,6 +68,10 @@ def compile_cl(tmp_path):
 # this when schemathesis (the `fuzz` extra) is absent; CI (HSAEMU_REQUIRE_FUZZ=1) refuses that.
 FUZZ_MISSING = "schemathesis not installed"
 
+# `hsaemu plot`'s tests (tests/rocr/test_plot.py) skip with a reason starting with this when
+# matplotlib (the `plot` extra) is absent; CI (HSAEMU_REQUIRE_PLOT=1) refuses that.
+PLOT_MISSING = "matplotlib not installed"
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -75,13 +79,17 @@ def pytest_runtest_makereport(item, call):
     is a failure: those checks are the proof that our bytes match the C structs. Likewise
     (HSAEMU_REQUIRE_TOOLCHAIN=1) a test skipped because the AMDGPU toolchain is missing: those
     are the only tests of real compiled code objects. And (HSAEMU_REQUIRE_FUZZ=1) the API fuzz
-    pass skipped because schemathesis is missing."""
+    pass skipped because schemathesis is missing, and (HSAEMU_REQUIRE_PLOT=1) the plot tests
+    skipped because matplotlib is missing."""
     outcome = yield
     report = outcome.get_result()
     if not report.skipped:
         return
     reason = str(report.longrepr)
-    if os.environ.get("HSAEMU_REQUIRE_FUZZ") == "1" and FUZZ_MISSING in reason:
+    if os.environ.get("HSAEMU_REQUIRE_PLOT") == "1" and PLOT_MISSING in reason:
+        report.outcome = "failed"
+        report.longrepr = f"required plot test was skipped: {reason}"
+    elif os.environ.get("HSAEMU_REQUIRE_FUZZ") == "1" and FUZZ_MISSING in reason:
         report.outcome = "failed"
         report.longrepr = f"required API fuzz pass was skipped: {reason}"
     elif os.environ.get("HSAEMU_REQUIRE_TOOLCHAIN") == "1" and TOOLCHAIN_MISSING in reason:

@@ -24,7 +24,6 @@ HOST_POOL = 1  # system fine-grained
 SIZE = 4 * COPY_SLICE_BYTES
 
 
-
 @pytest.fixture(scope="module")
 def srv():
     st = ServerThread(limits=ServerLimits(max_wait_ms=20_000))

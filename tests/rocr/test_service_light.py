@@ -17,7 +17,6 @@ JOIN_S = 60  # a regression fails here instead of hanging the suite
 HUGE = 1 << 31  # work-items of `empty`: hours of emulation were it run to the end
 
 
-
 @pytest.fixture(scope="module")
 def one_thread():
     st = ServerThread(limits=ServerLimits(emulation_threads=1, max_wait_ms=10_000))
