@@ -17,11 +17,13 @@ import argparse
 import json
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
 
 import rocr
+from rocr.progress import Progress
 
 
 def rss_mib() -> float:
@@ -61,7 +63,12 @@ def main() -> None:
         f"{'KFD events':>10} {'BOs':>5} {'kernarg chunks':>14} {'trace events':>12}"
     )
     t0 = time.perf_counter()
+    # A bar on a terminal (the rows below are the record; off a terminal they are enough).
+    bar = Progress(args.n, "dispatches", quiet=not sys.stderr.isatty())
+    step = max(1, min(args.window, 500))
     for i in range(1, args.n + 1):
+        if i % step == 0:
+            bar.advance(step)
         if i % 2:
             q.dispatch(empty, grid=(64,), workgroup=(64,)).wait()
         else:
@@ -87,6 +94,7 @@ def main() -> None:
                 f"{row['kernarg_chunks']:>14} {row['trace_events']:>12}"
             )
             t0 = time.perf_counter()
+    bar.close()
     assert np.allclose(c.view(np.float32), 3.0)
     first, last = rows[0], rows[-1]
     summary = {

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import rocr
 from hw_model.config import DEFAULT_PRESET, PRESETS, GpuSpec, HostCosts, SystemSpec
+from rocr import progress
 from rocr.status import Status
 
 # Columns every row has besides the axes and the workload's figures.
@@ -666,81 +667,19 @@ def provenance() -> tuple[str, str]:
 # -- progress --------------------------------------------------------------------------------
 
 
-def _fmt_time(s: float) -> str:
-    s = int(round(s))
-    return (
-        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-    )
-
-
-class Progress:
-    """Cells done / failed / estimated time left: a rich bar on a terminal, else a line per
-    finished cell."""
+class Progress(progress.Progress):
+    """Cells done / failed / estimated time left (rocr.progress), a line per finished cell
+    off a terminal naming the cell and its outcome."""
 
     def __init__(self, total: int, skipped: int, stream=None, quiet: bool = False) -> None:
-        self.total = total
+        super().__init__(total, "cells", stream, quiet)
         self.skipped = skipped
-        self.done = 0
-        self.failed = 0
-        self.t0 = time.perf_counter()
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.bar = None
-        if not quiet and total and getattr(self.stream, "isatty", lambda: False)():
-            try:
-                from rich.console import Console
-                from rich.progress import (
-                    BarColumn,
-                    MofNCompleteColumn,
-                    TextColumn,
-                    TimeRemainingColumn,
-                )
-                from rich.progress import Progress as RichProgress
-            except ImportError:
-                pass
-            else:
-                self.bar = RichProgress(
-                    TextColumn("cells"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[failed]} failed"),
-                    TextColumn("ETA"),
-                    TimeRemainingColumn(),
-                    console=Console(file=self.stream),
-                )
-                self.task = self.bar.add_task("sweep", total=total, failed=0)
-                self.bar.start()
-
-    def eta(self) -> float:
-        n = self.done + self.failed
-        if not n:
-            return 0.0
-        return (time.perf_counter() - self.t0) / n * (self.total - n)
 
     def update(self, cell: Cell, res: dict[str, Any]) -> None:
-        if res["status"] == "ok":
-            self.done += 1
-        else:
-            self.failed += 1
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, failed=self.failed)
-            return
-        n = self.done + self.failed
         point = " ".join(f"{k}={v}" for k, v in cell.axes.items())
-        what = "ok" if res["status"] == "ok" else "FAILED: " + res["error"][:120]
-        print(
-            f"[{n}/{self.total}] done {self.done}, failed {self.failed}, "
-            f"ETA {_fmt_time(self.eta())}  cell {cell.index} ({point}) "
-            f"{res['wall_s']:.1f} s {what}",
-            file=self.stream,
-            flush=True,
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        ok = res["status"] == "ok"
+        what = "ok" if ok else "FAILED: " + res["error"][:120]
+        self.advance(1, f"cell {cell.index} ({point}) {res['wall_s']:.1f} s {what}", ok)
 
 
 # -- the sweep -------------------------------------------------------------------------------
