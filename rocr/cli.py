@@ -528,6 +528,73 @@ def _run_script(script: str) -> int:
     return 0
 
 
+# -- view ------------------------------------------------------------------------------------
+
+
+def _view_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="TCP port on 127.0.0.1, 0..65535 (default 0: a free one)",
+    )
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="script [args ...]",
+        help="a Python script that uses rocr, and its arguments",
+    )
+
+
+@command("view", "run a rocr script, then show its machine live in the browser (/ui)")
+@arguments(_view_setup)
+def cmd_view(args: argparse.Namespace) -> int:
+    """Run the script as `hsaemu trace` does, its hsa_shut_down held back, then serve each
+    machine it made on 127.0.0.1 with the live view (the page's URL is printed, the token in
+    its fragment) until Ctrl-C; exit with the script's status."""
+    from rocr import runtime
+    from rocr.view import LocalView, listen, serve
+
+    resolve_preset(None)
+    check_range("--port", args.port, 0, 65535, "TCP ports are 16-bit")
+    if not args.command:
+        raise CliError("no script to run: hsaemu view [--port N] script.py [args ...]")
+    script, script_args = args.command[0], args.command[1:]
+    sp = Path(script)
+    if not (sp.is_file() or (sp / "__main__.py").is_file()):
+        what = "no such file" if not sp.exists() else "not a script (no __main__.py)"
+        raise CliError(f"script {script}: {what}")
+    try:
+        sock = listen(args.port)  # before the script: a port in use is one line, up front
+    except OSError as e:
+        raise CliError(f"--port {args.port}: cannot listen: {e.strerror or e}") from None
+    local = LocalView()
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = [script, *script_args]
+    sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
+    runtime.INIT_HOOKS.append(local.hook)
+    try:
+        status = _run_script(script)
+    finally:
+        runtime.INIT_HOOKS.remove(local.hook)
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+    try:
+        if not local.runtimes:
+            sock.close()
+            print("hsaemu view: the script created no rocr runtime (rocr.init)", file=sys.stderr)
+            return status or 1
+        app = local.app()
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        for url in local.urls(base):
+            print(f"live view: {url}", flush=True)
+        print("hsaemu view: Ctrl-C ends the view", file=sys.stderr, flush=True)
+        serve(app, sock)
+    finally:
+        local.close()
+    return status
+
+
 def _write_trace_reports(machines: list[Any], out: Path) -> bool:
     """Write each machine's reports; name only files that were written. False on a failure."""
     from hw_model.reports import write_reports
@@ -848,7 +915,7 @@ def _serve_setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
 
 
-@command("serve", "HTTP API: an emulated machine per client, interactive docs at /docs")
+@command("serve", "HTTP API: a machine per client; interactive docs at /docs, live view at /ui")
 @arguments(_serve_setup)
 def cmd_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
@@ -886,7 +953,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except CheckpointError as e:
             raise CliError(e.message) from None
     check_listen(args.host, args.port)
-    print(f"hsaemu API on http://{args.host}:{args.port} (docs: /docs)", file=sys.stderr)
+    url = f"http://{args.host}:{args.port}"
+    print(f"hsaemu API on {url} (docs: /docs, live view: /ui)", file=sys.stderr)
     serve(
         args.host,
         args.port,

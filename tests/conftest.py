@@ -72,6 +72,10 @@ FUZZ_MISSING = "schemathesis not installed"
 # matplotlib (the `plot` extra) is absent; CI (HSAEMU_REQUIRE_PLOT=1) refuses that.
 PLOT_MISSING = "matplotlib not installed"
 
+# The live view's browser test (tests/rocr/test_ui.py) skips with a reason starting with this
+# when playwright (the `ui` extra) or a Chromium is absent; CI (HSAEMU_REQUIRE_UI=1) refuses that.
+UI_MISSING = "playwright or chromium not installed"
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -80,13 +84,17 @@ def pytest_runtest_makereport(item, call):
     (HSAEMU_REQUIRE_TOOLCHAIN=1) a test skipped because the AMDGPU toolchain is missing: those
     are the only tests of real compiled code objects. And (HSAEMU_REQUIRE_FUZZ=1) the API fuzz
     pass skipped because schemathesis is missing, and (HSAEMU_REQUIRE_PLOT=1) the plot tests
-    skipped because matplotlib is missing."""
+    skipped because matplotlib is missing, and (HSAEMU_REQUIRE_UI=1) the live view's browser
+    test skipped because playwright or Chromium is missing."""
     outcome = yield
     report = outcome.get_result()
     if not report.skipped:
         return
     reason = str(report.longrepr)
-    if os.environ.get("HSAEMU_REQUIRE_PLOT") == "1" and PLOT_MISSING in reason:
+    if os.environ.get("HSAEMU_REQUIRE_UI") == "1" and UI_MISSING in reason:
+        report.outcome = "failed"
+        report.longrepr = f"required live view test was skipped: {reason}"
+    elif os.environ.get("HSAEMU_REQUIRE_PLOT") == "1" and PLOT_MISSING in reason:
         report.outcome = "failed"
         report.longrepr = f"required plot test was skipped: {reason}"
     elif os.environ.get("HSAEMU_REQUIRE_FUZZ") == "1" and FUZZ_MISSING in reason:

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter
 from rocr.service import emulation, errors
 from rocr.service.errors import ApiError
 from rocr.service.guard import BodyLimit, Gate, SafetyNet
-from rocr.service.routes import ROUTERS
+from rocr.service.routes import ROUTERS, ui
 from rocr.service.schemas import (
     API_VERSION,
     BufferWrite,
@@ -226,5 +226,8 @@ def create_app(
     errors.install(app)
     for r in ROUTERS:
         app.include_router(r)
+    # The live view: its page (/ui) and the two routes it adds to the inspection ones.
+    app.include_router(ui.page)
+    app.include_router(ui.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
