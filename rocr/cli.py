@@ -486,7 +486,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
     runtime.INIT_HOOKS.append(collect)
     try:
-        status = _run_script(script)
+        from rocr.progress import MachineStatus
+
+        with MachineStatus(machines):  # a live line on a terminal: kernels, simulated time
+            status = _run_script(script)
     finally:
         runtime.INIT_HOOKS.remove(collect)
         sys.argv = saved_argv

@@ -94,3 +94,57 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MachineStatus:
+    """A live status line while a script runs (`hsaemu trace`): machines, kernels run and
+    simulated time, refreshed twice a second from a background thread on a terminal with
+    `rich`; nothing otherwise (the reports at the end say it all). The thread only reads
+    counters the machines keep anyway, so it cannot change what the script does."""
+
+    def __init__(self, machines: list, stream: TextIO | None = None) -> None:
+        self.machines = machines
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self._stop = None
+        self._thread = None
+
+    def line(self) -> str:
+        ms = list(self.machines)
+        kernels = sum(g.stats_kernels for m in ms for g in m.gpus)
+        sim = max((m.engine.now for m in ms), default=0)
+        return (
+            f"{len(ms)} machine{'s' if len(ms) != 1 else ''} · {kernels:,} kernels · "
+            f"{sim / 1e6:,.3f} µs simulated · {time.perf_counter() - self.t0:.1f} s"
+        )
+
+    def __enter__(self) -> MachineStatus:
+        if not getattr(self.stream, "isatty", lambda: False)():
+            return self
+        try:
+            from rich.console import Console
+            from rich.live import Live
+            from rich.text import Text
+        except ImportError:
+            return self
+        import threading
+
+        live = Live(Text(self.line()), console=Console(file=self.stream), transient=True)
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(0.5):
+                live.update(Text(self.line()))
+
+        live.start()
+        self._stop, self._live = stop, live
+        self._thread = threading.Thread(target=refresh, name="hsaemu-status", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._live.stop()
+            self._thread = None

@@ -32,3 +32,21 @@ def test_time_left_reads_as_a_clock():
     assert fmt_time(59) == "0:59"
     assert fmt_time(61) == "1:01"
     assert fmt_time(3725) == "1:02:05"
+
+
+def test_machine_status_reads_kernels_and_simulated_time_of_the_machines():
+    import rocr
+    from rocr.progress import MachineStatus
+
+    out = io.StringIO()
+    with rocr.init(preset="teaching") as rt:
+        k = rt.load_code_object("builtin:empty").kernel("empty")
+        q = rt.gpus[0].create_queue(64)
+        for _ in range(3):
+            q.dispatch(k, grid=64, workgroup=64).wait()
+        with MachineStatus([rt.system], stream=out) as st:  # not a tty: no live line
+            assert st._thread is None
+            line = st.line()
+        assert line.startswith("1 machine · 3 kernels · ")
+        assert f"{rt.system.engine.now / 1e6:,.3f} µs simulated" in line
+    assert out.getvalue() == ""
