@@ -445,12 +445,7 @@ def _trace_setup(p: argparse.ArgumentParser) -> None:
         help="where trace.json, kernel_trace.csv and stats.txt go (one subdirectory "
         "machine-N per machine when the script creates several)",
     )
-    p.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="script [args ...]",
-        help="a Python script that uses rocr, and its arguments",
-    )
+    _add_script(p)
 
 
 @command("trace", "run a rocr script and write trace.json, kernel_trace.csv, stats.txt")
@@ -461,17 +456,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
     loads into the process through HSA_TOOLS_LIB, this collects each runtime at hsa_init
     (`rocr.runtime.INIT_HOOKS`), so the script needs no hsa_shut_down. Processes attached
     with `rocr.init(system=...)` share their machine and so its reports."""
-    from rocr import runtime
 
     # The script's rocr.init() reads $HSAEMU_PRESET: a bad value fails here, not mid-script.
     resolve_preset(None)
-    if not args.command:
-        raise CliError("no script to run: hsaemu trace [-d DIR] script.py [args ...]")
-    script, script_args = args.command[0], args.command[1:]
-    sp = Path(script)
-    if not (sp.is_file() or (sp / "__main__.py").is_file()):
-        what = "no such file" if not sp.exists() else "not a script (no __main__.py)"
-        raise CliError(f"script {script}: {what}")
+    _script(args, "hsaemu trace [-d DIR] script.py [args ...]")
     out = prepare_output_directory("-d", args.output_directory)
 
     machines: list[Any] = []  # every System, in creation order; dropped after the reports
@@ -481,24 +469,55 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if system is not None and not any(m is system for m in machines):
             machines.append(system)
 
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [script, *script_args]
-    sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
-    runtime.INIT_HOOKS.append(collect)
-    try:
-        from rocr.progress import MachineStatus
+    from rocr.progress import MachineStatus
 
-        with MachineStatus(machines):  # a live line on a terminal: kernels, simulated time
-            status = _run_script(script)
-    finally:
-        runtime.INIT_HOOKS.remove(collect)
-        sys.argv = saved_argv
-        sys.path[:] = saved_path
+    with MachineStatus(machines):  # a live line on a terminal: kernels, simulated time
+        status = _run_as_main(args.command, collect)
     try:
         ok = _write_trace_reports(machines, out)
     finally:
         machines.clear()
     return status if status or ok else 1
+
+
+def _add_script(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="script [args ...]",
+        help="a Python script that uses rocr, and its arguments",
+    )
+
+
+def _script(args: argparse.Namespace, usage: str) -> str:
+    """The script of `hsaemu trace/view ... script.py [args]`, checked before anything runs."""
+    if not args.command:
+        raise CliError(f"no script to run: {usage}")
+    script = args.command[0]
+    sp = Path(script)
+    if not (sp.is_file() or (sp / "__main__.py").is_file()):
+        what = "no such file" if not sp.exists() else "not a script (no __main__.py)"
+        raise CliError(f"script {script}: {what}")
+    return script
+
+
+def _run_as_main(command: list[str], hook: Callable[[Any], None]) -> int:
+    """Run `command` (script and its arguments) as `python script args` would, with `hook`
+    called on every runtime it initialises (rocr.runtime.INIT_HOOKS); its exit status."""
+    from rocr import runtime
+
+    script = command[0]
+    sp = Path(script)
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = list(command)
+    sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
+    runtime.INIT_HOOKS.append(hook)
+    try:
+        return _run_script(script)
+    finally:
+        runtime.INIT_HOOKS.remove(hook)
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
 
 
 def _run_script(script: str) -> int:
@@ -541,12 +560,7 @@ def _view_setup(p: argparse.ArgumentParser) -> None:
         default=0,
         help="TCP port on 127.0.0.1, 0..65535 (default 0: a free one)",
     )
-    p.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        metavar="script [args ...]",
-        help="a Python script that uses rocr, and its arguments",
-    )
+    _add_script(p)
 
 
 @command("view", "run a rocr script, then show its machine live in the browser (/ui)")
@@ -555,33 +569,17 @@ def cmd_view(args: argparse.Namespace) -> int:
     """Run the script as `hsaemu trace` does, its hsa_shut_down held back, then serve each
     machine it made on 127.0.0.1 with the live view (the page's URL is printed, the token in
     its fragment) until Ctrl-C; exit with the script's status."""
-    from rocr import runtime
     from rocr.view import LocalView, listen, serve
 
     resolve_preset(None)
     check_range("--port", args.port, 0, 65535, "TCP ports are 16-bit")
-    if not args.command:
-        raise CliError("no script to run: hsaemu view [--port N] script.py [args ...]")
-    script, script_args = args.command[0], args.command[1:]
-    sp = Path(script)
-    if not (sp.is_file() or (sp / "__main__.py").is_file()):
-        what = "no such file" if not sp.exists() else "not a script (no __main__.py)"
-        raise CliError(f"script {script}: {what}")
+    _script(args, "hsaemu view [--port N] script.py [args ...]")
     try:
         sock = listen(args.port)  # before the script: a port in use is one line, up front
     except OSError as e:
         raise CliError(f"--port {args.port}: cannot listen: {e.strerror or e}") from None
     local = LocalView()
-    saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [script, *script_args]
-    sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
-    runtime.INIT_HOOKS.append(local.hook)
-    try:
-        status = _run_script(script)
-    finally:
-        runtime.INIT_HOOKS.remove(local.hook)
-        sys.argv = saved_argv
-        sys.path[:] = saved_path
+    status = _run_as_main(args.command, local.hook)
     try:
         if not local.runtimes:
             sock.close()
