@@ -114,7 +114,6 @@ class Tracer:
     def __init__(self, enabled: bool = True, max_events: int = DEFAULT_TRACE_EVENTS) -> None:
         self.enabled = enabled
         self.events = RingLog(max_events)
-        self._flow_id = 0
 
     @property
     def max_events(self) -> int:
@@ -158,15 +157,6 @@ class Tracer:
     ) -> None:
         if self.enabled:
             self._add(TraceEvent("X", track, name, ts, dur, args, cat))
-
-    def new_flow(self) -> int:
-        self._flow_id += 1
-        return self._flow_id
-
-    def flow(self, track: str, name: str, ts: int, flow_id: int, step: str) -> None:
-        """A flow arrow endpoint: step is 's' (start), 't' (step) or 'f' (finish)."""
-        if self.enabled:
-            self._add(TraceEvent(step, track, name, ts, 0, None, "flow", flow_id))
 
     def clear(self) -> None:
         self.events.clear()

@@ -342,6 +342,14 @@ def _med3f(a, b, c):
     return np.where(nan, _fmin(_fmin(a, b), c), med)
 
 
+def _min3(a, b, c):
+    return np.minimum(np.minimum(a, b), c)
+
+
+def _max3(a, b, c):
+    return np.maximum(np.maximum(a, b), c)
+
+
 def _med3i(a, b, c):
     return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
@@ -924,10 +932,10 @@ def _rows() -> list[Row]:
         R("v_max_i32", "i32", "i32 i32", np.maximum),
         R("v_min_u32", "u32", "u32 u32", np.minimum),
         R("v_max_u32", "u32", "u32 u32", np.maximum),
-        R("v_min3_i32", "i32", "i32 i32 i32", lambda a, b, c: np.minimum(np.minimum(a, b), c)),
-        R("v_min3_u32", "u32", "u32 u32 u32", lambda a, b, c: np.minimum(np.minimum(a, b), c)),
-        R("v_max3_i32", "i32", "i32 i32 i32", lambda a, b, c: np.maximum(np.maximum(a, b), c)),
-        R("v_max3_u32", "u32", "u32 u32 u32", lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+        R("v_min3_i32", "i32", "i32 i32 i32", _min3),
+        R("v_min3_u32", "u32", "u32 u32 u32", _min3),
+        R("v_max3_i32", "i32", "i32 i32 i32", _max3),
+        R("v_max3_u32", "u32", "u32 u32 u32", _max3),
         R("v_med3_i32", "i32", "i32 i32 i32", _med3i),
         R("v_med3_u32", "u32", "u32 u32 u32", _med3i),
         R("v_lshrrev_b32", "b32", "u32 b32", lambda a, b: b >> (a & np.uint32(31))),
@@ -1090,10 +1098,10 @@ def _rows() -> list[Row]:
         R("v_max_i16", "i16", "i16 i16", np.maximum),
         R("v_min_u16", "u16", "u16 u16", np.minimum),
         R("v_min_i16", "i16", "i16 i16", np.minimum),
-        R("v_min3_i16", "i16", "i16 i16 i16", lambda a, b, c: np.minimum(np.minimum(a, b), c)),
-        R("v_min3_u16", "u16", "u16 u16 u16", lambda a, b, c: np.minimum(np.minimum(a, b), c)),
-        R("v_max3_i16", "i16", "i16 i16 i16", lambda a, b, c: np.maximum(np.maximum(a, b), c)),
-        R("v_max3_u16", "u16", "u16 u16 u16", lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+        R("v_min3_i16", "i16", "i16 i16 i16", _min3),
+        R("v_min3_u16", "u16", "u16 u16 u16", _min3),
+        R("v_max3_i16", "i16", "i16 i16 i16", _max3),
+        R("v_max3_u16", "u16", "u16 u16 u16", _max3),
         R("v_med3_i16", "i16", "i16 i16 i16", _med3i),
         R("v_med3_u16", "u16", "u16 u16 u16", _med3i),
         R("v_rcp_f16", "f16", "f16", lambda x: 1.0 / _f64(x)),

@@ -70,11 +70,6 @@ def mask_to_lanes(mask: np.ndarray) -> np.ndarray:
     return (mask.astype(np.uint64)[:, None] & _BIT) != 0
 
 
-def lanes_to_mask(lanes: np.ndarray) -> np.ndarray:
-    """(k, 64) bool -> (k,) uint64 lane masks."""
-    return np.bitwise_or.reduce(np.where(lanes, _BIT, np.uint64(0)), axis=1)
-
-
 class Waves:
     """State of `n` waves: SGPRs, VGPRs, AccVGPRs, SCC, PC, and per-wave bookkeeping.
 
