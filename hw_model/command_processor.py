@@ -56,6 +56,12 @@ if TYPE_CHECKING:
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+# ROCr amd_aql_queue.cpp ExecutePM4: the vendor packet format of a PM4 indirect-buffer jump, and
+# the PM4 type-3 opcodes (gfx9 pm4 headers, ROCr amd_blit_shaders / pm4 defs) it may carry.
+AMD_AQL_FORMAT_PM4_IB = 0x1
+PM4_IT_NOP = 0x10
+PM4_IT_INDIRECT_BUFFER = 0x3F
+PM4_IT_ACQUIRE_MEM = 0x58
 # Decoded kernel descriptors by their 64 bytes, and (spec, requirements, occupancy) by kernel
 # shape: every dispatch of a kernel reads the same descriptor and needs the same occupancy.
 _KD_CACHE: dict[bytes, KernelDescriptor] = {}
@@ -383,6 +389,11 @@ class PacketProcessor:
 
     # -- fetch -----------------------------------------------------------------------------
     def kick(self, delay: int = 0) -> None:
+        # Nothing rung past the read index: a fetch would find nothing, and only `ring` moves
+        # the doorbell (it kicks again). A queue just mapped (CREATE_QUEUE) or drained so
+        # leaves no event pending, and its device counts as quiet.
+        if not self.has_unfetched:
+            return
         if self._fetch_event is None and self.slot is not None and self.error is None:
             self._fetch_event = self.gpu.engine.schedule(delay, self._fetch, priority=3)
 
@@ -468,6 +479,16 @@ class PacketProcessor:
             entry.name = "barrier-AND" if ptype == PacketType.BARRIER_AND else "barrier-OR"
             deps = [d for d in struct.unpack_from("<5Q", raw, aql.BARRIER_DEP_SIGNAL_OFFSET) if d]
             self._start_barrier(entry, _Barrier(self, entry, deps, ptype == PacketType.BARRIER_AND))
+        elif (
+            ptype == PacketType.VENDOR_SPECIFIC
+            and raw[aql.AMD_VENDOR_FORMAT_OFFSET] == AMD_AQL_FORMAT_PM4_IB
+        ):
+            entry = _InFlight(idx, "pm4-ib", completion, release)
+            if not self._run_pm4_ib(idx, raw):
+                return
+            self.inflight.append(entry)
+            self._complete(entry)
+            self.kick()
         elif ptype == PacketType.VENDOR_SPECIFIC:
             fmt = raw[aql.AMD_VENDOR_FORMAT_OFFSET]
             if fmt != aql.HSA_AMD_PACKET_TYPE_BARRIER_VALUE:
@@ -505,6 +526,51 @@ class PacketProcessor:
             return
         if tr.enabled and self.error is None:
             tr.instant(self._track, f"packet {idx}: {entry.name}", now, {"index": idx}, cat="cp")
+
+    def _run_pm4_ib(self, idx: int, raw: bytes) -> bool:
+        """ROCr's AqlQueue::ExecutePM4 on gfx9+: a vendor packet (AMD_AQL_FORMAT_PM4_IB) whose
+        body is a PM4 INDIRECT_BUFFER jump to commands in memory. ROCr sends one ACQUIRE_MEM
+        (GpuAgent::InvalidateCodeCaches after loading code): it invalidates the shader
+        caches and the L2, which here is the system-scope acquire. NOPs are skipped; any other
+        PM4 opcode is a queue error naming it. False when the packet failed the queue."""
+        hdr, lo, hi, size_dw = struct.unpack_from("<4I", raw, 4)
+        if (hdr >> 30) != 3 or (hdr >> 8) & 0xFF != PM4_IT_INDIRECT_BUFFER:
+            self._queue_error(
+                QueueErrorBits.VENDOR_FORMAT,
+                f"packet {idx}: PM4 IB packet without an INDIRECT_BUFFER jump "
+                f"(first dword {hdr:#010x})",
+            )
+            return False
+        base = (lo & ~0x3) | (hi & 0xFFFF) << 32
+        n = size_dw & 0xFFFFF
+        gpu = self.gpu
+        try:
+            ib = gpu.memory.gpu_view(self.mqd.pasid, gpu.node, base, 4 * n).tobytes()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"packet {idx}: reading the PM4 indirect buffer at {base:#x} faulted: {f.reason}",
+                fault=f,
+            )
+            return False
+        pos = 0
+        while pos < n:
+            word = _U32.unpack_from(ib, 4 * pos)[0]
+            if word >> 30 != 3:  # type-2 filler (and type 0/1, which the CP skips here)
+                pos += 1
+                continue
+            opcode = (word >> 8) & 0xFF
+            if opcode == PM4_IT_ACQUIRE_MEM:
+                gpu.memory.l2_acquire_system(gpu.node)
+            elif opcode != PM4_IT_NOP:
+                self._queue_error(
+                    QueueErrorBits.VENDOR_FORMAT,
+                    f"packet {idx}: PM4 opcode {opcode:#x} in the indirect buffer is not "
+                    "emulated (ACQUIRE_MEM 0x58 and NOP 0x10 are)",
+                )
+                return False
+            pos += ((word >> 16) & 0x3FFF) + 2  # header + count + 1 body dwords
+        return True
 
     # -- kernels ---------------------------------------------------------------------------
     def _dispatch(self, idx: int, raw: bytes, entry: _InFlight) -> None:

@@ -101,6 +101,7 @@ class BufferObject:
         "on_write",
         "name",
         "node",
+        "shared",
     )
 
     def __init__(
@@ -115,6 +116,7 @@ class BufferObject:
         coherent: bool = False,
         host_access: bool = True,
         name: str = "",
+        data: np.ndarray | None = None,
     ) -> None:
         self.handle = handle
         self.va = va
@@ -125,9 +127,14 @@ class BufferObject:
         self.gpu_nodes: set[int] = set()  # GPU nodes whose page tables map this BO
         self.pasid = pasid
         self.node = node  # KFD node the memory belongs to (0 = system memory)
-        self.data = np.zeros(size, dtype=np.uint8)
+        # A caller-provided backing (a view of shared memory, zeroed by its maker) lets another
+        # OS process map the very bytes the device reads and writes.
+        self.data = np.zeros(size, dtype=np.uint8) if data is None else data
         self.on_write: Callable[[int, int], None] | None = None  # MMIO hook (offset, nbytes)
         self.name = name
+        # Every BO mapping these same pages (a dma-buf exported by one process and imported by
+        # others), this one included; None when the pages are this BO's alone.
+        self.shared: list[BufferObject] | None = None
 
     @property
     def end(self) -> int:
@@ -210,6 +217,7 @@ class Memory:
         # Counts checked stores (signals, queue indices, MMIO): a spinning host only needs to
         # look again after one of these, not after every device event.
         self.store_epoch = 0
+        self._imported: set[int] = set()  # handles of BOs made by alias()
         # Each GPU's L2 holding coarse-grained system memory (docs/memory.md, "Coherence"):
         # (GPU node, BO handle) -> [BO, what the L2 holds, what it filled from memory]. Bytes
         # where the two differ are the dirty bytes a system-scope release writes back.
@@ -243,7 +251,10 @@ class Memory:
         coherent: bool = False,
         host_access: bool = True,
         name: str = "",
+        backing: np.ndarray | None = None,
     ) -> BufferObject:
+        """A new BO at `va`. `backing` (uint8, at least the page-rounded size) replaces the
+        private zeroed array: the KFD service passes views of memfds shared with clients."""
         if size <= 0:
             raise ValueError(f"allocation size must be positive, got {size}")
         if va % PAGE_SIZE:
@@ -258,6 +269,8 @@ class Memory:
                 raise OutOfMemory(
                     f"node {node} has {cap - self.used.get(node, 0)} bytes free, {size} requested"
                 )
+        if backing is not None and (backing.dtype != np.uint8 or backing.size < size):
+            raise ValueError(f"backing of {backing.size} bytes for a {size}-byte BO")
         vm = self.vms[pasid]
         bo = BufferObject(
             self._next_handle,
@@ -269,12 +282,43 @@ class Memory:
             coherent=coherent,
             host_access=host_access,
             name=name,
+            data=None if backing is None else backing[:size],
         )
         vm.insert(bo)
         self._next_handle += 1
         self.bos[bo.handle] = bo
         if accounted:
             self.used[node] = self.used.get(node, 0) + size
+        return bo
+
+    def alias(self, pasid: int, va: int, src: BufferObject, name: str = "") -> BufferObject:
+        """`src`'s pages mapped into the VM of `pasid` at `va`, as a dma-buf import does
+        (amdgpu_gem_prime_import): a new BO, the same bytes, not counted twice. A store
+        through either mapping wakes the watchers of both."""
+        if va % PAGE_SIZE:
+            raise ValueError(f"VA {va:#x} is not page aligned")
+        if va + src.size > VA_LIMIT:
+            raise ValueError(f"VA range [{va:#x}, {va + src.size:#x}) exceeds the 48-bit GPUVM")
+        bo = BufferObject(
+            self._next_handle,
+            va,
+            src.size,
+            src.kind,
+            pasid,
+            src.node,
+            coherent=src.coherent,
+            host_access=src.host_access,
+            name=name or src.name,
+            data=src.data,
+        )
+        self.vms[pasid].insert(bo)
+        self._next_handle += 1
+        self.bos[bo.handle] = bo
+        if src.shared is None:
+            src.shared = [src]
+        src.shared.append(bo)
+        bo.shared = src.shared
+        self._imported.add(bo.handle)
         return bo
 
     def free(self, bo: BufferObject) -> None:
@@ -287,6 +331,12 @@ class Memory:
         if self._l2:
             for key in [k for k in self._l2 if k[1] == bo.handle]:
                 del self._l2[key]
+        if bo.shared is not None and bo in bo.shared:
+            bo.shared.remove(bo)
+        if bo.handle in self._imported:  # an import: its pages are counted with the exporter
+            self._imported.discard(bo.handle)
+            self.bos.pop(bo.handle, None)
+            return
         if self.bos.pop(bo.handle, None) is not None and bo.kind in (
             MemKind.SYSTEM,
             MemKind.VRAM,
@@ -519,6 +569,17 @@ class Memory:
     def _access(self, pasid: int, va: int, n: int, node: int | None) -> tuple[BufferObject, int]:
         """The BO and offset of an `n`-byte access by the host (node None) or GPU `node`,
         with the checks of `host_view` / `gpu_view`."""
+        # The words every packet touches (signals, queue indices) were found before: the
+        # address space's VA cache gives the BO; range and access are checked here.
+        vm = self.vms.get(pasid)
+        if vm is not None:
+            bo = vm._hits.get(va)
+            if bo is not None:
+                off = va - bo.va
+                if off + n <= bo.size and (
+                    bo.host_access if node is None else node in bo.gpu_nodes
+                ):
+                    return bo, off
         bo, off = self._resolve(pasid, va, n)
         if node is None:
             if not bo.host_access:
@@ -552,10 +613,24 @@ class Memory:
             if not fns:
                 del self._watchers[(pasid, va)]
 
+    def watched(self) -> list[tuple[int, int]]:
+        """Every monitored (pasid, va): what a poller of stores made behind the model's back
+        (another OS process's plain stores to shared pages) must look at."""
+        return list(self._watchers)
+
     def notify(self, pasid: int, va: int, size: int = 8) -> None:
         """Tell whoever monitors [va, va+size) that it was stored to."""
         if not self._watchers:
             return
+        self._notify_one(pasid, va, size)
+        if self._imported:  # the same pages mapped by other processes: their watchers too
+            bo = self.find(pasid, va)
+            if bo is not None and bo.shared is not None:
+                for other in list(bo.shared):
+                    if other is not bo:
+                        self._notify_one(other.pasid, other.va + (va - bo.va), size)
+
+    def _notify_one(self, pasid: int, va: int, size: int) -> None:
         for a in range(va - va % 8, va + size, 8):
             fns = self._watchers.get((pasid, a))
             if fns:

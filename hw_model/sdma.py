@@ -200,7 +200,7 @@ class SdmaEngine:
         except MemoryFault as f:
             self._fault(q, f, "ring fetch")
             return
-        size = sp.packet_size(raw)
+        size = sp.packet_size(raw, 0, q.wptr - q.rptr)
         try:
             pkt = sp.decode(raw)
         except sp.UnknownPacket as e:
@@ -281,6 +281,11 @@ class SdmaEngine:
 
     def _poll(self, q: SdmaQueue, pkt: sp.PollRegmem) -> bool:
         """True when the poll is satisfied; else the queue waits for a store to the address."""
+        if not pkt.mem_poll:
+            # A register poll: ROCr's SDMA_PKT_HDP_FLUSH (BlitSdma on gfx9) is one, with func
+            # 0 (always). Registers are not modelled and memory is coherent without the HDP,
+            # so there is nothing to wait for.
+            return True
         mem = self.gpu.memory
         try:
             raw = mem.read(q.pasid, pkt.addr, 4, self.gpu.node)

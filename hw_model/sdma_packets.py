@@ -33,7 +33,9 @@ SDMA_ATOMIC_ADD64 = 47
 # 0 always, 1 <, 2 <=, 3 ==, 4 !=, 5 >=, 6 >. ROCr polls with 3 (IsEqual).
 POLL_FUNC_EQUAL = 3
 
-PACKET_SIZE = 32  # every SDMA_PKT_* ROCr writes is 8 dwords
+# The encoders here write every packet as 8 dwords (the largest, SDMA_PKT_ATOMIC), zero padded;
+# the engine fetches this much at a time.
+PACKET_SIZE = 32
 COUNT_BITS = 22  # COPY_LINEAR / CONSTANT_FILL count field on gfx9
 # SDMA_PKT_COPY_LINEAR::kMaxSize_: the most bytes one COPY_LINEAR moves on gfx9 (22-bit count)
 MAX_COPY_SIZE = 0x3FFFE0
@@ -231,12 +233,35 @@ class UnknownPacket(ValueError):
         self.sub_op = sub_op
 
 
-def packet_size(data: bytes | bytearray | memoryview, offset: int = 0) -> int:
-    """Bytes taken by the packet at `offset` (a NOP may be 4 bytes; the rest 32)."""
+# sizeof(SDMA_PKT_*) in ROCr's sdma_registers.h: the real runtime packs its packets tightly.
+PACKET_BYTES = {
+    SDMA_OP_COPY: 28,
+    SDMA_OP_CONST_FILL: 20,
+    SDMA_OP_FENCE: 16,
+    SDMA_OP_TRAP: 8,
+    SDMA_OP_POLL_REGMEM: 24,
+    SDMA_OP_ATOMIC: 32,
+    SDMA_OP_TIMESTAMP: 12,
+}
+
+
+def packet_size(
+    data: bytes | bytearray | memoryview, offset: int = 0, limit: int | None = None
+) -> int:
+    """Bytes taken by the packet at `offset`: a NOP's header says; the others have their
+    SDMA_PKT_* size, plus the zero dwords that follow within the fetched bytes and `limit`
+    (each a 1-dword NOP: the padding of this module's 8-dword encodings retires with its
+    packet, so a padded and a tight ring execute the same packets)."""
     dw0 = int.from_bytes(bytes(data[offset : offset + 4]), "little")
     if dw0 & 0xFF == SDMA_OP_NOP:
         return 4 * (1 + (dw0 >> 16 & 0x3FFF))
-    return PACKET_SIZE
+    n = PACKET_BYTES.get(dw0 & 0xFF, PACKET_SIZE)
+    end = min(offset + PACKET_SIZE, len(data))
+    if limit is not None:
+        end = min(end, offset + limit)
+    while offset + n + 4 <= end and not any(data[offset + n : offset + n + 4]):
+        n += 4
+    return n
 
 
 def decode(data: bytes | bytearray | memoryview, offset: int = 0) -> Packet:

@@ -48,14 +48,26 @@ def kfd_for(system: System) -> Kfd:
 
 
 def machine(
-    preset: str | None = None, spec: SystemSpec | None = None, system: System | None = None
+    preset: str | None = None,
+    spec: SystemSpec | None = None,
+    system: System | None = None,
+    trace: bool | None = None,
 ) -> Kfd:
-    """A fresh emulated machine (or an existing one) and its KFD."""
+    """A fresh emulated machine (or an existing one) and its KFD. `trace` True or False
+    turns the machine's trace on or off (a new machine's overrides `spec.trace`; an existing
+    machine has one trace for all its processes, so this switches it for all of them); None
+    leaves it as the spec has it (off unless asked for: it costs 10-25 % of a dispatch)."""
     if system is None:
         from hw_model.config import system_spec
         from hw_model.system import System
 
-        system = System(spec if spec is not None else system_spec(preset or "gfx900"))
+        if spec is None:
+            spec = system_spec(preset or "gfx900")
+        if trace is not None and spec.trace != trace:
+            spec = spec.model_copy(update={"trace": trace})
+        system = System(spec)
+    elif trace is not None:
+        system.tracer.enabled = trace
     return kfd_for(system)
 
 

@@ -75,6 +75,11 @@ LDS_APP_BASE_V9 = 0x1 << 48
 SCRATCH_APP_BASE_V9 = 0x2 << 48
 APERTURE_LIMIT_SPAN = 0xFFFFFFFF
 GPUVM_BASE = PAGE_SIZE
+# amdgpu gfx_v9_0.c: the tile tables' sizes (ARRAY_SIZE of gfx.config.tile_mode_array and
+# macrotile_mode_array) and Vega 10's GB_ADDR_CONFIG golden value (VEGA10_GB_ADDR_CONFIG_GOLDEN)
+GFX9_NUM_TILE_CONFIGS = 32
+GFX9_NUM_MACRO_TILE_CONFIGS = 16
+VEGA10_GB_ADDR_CONFIG_GOLDEN = 0x2A114042
 GPUVM_LIMIT = (1 << 47) - 1
 
 
@@ -119,7 +124,9 @@ def _hw_queue_state(q: Queue) -> dict | None:
 class KfdProcess:
     """One process that opened /dev/kfd (struct kfd_process)."""
 
-    def __init__(self, kfd: Kfd, pasid: int, name: str) -> None:
+    def __init__(
+        self, kfd: Kfd, pasid: int, name: str, backing: Callable[[int], object] | None = None
+    ) -> None:
         self.kfd = kfd
         self.system = kfd.system
         self.pasid = pasid
@@ -143,8 +150,23 @@ class KfdProcess:
         self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
         self._free_slots: list[int] = []  # signal-event slots freed by DESTROY_EVENT
         self._next_slot = 0  # slots at and above it were never handed out
+        # A process of the KFD service: every BO's bytes come from `backing(size)` (a view of a
+        # memfd the client maps too). None: private arrays, as in-process.
+        self.backing = backing
+        # The user pages a native client sent with this ioctl ([addr, bytearray] pairs):
+        # copy_from_user/copy_to_user use them first (its heap is in its own address space).
+        self.user_overlay: list[tuple[int, bytearray]] | None = None
+        # How WAIT_EVENTS sleeps: System.host_wait in-process; the service parks the caller
+        # instead so the other processes' requests go on (same signature and outcomes).
+        self.host_wait: Callable | None = None
         self.heap = self.memory.allocate(
-            pasid, USER_HEAP_VA, USER_HEAP_SIZE, MemKind.SYSTEM, 0, name="user heap"
+            pasid,
+            USER_HEAP_VA,
+            USER_HEAP_SIZE,
+            MemKind.SYSTEM,
+            0,
+            name="user heap",
+            backing=self._backing(USER_HEAP_SIZE),
         )
         self.doorbell_slot = kfd.alloc_doorbell_slot()
         self._handlers: dict[int, Callable] = {
@@ -170,7 +192,14 @@ class KfdProcess:
             io.AMDKFD_IOC_SET_SCRATCH_BACKING_VA: self._set_scratch_backing_va,
             io.AMDKFD_IOC_AVAILABLE_MEMORY: self._available_memory,
             io.AMDKFD_IOC_SET_XNACK_MODE: self._set_xnack_mode,
+            io.AMDKFD_IOC_IMPORT_DMABUF: self._import_dmabuf,
+            io.AMDKFD_IOC_GET_DMABUF_INFO: self._get_dmabuf_info,
+            io.AMDKFD_IOC_SET_TRAP_HANDLER: self._set_trap_handler,
+            io.AMDKFD_IOC_GET_TILE_CONFIG: self._get_tile_config,
         }
+        # gpu_id -> (tba_addr, tma_addr) of the trap handler ROCr installs (qpd->tba_addr/tma_addr)
+        self.trap_handlers: dict[int, tuple[int, int]] = {}
+        self.mmio_pages: dict[int, BufferObject] = {}  # gpu_id -> the HDP flush page BO
 
     # -- entry point -----------------------------------------------------------------------
     def ioctl(self, request: int, buf: bytearray) -> int:
@@ -208,8 +237,19 @@ class KfdProcess:
         ids = ", ".join(f"{g.gpu_id:#x}" for g in self.system.gpus)
         raise _err(errno.EINVAL, f"gpu_id {gpu_id:#x} is not a GPU of this system ({ids})")
 
+    def _backing(self, size: int):
+        return None if self.backing is None else self.backing(size)
+
+    def _overlay(self, ptr: int, n: int) -> tuple[bytearray, int] | None:
+        for addr, data in self.user_overlay or ():
+            if addr <= ptr and ptr + n <= addr + len(data):
+                return data, ptr - addr
+        return None
+
     def _user_read(self, ptr: int, n: int) -> bytes:
         """copy_from_user."""
+        if self.user_overlay and (hit := self._overlay(ptr, n)) is not None:
+            return bytes(hit[0][hit[1] : hit[1] + n])
         try:
             return self.memory.read(self.pasid, ptr, n)
         except Exception as e:
@@ -219,6 +259,9 @@ class KfdProcess:
 
     def _user_write(self, ptr: int, data: bytes) -> None:
         """copy_to_user."""
+        if self.user_overlay and (hit := self._overlay(ptr, len(data))) is not None:
+            hit[0][hit[1] : hit[1] + len(data)] = data
+            return
         try:
             self.memory.write(self.pasid, ptr, data)
         except Exception as e:
@@ -289,14 +332,42 @@ class KfdProcess:
             )
         a.xnack_enabled = 0
 
+    def _set_trap_handler(self, a: io.SetTrapHandlerArgs) -> None:
+        """kfd_ioctl_set_trap_handler: remember the trap handler's code (TBA) and memory (TMA)
+        addresses for the process's queues on gpu_id (kfd_process_set_trap_handler). The
+        emulated waves take no traps, so nothing runs there; ROCr installs one at start-up
+        (GpuAgent::BindTrapHandler) and asserts this succeeds."""
+        g = self._gpu(a.gpu_id)
+        self.trap_handlers[g.gpu_id] = (a.tba_addr, a.tma_addr)
+
+    def _get_tile_config(self, a: io.GetTileConfigArgs) -> None:
+        """kfd_ioctl_get_tile_config (amdgpu_amdkfd_get_tile_config): gfx9 keeps no tiling
+        tables (gfx_v9_0 leaves tile_mode_array/macrotile_mode_array zero), so the entries
+        copied out are zeros; the counts say how many the driver has."""
+        self._gpu(a.gpu_id)
+        n_tile, n_macro = GFX9_NUM_TILE_CONFIGS, GFX9_NUM_MACRO_TILE_CONFIGS
+        if a.num_tile_configs:
+            n = min(a.num_tile_configs, n_tile)
+            self._user_write(a.tile_config_ptr, bytes(4 * n))
+        if a.num_macro_tile_configs:
+            n = min(a.num_macro_tile_configs, n_macro)
+            self._user_write(a.macro_tile_config_ptr, bytes(4 * n))
+        a.num_tile_configs = n_tile
+        a.num_macro_tile_configs = n_macro
+        a.gb_addr_config = VEGA10_GB_ADDR_CONFIG_GOLDEN  # every preset reports Vega 10's
+        a.num_banks = 0  # MC_ARB_RAMCFG is not read on gfx9: amdgpu reports 0
+        a.num_ranks = 0
+
     def _available_memory(self, a: io.GetAvailableMemoryArgs) -> None:
         g = self._gpu(a.gpu_id)
         a.available = self.memory.capacity[g.node] - self.memory.used[g.node]
 
     def _get_clock_counters(self, a: io.GetClockCountersArgs) -> None:
-        g = self._gpu(a.gpu_id)
         now = self.system.host_now
-        a.gpu_clock_counter = g.timestamp(now)
+        # kfd_ioctl_get_clock_counters: a gpu_id that names no GPU (libhsakmt asks with the
+        # CPU node's 0) is a node without GPU resources: gpu_clock_counter 0, no error.
+        g = next((g for g in self.system.gpus if g.gpu_id == a.gpu_id), None)
+        a.gpu_clock_counter = 0 if g is None else g.timestamp(now)
         a.cpu_clock_counter = now // 1000  # rdtsc-like; the emulated TSC runs at 1 GHz
         a.system_clock_counter = now // 1000  # CLOCK_MONOTONIC_RAW in ns
         a.system_clock_freq = 1_000_000_000
@@ -345,7 +416,8 @@ class KfdProcess:
             kind, node = MemKind.VRAM, g.node
             host = bool(flags & AllocMemFlags.PUBLIC)
         elif domains == AllocMemFlags.MMIO_REMAP:
-            raise _err(errno.EINVAL, "MMIO_REMAP (HDP flush page) is not emulated")
+            self._alloc_mmio_remap(g, a)
+            return
         else:
             kind, node, host = MemKind.SYSTEM, 0, True
         try:
@@ -358,6 +430,7 @@ class KfdProcess:
                 coherent=bool(flags & (AllocMemFlags.COHERENT | AllocMemFlags.UNCACHED)),
                 host_access=host,
                 name=str(flags),
+                backing=self._backing(a.size),
             )
         except OutOfMemory as e:
             raise _err(errno.ENOMEM, f"out of memory: {e}") from None
@@ -367,11 +440,42 @@ class KfdProcess:
         a.mmap_offset = bo.handle << 12  # the DRM fake offset to mmap the BO at
         self.bos[a.handle] = bo
 
+    def _alloc_mmio_remap(self, g: Gpu, a: io.AllocMemoryOfGpuArgs) -> None:
+        """kfd_ioctl_alloc_memory_of_gpu, KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP: the page of
+        registers amdgpu remaps for user mode (rmmio_remap; its HDP_MEM_FLUSH_CNTL write flushes
+        the host data path). Memory here is coherent without HDP, so stores to the page are
+        accepted and have no effect."""
+        if a.size != PAGE_SIZE:
+            raise _err(
+                errno.EINVAL, f"MMIO_REMAP size {a.size} must be one page ({PAGE_SIZE} bytes)"
+            )
+        try:
+            bo = self.memory.allocate(
+                self.pasid,
+                a.va_addr,
+                PAGE_SIZE,
+                MemKind.MMIO,
+                g.node,
+                name="mmio remap (HDP flush)",
+                backing=self._backing(PAGE_SIZE),
+            )
+        except ValueError as e:
+            raise _err(errno.EINVAL, str(e)) from None
+        a.handle = (g.gpu_id << 32) | bo.handle
+        # kfd_chardev.c: mmap offset KFD_MMAP_TYPE_MMIO | KFD_MMAP_GPU_ID(gpu_id)
+        a.mmap_offset = KFD_MMAP_TYPE_MMIO | (g.gpu_id << KFD_MMAP_GPU_ID_SHIFT)
+        self.bos[a.handle] = bo
+        self.mmio_pages[g.gpu_id] = bo
+
     def _free_memory(self, a: io.FreeMemoryOfGpuArgs) -> None:
         bo = self._bo(a.handle)
         if bo.kind == MemKind.DOORBELL:
             del self.bos[a.handle]
             return
+        if bo.kind == MemKind.MMIO:
+            for gpu_id, page in list(self.mmio_pages.items()):
+                if page is bo:
+                    del self.mmio_pages[gpu_id]
         if bo.gpu_nodes:
             raise _err(
                 errno.EBUSY,
@@ -407,13 +511,63 @@ class KfdProcess:
         for g in self._device_ids(a.device_ids_array_ptr, a.n_devices):
             bo.gpu_nodes.discard(g.node)
 
+    # -- dma-buf sharing (IPC memory) -------------------------------------------------------
+    def prime_export(self, handle: int) -> int:
+        """DRM_IOCTL_PRIME_HANDLE_TO_FD on the render node (amdgpu_gem_prime_export): a dma-buf
+        of BO `handle` that another process imports with AMDKFD_IOC_IMPORT_DMABUF. The fd
+        number is the KFD's: as if the fd had been passed to the importer over a socket."""
+        bo = self._bo(handle)
+        if bo.kind not in (MemKind.SYSTEM, MemKind.VRAM):
+            raise _err(errno.EINVAL, f"BO {handle:#x} ({bo.kind.name}) cannot be exported")
+        return self.kfd.export_dmabuf(bo)
+
+    def _dmabuf(self, fd: int) -> BufferObject:
+        bo = self.kfd.dmabufs.get(fd)
+        if bo is None or bo.handle not in self.memory.bos:
+            raise _err(
+                errno.EINVAL,
+                f"dmabuf_fd {fd} is not a dma-buf of an amdgpu BO: export one first "
+                "(hsa_amd_ipc_memory_create / DRM_IOCTL_PRIME_HANDLE_TO_FD)",
+            )
+        return bo
+
+    def _import_dmabuf(self, a: io.ImportDmabufArgs) -> None:
+        """kfd_ioctl_import_dmabuf -> amdgpu_amdkfd_gpuvm_import_dmabuf: the exporter's pages
+        become a BO of this process at va_addr (not yet mapped to any GPU)."""
+        g = self._gpu(a.gpu_id)
+        src = self._dmabuf(a.dmabuf_fd)
+        if g.gpu_id not in self.acquired:
+            raise _err(errno.EINVAL, f"no VM acquired on gpu_id {g.gpu_id:#x}")
+        try:
+            bo = self.memory.alias(self.pasid, a.va_addr, src, name=f"import of {src.name}")
+        except ValueError as e:
+            raise _err(errno.EINVAL, f"va_addr {a.va_addr:#x}: {e}") from None
+        a.handle = (g.gpu_id << 32) | bo.handle
+        self.bos[a.handle] = bo
+
+    def _get_dmabuf_info(self, a: io.GetDmabufInfoArgs) -> None:
+        """kfd_ioctl_get_dmabuf_info: size, GPU and allocation flags of a dma-buf (no metadata)."""
+        src = self._dmabuf(a.dmabuf_fd)
+        g = self.system.gpus[0] if src.node == 0 else self.system.gpu_by_node(src.node)
+        a.size = src.size
+        a.gpu_id = g.gpu_id
+        kind = AllocMemFlags.VRAM if src.kind == MemKind.VRAM else AllocMemFlags.GTT
+        a.flags = int(kind | (AllocMemFlags.COHERENT if src.coherent else 0))
+        a.metadata_size = 0
+
     # -- doorbells -------------------------------------------------------------------------
     def _doorbell_frame(self, g: Gpu) -> BufferObject:
         bo = self.doorbell_frames.get(g.gpu_id)
         if bo is None:
             va = self.kfd.doorbell_va(self.doorbell_slot, g)
             bo = self.memory.allocate(
-                self.pasid, va, DOORBELL_FRAME_SIZE, MemKind.DOORBELL, g.node, name="doorbells"
+                self.pasid,
+                va,
+                DOORBELL_FRAME_SIZE,
+                MemKind.DOORBELL,
+                g.node,
+                name="doorbells",
+                backing=self._backing(DOORBELL_FRAME_SIZE),
             )
             first = self.doorbell_slot * (DOORBELL_FRAME_SIZE // g.spec.doorbell_size)
             g.map_doorbell_page(bo, first)
@@ -431,6 +585,16 @@ class KfdProcess:
             if self.event_page is None:
                 raise _err(errno.EINVAL, "no event page: create a signal event first")
             bo = self.event_page
+        elif kind == KFD_MMAP_TYPE_MMIO and offset & KFD_MMAP_GPU_ID_MASK:
+            # kfd_mmio_mmap: the MMIO_REMAP page of gpu_id (BO offsets never reach bit 46)
+            gpu_id = (offset & KFD_MMAP_GPU_ID_MASK) >> KFD_MMAP_GPU_ID_SHIFT
+            bo = self.mmio_pages.get(self._gpu(gpu_id).gpu_id)
+            if bo is None:
+                raise _err(
+                    errno.EINVAL,
+                    f"no MMIO_REMAP page on gpu_id {gpu_id:#x}: allocate it with "
+                    "KFD_IOC_ALLOC_MEM_FLAGS_MMIO_REMAP first",
+                )
         else:
             handle = offset >> 12
             bo = self.memory.bos.get(handle)
@@ -679,20 +843,22 @@ class KfdProcess:
 
     # -- events ----------------------------------------------------------------------------
     def _create_event(self, a: io.CreateEventArgs) -> None:
+        # kfd_ioctl_create_event sets the event page from event_page_offset whatever the
+        # event's type (libhsakmt passes it with its first event, which may be a memory event)
+        if a.event_page_offset:
+            if self.event_page is not None:
+                raise _err(errno.EINVAL, "the event page is already set for this process")
+            bo = self._bo(a.event_page_offset)
+            if bo.size < EVENT_PAGE_SIZE:
+                raise _err(
+                    errno.EINVAL,
+                    f"event page BO of {bo.size} bytes is smaller "
+                    f"than KFD_SIGNAL_EVENT_LIMIT * 8 = {EVENT_PAGE_SIZE}",
+                )
+            self.event_page = bo
+            bo.data[:EVENT_PAGE_SIZE] = 0xFF  # every slot UNSIGNALED
         if a.event_type == io.KFD_IOC_EVENT_SIGNAL:
-            if a.event_page_offset:
-                if self.event_page is not None:
-                    raise _err(errno.EINVAL, "the event page is already set for this process")
-                bo = self._bo(a.event_page_offset)
-                if bo.size < EVENT_PAGE_SIZE:
-                    raise _err(
-                        errno.EINVAL,
-                        f"event page BO of {bo.size} bytes is smaller "
-                        f"than KFD_SIGNAL_EVENT_LIMIT * 8 = {EVENT_PAGE_SIZE}",
-                    )
-                self.event_page = bo
-                bo.data[:EVENT_PAGE_SIZE] = 0xFF  # every slot UNSIGNALED
-            elif self.event_page is None:
+            if self.event_page is None:
                 raise _err(
                     errno.EINVAL,
                     "no event page: pass the handle of a GTT BO of "
@@ -818,7 +984,8 @@ class KfdProcess:
                 self.system.host_advance(0)
                 outcome = WaitOutcome.SATISFIED if done() else WaitOutcome.TIMEOUT
             else:
-                outcome = self.system.host_wait(done, timeout, self.system.spec.host.wakeup_ps)
+                wait = self.host_wait or self.system.host_wait
+                outcome = wait(done, timeout, self.system.spec.host.wakeup_ps)
         finally:
             for ev in events:
                 ev.waiters -= 1
@@ -1006,18 +1173,32 @@ class Kfd:
         self._doorbell_slots: set[int] = set()
         self._free_doorbell_slots: list[int] = []  # min-heap of released process slots
         self.sysfs = render(system)
+        # Exported dma-bufs (prime_export): KFD-wide fd number -> the BO whose pages they carry
+        self.dmabufs: dict[int, BufferObject] = {}
+        self._next_dmabuf = 0x100  # above the fds a process has open at start (guess)
         system.register_interrupt_handler(self._interrupt)
 
-    def open(self, name: str = "") -> KfdProcess:
+    def open(self, name: str = "", backing: Callable[[int], object] | None = None) -> KfdProcess:
         pasid = self._next_pasid
         self._next_pasid += 1
-        p = KfdProcess(self, pasid, name or f"process {pasid:#x}")
+        p = KfdProcess(self, pasid, name or f"process {pasid:#x}", backing)
         self.processes[pasid] = p
         self.note_runlist_change()
         return p
 
+    def export_dmabuf(self, bo: BufferObject) -> int:
+        for fd, other in self.dmabufs.items():
+            if other is bo:
+                return fd
+        fd = self._next_dmabuf
+        self._next_dmabuf += 1
+        self.dmabufs[fd] = bo
+        return fd
+
     def release(self, p: KfdProcess) -> None:
         self.processes.pop(p.pasid, None)
+        # the exporter's fds close with it (imports keep the pages: they share the array)
+        self.dmabufs = {fd: bo for fd, bo in self.dmabufs.items() if bo.pasid != p.pasid}
         if p.doorbell_slot in self._doorbell_slots:
             self._doorbell_slots.discard(p.doorbell_slot)
             heapq.heappush(self._free_doorbell_slots, p.doorbell_slot)

@@ -21,6 +21,11 @@ HEAP_TYPE_SYSTEM = 0
 HEAP_TYPE_FB_PUBLIC = 1
 HEAP_TYPE_FB_PRIVATE = 2
 VENDOR_AMD = 0x1002
+# HSA_CACHE_TYPE_* bits (kfd_topology.h), set from the CRAT cache flags by kfd_crat.c
+# kfd_parse_subtype_cache: a GPU's L2 is a data cache of the HSA compute units. ROCr keeps only
+# caches with HSACU set and Instruction clear (GpuAgent::InitCacheList) and asserts one exists.
+CACHE_TYPE_DATA = 0x1
+CACHE_TYPE_HSACU = 0x8
 CPU_CORES = 16  # the emulated host CPU (guess: a typical workstation)
 
 
@@ -170,7 +175,7 @@ def render(system: System) -> dict[str, str]:
                 "cache_lines_per_tag": 1,
                 "association": 16,
                 "latency": 0,
-                "type": 1,
+                "type": CACHE_TYPE_DATA | CACHE_TYPE_HSACU,
                 "sibling_map": 1,
             }
         )

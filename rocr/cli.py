@@ -15,14 +15,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
+import rocr  # its names load on first use: `hsaemu --help` loads neither numpy nor pydantic
+from hw_model.default_preset import DEFAULT_PRESET
 
-import rocr
-from hw_model import aql
-from hw_model.config import DEFAULT_PRESET, PRESETS, GpuSpec
-from roct.thunk import QUEUE_PRIORITY_MAP
+if TYPE_CHECKING:
+    from hw_model.config import GpuSpec
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable, str]] = {}
 
@@ -87,6 +86,13 @@ def check_range(
         raise CliError(f"{flag} must be at most {high} (got {value})" + (f": {why}" if why else ""))
 
 
+def _presets() -> dict[str, GpuSpec]:
+    """The GPU presets (pydantic specs: imported by the commands that use them)."""
+    from hw_model.config import PRESETS
+
+    return PRESETS
+
+
 def resolve_preset(preset: str | None) -> str:
     """One rule for every subcommand: --preset, else $HSAEMU_PRESET, else gfx900 (the
     runtime's default, as `rocr.init()` picks it)."""
@@ -95,9 +101,10 @@ def resolve_preset(preset: str | None) -> str:
     env = os.environ.get("HSAEMU_PRESET", "")
     if not env:
         return DEFAULT_PRESET
-    if env not in PRESETS:
+    if env not in _presets():
         raise CliError(
-            f"HSAEMU_PRESET={env!r} is not a GPU preset; choose one of {', '.join(sorted(PRESETS))}"
+            f"HSAEMU_PRESET={env!r} is not a GPU preset; "
+            f"choose one of {', '.join(sorted(_presets()))}"
         )
     return env
 
@@ -106,7 +113,7 @@ def _add_preset(p: argparse.ArgumentParser, what: str = "GPU preset") -> None:
     p.add_argument(
         "--preset",
         default=None,
-        choices=sorted(PRESETS),
+        choices=sorted(_presets()),
         help=f"{what} (default: $HSAEMU_PRESET if set, else {DEFAULT_PRESET})",
     )
 
@@ -260,6 +267,9 @@ def _demo_setup(p: argparse.ArgumentParser) -> None:
 @command("demo", "narrated kernel launch through every layer")
 @arguments(_demo_setup)
 def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hw_model import aql
     from hw_model.config import system_spec
 
     spec = system_spec(args.preset)
@@ -280,7 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return demo_kernel.run(args, Narrator, CliError)
     wall = time.perf_counter()
     n = args.n
-    rt = rocr.init(preset=args.preset)
+    rt = rocr.init(preset=args.preset, trace=True)  # the narration reads the trace
     nar = Narrator(rt.system)
     gpu = rt.gpus[0]
     nar.say(
@@ -512,10 +522,19 @@ def _run_as_main(command: list[str], hook: Callable[[Any], None]) -> int:
     sys.argv = list(command)
     sys.path.insert(0, str(sp.absolute() if sp.is_dir() else sp.absolute().parent))
     runtime.INIT_HOOKS.append(hook)
+    # The script's machines are traced (its reports and the live view read the trace), as
+    # rocprofv3 turns tracing on for the process it runs; an explicit rocr.init(trace=False)
+    # still wins. Set in the environment, so processes the script starts trace too.
+    saved_trace = os.environ.get(runtime.TRACE_ENV)
+    os.environ[runtime.TRACE_ENV] = "1"
     try:
         return _run_script(script)
     finally:
         runtime.INIT_HOOKS.remove(hook)
+        if saved_trace is None:
+            os.environ.pop(runtime.TRACE_ENV, None)
+        else:
+            os.environ[runtime.TRACE_ENV] = saved_trace
         sys.argv = saved_argv
         sys.path[:] = saved_path
 
@@ -691,7 +710,7 @@ def cmd_occupancy(args: argparse.Namespace) -> int:
     # module besides the format modules that rocr imports; the dispatcher uses the same rules.
     from hw_model.occupancy import format_occupancy, occupancy
 
-    spec = PRESETS[args.preset]
+    spec = _presets()[args.preset]
     max_scratch = MAX_WAVE_SCRATCH // spec.wavefront_size
     check_range(
         "--scratch",
@@ -746,7 +765,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
         blob = Path(args.file).read_bytes()
     except OSError as e:
         raise CliError(f"cannot read {args.file}: {e.strerror or e}") from None
-    spec = PRESETS[args.preset]
+    spec = _presets()[args.preset]
     if blob.startswith(elf.OFFLOAD_BUNDLE_MAGIC):
         blob = unbundle(blob, spec.name)
     if not blob.startswith(elf.ELF_MAGIC):
@@ -998,15 +1017,24 @@ def _hws_setup(p: argparse.ArgumentParser) -> None:
         "--priorities",
         metavar="P[,P...]",
         help="KFD queue priorities (0..15), one per queue of a process or cycled over them, "
-        f"e.g. 15,7,0; libhsakmt can ask for {', '.join(map(str, _KFD_PRIORITIES))} "
+        f"e.g. 15,7,0; libhsakmt can ask for {', '.join(map(str, _kfd_priorities()))} "
         "(default 7, NORMAL, for every queue)",
     )
 
 
-# libhsakmt queues.c priority_map: HSA_QUEUE_PRIORITY (-3..3) -> KFD queue priority (0..15).
-# Inverted, because the scheduler and the runlist speak KFD priorities.
-_KFD_PRIORITIES = sorted(QUEUE_PRIORITY_MAP.values())
-_HSA_PRIORITY_OF = {kfd: hsa for hsa, kfd in QUEUE_PRIORITY_MAP.items()}
+def _kfd_priorities() -> list[int]:
+    """libhsakmt queues.c priority_map's KFD queue priorities (0..15), in order."""
+    from roct.thunk import QUEUE_PRIORITY_MAP
+
+    return sorted(QUEUE_PRIORITY_MAP.values())
+
+
+def _hsa_priority_of() -> dict[int, int]:
+    """libhsakmt queues.c priority_map: HSA_QUEUE_PRIORITY (-3..3) -> KFD queue priority,
+    inverted, because the scheduler and the runlist speak KFD priorities."""
+    from roct.thunk import QUEUE_PRIORITY_MAP
+
+    return {kfd: hsa for hsa, kfd in QUEUE_PRIORITY_MAP.items()}
 
 
 def parse_priorities(text: str, queues: int) -> list[int]:
@@ -1028,19 +1056,21 @@ def parse_priorities(text: str, queues: int) -> list[int]:
                 f"--priorities {text}: {v} is outside 0..{KFD_MAX_QUEUE_PRIORITY} "
                 "(KFD_MAX_QUEUE_PRIORITY)"
             )
-        if v not in _HSA_PRIORITY_OF:
+        if v not in _hsa_priority_of():
             raise CliError(
                 f"--priorities {text}: KFD priority {v} cannot be asked for through "
-                f"hsaKmtCreateQueue; use one of {', '.join(map(str, _KFD_PRIORITIES))} "
+                f"hsaKmtCreateQueue; use one of {', '.join(map(str, _kfd_priorities()))} "
                 "(libhsakmt priority_map of HSA_QUEUE_PRIORITY -3..3)"
             )
-    return [_HSA_PRIORITY_OF[v] for v in values]
+    return [_hsa_priority_of()[v] for v in values]
 
 
 @command("hws", "watch the HW queue scheduler map, swap and unmap oversubscribed queues")
 @arguments(_hws_setup)
 def cmd_hws(args: argparse.Namespace) -> int:
     import json
+
+    import numpy as np
 
     from hw_model.config import system_spec
     from hw_model.scheduler import SCHEDULER_POLICIES
@@ -1078,7 +1108,7 @@ def cmd_hws(args: argparse.Namespace) -> int:
         priorities = parse_priorities(args.priorities, args.queues)
     # Room for every kernel of a queue at once (ROCr rings are powers of two).
     ring = max(gpu0.queue_min_packets, 1 << args.kernels.bit_length())
-    first = rocr.init(spec=spec0)
+    first = rocr.init(spec=spec0, trace=True)  # the HWS timeline is read from the trace
     sched = first.system.gpus[0].scheduler
     sched.set_policy(SCHEDULER_POLICIES[args.policy]())
     rts = [first] + [rocr.init(system=first.system) for _ in range(args.processes - 1)]
@@ -1209,6 +1239,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if any(r["status"] != "ok" for r in res.rows) else 0
 
 
+# -- exec ------------------------------------------------------------------------------------
+
+
+def _exec_setup(p: argparse.ArgumentParser) -> None:
+    _add_preset(p, "GPU preset of a service started here")
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="join the KFD service listening at PATH (`hsaemu kfd --socket PATH`), or start "
+        "one there; default: start one on a temporary socket, stopped at the end",
+    )
+    p.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ...",
+        help="the program to run on the emulated GPU, e.g. -- rocminfo",
+    )
+
+
+@command("exec", "run an unmodified ROCm program (rocminfo, an hsa.h program) on the emulated KFD")
+@arguments(_exec_setup)
+def cmd_exec(args: argparse.Namespace) -> int:
+    from rocr.real_rocm import ExecError, run
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CliError("COMMAND is missing: hsaemu exec [--preset P] -- COMMAND ...")
+    try:
+        return run(command, args.preset, args.socket)
+    except ExecError as e:
+        print(f"hsaemu exec: {e}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+
+
 def version() -> str:
     """The installed hsaemu's version, else the source tree's pyproject.toml."""
     from importlib.metadata import PackageNotFoundError
@@ -1226,6 +1292,79 @@ def version() -> str:
             return "unknown"
 
 
+# -- kfd: the KFD as a service -----------------------------------------------------------------
+
+
+def _kfd_setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--socket", required=True, metavar="PATH", help="Unix socket to serve on (mode 0600)"
+    )
+    _add_preset(p, "GPU preset of the machine")
+    p.add_argument(
+        "--idle-lease-ms",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="a client silent this long (wall ms) stops holding the device clock back (default 50)",
+    )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="record the machine's trace (clients write it with SocketTransport.write_reports)",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print the STATUS of the service already running at --socket, as JSON, and exit",
+    )
+
+
+@command("kfd", "the KFD as a daemon on a Unix socket that OS processes share (HSAEMU_KFD)")
+@arguments(_kfd_setup)
+def cmd_kfd(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    if args.status:
+        from rock_emu.service import peek_status
+
+        try:
+            print(json.dumps(peek_status(args.socket), indent=1))
+        except OSError as e:
+            raise CliError(f"--socket {args.socket}: {e.strerror or e}") from None
+        return 0
+    if not 0 < args.idle_lease_ms <= 3_600_000:
+        raise CliError(f"--idle-lease-ms {args.idle_lease_ms}: use 0 < MS <= 3600000 (one hour)")
+    parent = os.path.dirname(os.path.abspath(args.socket))
+    if not os.path.isdir(parent):
+        raise CliError(f"--socket {args.socket}: directory {parent} does not exist")
+    if os.path.exists(args.socket) and not os.path.isdir(args.socket):
+        import stat
+
+        if not stat.S_ISSOCK(os.lstat(args.socket).st_mode):
+            raise CliError(f"--socket {args.socket}: exists and is not a socket")
+    from rock_emu.service import KfdService
+
+    logging.basicConfig(level=logging.INFO, format="hsaemu kfd: %(message)s")
+    svc = KfdService(
+        args.socket,
+        preset=args.preset,
+        idle_lease_ms=args.idle_lease_ms,
+        trace=True if args.trace else None,
+    )
+    try:
+        svc.bind()
+    except OSError as e:
+        raise CliError(f"--socket {args.socket}: cannot listen: {e.strerror or e}") from None
+    print(
+        f"hsaemu kfd: {args.preset} on unix:{args.socket} (clients: HSAEMU_KFD=unix:{args.socket})",
+        file=sys.stderr,
+        flush=True,
+    )
+    svc.serve_forever()
+    return 0
+
+
 EPILOG = (
     f"Every command with --preset defaults to $HSAEMU_PRESET if set, else {DEFAULT_PRESET} "
     "(as rocr.init() does). A bad argument is one error line and exit status 2; an HSA error "
@@ -1234,12 +1373,28 @@ EPILOG = (
 )
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked for (importlib.metadata is not free)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="hsaemu", description=__doc__.splitlines()[0], epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    # Only the subcommands named on the command line get their arguments: setting one up may
+    # import what its choices come from (presets, policies), which `hsaemu --help` skips.
+    words = set(sys.argv[1:] if argv is None else argv)
     for name, (_, setup, help_) in COMMANDS.items():
-        setup(sub.add_parser(name, help=help_, description=help_, epilog=EPILOG))
+        p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG)
+        if name in words:
+            setup(p)
     cmd = "hsaemu"
     try:
         try:

@@ -46,6 +46,15 @@ KERNARG_CHUNK = 1 << 20  # kernarg arena per chunk (ROCr sub-allocates kernargs 
 # machine a script creates. A hook must not keep what it is given past its own run.
 INIT_HOOKS: list[Callable[[Runtime], None]] = []
 KERNARG_ALIGN = 64
+
+
+class _TraceAlways:
+    """The trace switch of a transport that has none: every marker goes to it."""
+
+    enabled = True
+
+
+_TRACE_ALWAYS = _TraceAlways()
 _DISPATCH_FIELDS = tuple(name for name, _ in aql.KernelDispatchPacket.LAYOUT)
 _DISPATCH_STRUCT = aql.KernelDispatchPacket.STRUCT
 
@@ -132,13 +141,20 @@ class Runtime:
         spec: Any = None,
         name: str = "",
         transport: Any = None,
+        trace: bool | None = None,
     ) -> None:
+        trace = trace_choice(trace)
+        kfd = os.environ.get("HSAEMU_KFD", "")
+        if transport is None and system is None and spec is None and kfd:
+            transport = _service_transport(kfd, name)
         if transport is None:
             if system is None and preset is None and spec is None:
                 preset = os.environ.get("HSAEMU_PRESET", "gfx900")
-            transport = InProcess(system=system, preset=preset, spec=spec, name=name)
+            transport = InProcess(system=system, preset=preset, spec=spec, name=name, trace=trace)
         self.transport = transport
         self.system = getattr(transport, "system", None)  # opaque: for inspection only
+        self._trace_switch = getattr(transport, "trace_switch", _TRACE_ALWAYS)
+        self._host_costs: dict[str, int] = {}
         try:
             self.thunk = Thunk(transport)
         except HsaKmtError as e:
@@ -229,10 +245,21 @@ class Runtime:
 
     # -- host time / trace -----------------------------------------------------------------
     def host_cost(self, name: str) -> int:
-        return self.thunk.host_cost(name)
+        # A machine's host costs are fixed (its spec is frozen): asked twice per dispatch.
+        cost = self._host_costs.get(name)
+        if cost is None:
+            cost = self._host_costs[name] = self.thunk.host_cost(name)
+        return cost
 
     def trace(self, track: str, name: str, **args: object) -> None:
-        self.thunk.trace(track, name, **args)
+        if self._trace_switch.enabled:
+            self.thunk.trace(track, name, **args)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether trace markers are recorded (rocr.init(trace=...)): callers on hot paths
+        check it before building a marker's arguments."""
+        return self._trace_switch.enabled
 
     @property
     def now_ns(self) -> float:
@@ -414,12 +441,26 @@ class Runtime:
 
     # -- signals ---------------------------------------------------------------------------
     def create_signal(
-        self, initial: int = 0, *, interrupt: bool = True, _internal: bool = False
+        self,
+        initial: int = 0,
+        *,
+        interrupt: bool = True,
+        ipc: bool = False,
+        _internal: bool = False,
     ) -> Signal:
-        """hsa_signal_create (interrupt=True: backed by a KFD event, as ROCr's default)."""
+        """hsa_signal_create (interrupt=True: backed by a KFD event, as ROCr's default).
+        ipc=True: hsa_amd_signal_create with HSA_AMD_SIGNAL_IPC, a busy-wait signal that
+        other processes can attach to (ipc_signal_create)."""
         initial = as_signal_value(initial, "initial")
         interrupt = as_bool(interrupt, "interrupt")
         self._check()
+        if as_bool(ipc, "ipc"):
+            from rocr.ipc import create_ipc_signal
+
+            sig = create_ipc_signal(self, initial)
+            self._signals.add(sig)
+            self.trace("rocr", "hsa_amd_signal_create", signal=hex(sig.handle), ipc=True)
+            return sig
         event = None
         if interrupt:
             try:
@@ -436,6 +477,23 @@ class Runtime:
                 initial=initial,
                 interrupt=interrupt,
             )
+        return sig
+
+    def ipc_signal_create(self, signal: Signal) -> bytes:
+        """hsa_amd_ipc_signal_create: a 32-byte handle of an IPC signal for another process."""
+        from rocr.ipc import ipc_signal_create
+
+        self._check()
+        return ipc_signal_create(self, signal)
+
+    def ipc_signal_attach(self, handle: bytes) -> Signal:
+        """hsa_amd_ipc_signal_attach: a signal of this process over another's IPC signal."""
+        from rocr.ipc import ipc_signal_attach
+
+        self._check()
+        sig = ipc_signal_attach(self, handle)
+        self._signals.add(sig)
+        self.trace("rocr", "hsa_amd_ipc_signal_attach", signal=hex(sig.handle))
         return sig
 
     def signal(self, handle: int) -> Signal:
@@ -707,7 +765,8 @@ class Runtime:
         )
         # Opens the dispatch's trace flow: the ioctls a new completion signal or kernarg chunk
         # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
-        self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
+        if self._trace_switch.enabled:
+            self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
         owns = completion is None
         sig = completion if completion is not None else self._completion_signal()
         f["completion_signal"] = sig.handle
@@ -1075,6 +1134,23 @@ class _KernargChunk:
         return all(q.destroyed or q.load_read_index() > i for q, i in self.users.items())
 
 
+def _service_transport(kfd: str, name: str) -> Any:
+    """HSAEMU_KFD=unix:PATH: this process opens the KFD of a service (hsaemu kfd) instead of
+    a machine of its own; the service's preset decides the GPU."""
+    if not kfd.startswith("unix:") or len(kfd) == len("unix:"):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"HSAEMU_KFD={kfd!r}: use unix:PATH, the socket of `hsaemu kfd --socket PATH`",
+        )
+    from rock_emu.ioctl import KfdError
+    from roct.socket_transport import SocketTransport
+
+    try:
+        return SocketTransport(kfd, name=name)
+    except KfdError as e:
+        raise HsaError(Status.ERROR, f"hsa_init: HSAEMU_KFD={kfd}: {e.message}") from None
+
+
 def _async_thread_woke(event: HsaEvent) -> None:
     """The async events thread's wait returned; the thunk stored the fault in the event.
     VMFaultHandler runs at the process's next call (Runtime.poll_async): user callbacks must
@@ -1088,7 +1164,38 @@ def init(
     spec: Any = None,
     name: str = "",
     transport: Any = None,
+    trace: bool | None = None,
 ) -> Runtime:
     """hsa_init. `preset` picks a GPU (default gfx900, or $HSAEMU_PRESET); `system=` attaches
-    to an existing machine as another process."""
-    return Runtime(preset=preset, system=system, spec=spec, name=name, transport=transport)
+    to an existing machine as another process. `trace=True` records the machine's timeline
+    in `rt.system.tracer` (what `hsaemu demo` narrates and `hsaemu trace` writes); by default
+    a machine is untraced, as it costs 10-25 % of a dispatch. None: $HSAEMU_TRACE (1 or 0)
+    if set, else the spec's `trace` for a new machine and the machine's own for `system=`."""
+    return Runtime(
+        preset=preset, system=system, spec=spec, name=name, transport=transport, trace=trace
+    )
+
+
+TRACE_ENV = "HSAEMU_TRACE"
+_TRACE_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+_TRACE_WORDS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def trace_choice(trace: object) -> bool | None:
+    """rocr.init's `trace`, checked; None falls back to $HSAEMU_TRACE, then to None (the
+    machine decides)."""
+    if trace is not None and not isinstance(trace, bool):
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT, f"trace={trace!r}: must be True, False or None"
+        )
+    if trace is None:
+        env = os.environ.get(TRACE_ENV)
+        if env is not None and env.strip():
+            word = _TRACE_WORDS.get(env.strip().lower())
+            if word is None:
+                raise HsaError(
+                    Status.ERROR_INVALID_ARGUMENT,
+                    f"{TRACE_ENV}={env!r}: must be 1 or 0 (true/false, yes/no, on/off)",
+                )
+            return word
+    return trace

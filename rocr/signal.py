@@ -103,15 +103,28 @@ class SignalPool:
 class Signal:
     """hsa_signal_t. `handle` is the address of the signal's amd_signal_t."""
 
-    def __init__(self, rt: Runtime, initial: int, event: HsaEvent | None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        initial: int,
+        event: HsaEvent | None,
+        *,
+        slot: tuple[object, int] | None = None,
+        attach: bool = False,
+    ) -> None:
+        """`slot` (mapping, offset): an amd_signal_t of its own page instead of the pool's (IPC
+        signals); `attach`: it already holds a live signal of another process, keep it."""
         self.rt = rt
-        self._map, self._off = rt.signal_pool.take()
+        self._pooled = slot is None
+        self._map, self._off = rt.signal_pool.take() if slot is None else slot
         self.handle: int = self._map.address + self._off
         self.event = event
+        self.ipc = not self._pooled
         m = self._map
-        m.array[self._off : self._off + AMD_SIGNAL_SIZE] = 0
-        m.store_i64(self._off + AMD_SIGNAL_KIND_OFFSET, AmdSignalKind.USER)
-        m.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, initial)
+        if not attach:
+            m.array[self._off : self._off + AMD_SIGNAL_SIZE] = 0
+            m.store_i64(self._off + AMD_SIGNAL_KIND_OFFSET, AmdSignalKind.USER)
+            m.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, initial)
         if event is not None:
             m.store_u64(self._off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET, event.HWData2)
             m.store_u64(self._off + AMD_SIGNAL_EVENT_ID_OFFSET, event.EventId)
@@ -246,18 +259,21 @@ class Signal:
         start = th.host_now()
         deadline = None if timeout_ns is None else start + timeout_ns * 1000
         spin_end = start + SPIN_BEFORE_SLEEP_PS
-        rt.trace(
-            "rocr",
-            "hsa_signal_wait_scacquire",
-            signal=hex(self.handle),
-            condition=cond.name,
-            compare=compare_value,
-        )
+        tracing = rt._trace_switch.enabled
+        if tracing:
+            rt.trace(
+                "rocr",
+                "hsa_signal_wait_scacquire",
+                signal=hex(self.handle),
+                condition=cond.name,
+                compare=compare_value,
+            )
         while True:
             value = self.load()
             rt.poll_async()
             if cond.test(value, compare_value):
-                rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
+                if tracing:
+                    rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
                 return value
             now = th.host_now()
             if deadline is not None and now >= deadline:
@@ -318,7 +334,8 @@ class Signal:
             return
         if self.event is not None:
             self.rt.thunk.destroy_event(self.event)
-        self.rt.signal_pool.give(self._map, self._off)
+        if self._pooled:  # an IPC signal's page stays mapped until the process exits
+            self.rt.signal_pool.give(self._map, self._off)
         self.rt._signals.discard(self)
         self.destroyed = True
 

@@ -450,6 +450,31 @@ class Thunk:
             raise HsaKmtError(HsaKmtStatus.ERROR, f"mapped on {r.n_success} of {n} GPUs")
         a.mapped_nodes.update(todo)
 
+    def share_memory(self, address: int) -> tuple[int, int]:
+        """hsaKmtShareMemory: (dma-buf fd, size) of the allocation at `address`, for another
+        process to register (the dma-buf comes from the render node's PRIME export)."""
+        a = self._alloc(address)
+        export = getattr(self.transport, "prime_export", None)
+        if export is None:
+            raise HsaKmtError(HsaKmtStatus.NOT_SUPPORTED, "this transport cannot export memory")
+        try:
+            return int(export(a.handle)), a.size
+        except KfdError as e:
+            raise HsaKmtError(HsaKmtStatus.ERROR, f"dma-buf export failed: {e}", e.errno) from e
+
+    def register_shared(self, dmabuf_fd: int, size: int) -> Allocation:
+        """hsaKmtRegisterSharedHandle: AMDKFD_IOC_IMPORT_DMABUF of another process's dma-buf at
+        a VA of this one, mapped for the host (not yet for the GPUs)."""
+        va = self._reserve_va(size)
+        r = self._ioctl(
+            io.AMDKFD_IOC_IMPORT_DMABUF,
+            io.ImportDmabufArgs(va_addr=va, gpu_id=self._any_gpu_id(), dmabuf_fd=dmabuf_fd),
+        )
+        mapping = self.transport.mmap((r.handle & 0xFFFF_FFFF) << 12, size)
+        alloc = Allocation(va, size, r.handle, 0, False, mapping)
+        self.allocations[va] = alloc
+        return alloc
+
     def unmap_memory_to_gpu(self, address: int, nodes: list[int] | None = None) -> None:
         a = self._alloc(address)
         nodes = [

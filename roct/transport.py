@@ -47,14 +47,19 @@ class InProcess:
         preset: str | None = None,
         spec: Any = None,
         name: str = "",
+        trace: bool | None = None,
     ) -> None:
         if kfd is None:
-            from rock_emu import kfd_for, machine  # the driver and hardware model, on first use
+            from rock_emu import machine  # the driver and hardware model, on first use
 
-            kfd = kfd_for(system) if system is not None else machine(preset=preset, spec=spec)
+            kfd = machine(preset=preset, spec=spec, system=system, trace=trace)
         self.kfd = kfd
         self.system = self.kfd.system
         self.process: KfdProcess = self.kfd.open(name)
+        # Anything with a live `enabled`: the runtime builds a trace marker's arguments (hex
+        # strings, dicts; five per dispatch) only while the machine's trace is on. Optional
+        # in a transport: without it every marker is sent.
+        self.trace_switch = self.system.tracer
 
     def ioctl(self, request: int, buf: bytearray) -> int:
         return self.process.ioctl(request, buf)
@@ -83,6 +88,11 @@ class InProcess:
         thread): it sleeps in the driver on its own clock; `wake(event_id, data)` runs when it
         returns. Optional in a transport: the thunk checks for it."""
         self.process.add_async_waiter(event_ids, wake)
+
+    def prime_export(self, handle: int) -> int:
+        """DRM_IOCTL_PRIME_HANDLE_TO_FD on the render node: a dma-buf of BO `handle`, for
+        another process's AMDKFD_IOC_IMPORT_DMABUF. Optional in a transport."""
+        return self.process.prime_export(handle)
 
     def trace_marker(self, track: str, name: str, args: dict | None = None) -> None:
         tr = self.system.tracer
