@@ -6,12 +6,13 @@ for its completion signal, read the result back (and check it), delete the syste
 loop runs against `hsaemu serve` and against a bare FastAPI app with the same routes whose
 "machine" is a dict of numpy arrays (the dispatch squares the array in numpy): what the HTTP
 stack, JSON and one request per step cost without any emulation. Both servers run in
-subprocesses on 127.0.0.1, one after the other, with the same clients; prints loops/s, the
-ratio, p50/p99 of the whole loop and of dispatch + wait, and each server's peak RSS; writes
-bench/results/http_load.json.
+subprocesses on 127.0.0.1, up at once; the same clients drive one, then the other, in
+alternating rounds (so that a change in the rest of the machine's load during the run falls
+on both); prints loops/s, the ratio, p50/p99 of the whole loop and of dispatch + wait, and
+each server's peak RSS; writes bench/results/http_load.json.
 
-    python bench/http_load.py                      # 32 clients, 20 s per server
-    python bench/http_load.py --clients 8 --seconds 10
+    python bench/http_load.py                      # 32 clients, 20 s per server, 4 rounds
+    python bench/http_load.py --clients 8 --seconds 10 --rounds 2
 """
 
 from __future__ import annotations
@@ -204,15 +205,27 @@ def one_loop(c: Any, data: bytes, want: np.ndarray, stats: dict[str, list[float]
     stats["dispatch_wait"].append(t2 - t1)
 
 
-def drive(url: str, clients: int, seconds: float, pid: int) -> dict[str, Any]:
+class Run:
+    """What the clients measured against one server, over one or more stretches."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.stats: dict[str, list[float]] = {"loop": [], "dispatch_wait": []}
+        self.errors: list[str] = []
+        self.peak = [rss_mib(pid)]
+        self.elapsed = 0.0
+
+
+def drive(url: str, clients: int, seconds: float, pid: int, run: Run | None = None) -> dict:
+    """`clients` threads looping for `seconds` against the server at `url` (process `pid`);
+    with `run`, adds to what it holds. Returns the figures of everything in the run."""
     import httpx
 
     x = np.arange(N, dtype=np.float32) / 7
     data, want = x.tobytes(), x * x
-    stats: dict[str, list[float]] = {"loop": [], "dispatch_wait": []}
-    errors: list[str] = []
+    run = run if run is not None else Run(pid)
+    stats, errors, peak = run.stats, run.errors, run.peak
     stop = time.monotonic() + seconds
-    peak = [rss_mib(pid)]
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=60) as c:
@@ -229,7 +242,8 @@ def drive(url: str, clients: int, seconds: float, pid: int) -> dict[str, Any]:
     while any(t.is_alive() for t in threads):
         peak.append(rss_mib(pid))
         time.sleep(0.25)
-    elapsed = time.monotonic() - t0
+    run.elapsed += time.monotonic() - t0
+    elapsed = run.elapsed
 
     def pct(xs: list[float], q: float) -> float:
         return float(np.percentile(xs, q) * 1000) if xs else float("nan")
@@ -252,6 +266,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=20.0, help="per server (default 20)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="stretches each server's seconds are cut into, alternating the servers (default 4)",
+    )
     ap.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_server:
@@ -260,16 +280,27 @@ def main() -> None:
         uvicorn.run(bare_app(), host="127.0.0.1", port=args.bare_server, log_level="warning")
         return
     results: dict[str, Any] = {"clients": args.clients, "seconds": args.seconds, "n": N}
-    for kind in ("hsaemu", "bare"):
-        proc, url = start(kind)
-        try:
-            results[kind] = drive(url, args.clients, args.seconds, proc.pid)
-        finally:
+    results["rounds"] = args.rounds
+    kinds = ("hsaemu", "bare")
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for kind in kinds:
+            servers[kind] = start(kind)
+        runs = {kind: Run(servers[kind][0].pid) for kind in kinds}
+        # Both servers stay up; the clients alternate between them (hsaemu, bare, bare,
+        # hsaemu, ...) so that a change in the rest of the machine's load falls on both.
+        for r in range(args.rounds):
+            for kind in kinds if r % 2 == 0 else kinds[::-1]:
+                proc, url = servers[kind]
+                per = args.seconds / args.rounds
+                results[kind] = drive(url, args.clients, per, proc.pid, runs[kind])
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
     h, b = results["hsaemu"], results["bare"]
     results["ratio"] = h["loops_per_s"] / b["loops_per_s"] if b["loops_per_s"] else None
-    print(f"{args.clients} clients, {args.seconds:g} s each")
+    print(f"{args.clients} clients, {args.seconds:g} s each in {args.rounds} alternating rounds")
     print(f"{'':8} {'loops/s':>8} {'loop p50':>9} {'p99':>8} {'disp+wait p50':>14} {'p99':>8}")
     for kind in ("hsaemu", "bare"):
         r = results[kind]

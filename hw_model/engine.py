@@ -19,7 +19,7 @@ a thread, and to cancel it. The hot path compares one counter per event.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 PS_PER_NS = 1_000
@@ -120,6 +120,21 @@ class Engine:
     def only_housekeeping(self) -> bool:
         """Nothing pending but housekeeping (true when idle too): no pending event does work."""
         return all(e[3].cancelled or e[3].housekeeping for e in self._heap)
+
+    def quiet(self, max_pending: int, brief: Collection[Callable[..., Any]] = ()) -> bool:
+        """At most `max_pending` events pending, none of which does work: each is housekeeping
+        or cancelled, or calls one of `brief` (functions the caller knows to finish at once and
+        to start no work). A longer list answers False without being looked through."""
+        heap = self._heap
+        if len(heap) > max_pending:
+            return False
+        for entry in heap:
+            ev = entry[3]
+            if ev.cancelled or ev.housekeeping:
+                continue
+            if getattr(ev.fn, "__func__", ev.fn) not in brief:
+                return False
+        return True
 
     def step(self) -> bool:
         """Fire the next live event. False when none is pending."""

@@ -16,12 +16,11 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
 
 from rocr.service import emulation, errors
-from rocr.service.errors import ApiError
 from rocr.service.guard import BodyLimit, Gate, SafetyNet
 from rocr.service.routes import ROUTERS, ui
 from rocr.service.schemas import (
@@ -34,7 +33,6 @@ from rocr.service.schemas import (
 )
 from rocr.service.state import SystemStore
 from rocr.service.systems import SystemRegistry
-from rocr.status import Status
 
 log = logging.getLogger("hsaemu.service")
 
@@ -85,32 +83,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def _query_names(dependant: Any) -> set[str]:
-    """The query parameters a route's dependant (and its sub-dependencies) declare."""
-    names = {p.alias for p in dependant.query_params}
-    for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
-
-
-async def _known_query(request: Request) -> None:
-    """Refuse query parameters the route does not take, as bodies refuse unknown fields: a
-    typo (`?sise=`) is an error, not a silently ignored no-op."""
-    dependant = getattr(request.scope.get("route"), "dependant", None)
-    if dependant is None or not request.query_params:
-        return
-    known = _query_names(dependant)
-    unknown = sorted(set(request.query_params.keys()) - known)
-    if unknown:
-        takes = ", ".join(sorted(known)) or "none"
-        raise ApiError(
-            422,
-            Status.ERROR_INVALID_ARGUMENT,
-            f"unknown query parameter(s) {', '.join(repr(u) for u in unknown)}; "
-            f"this route takes: {takes}",
-        )
-
-
 async def _reaper(registry: SystemRegistry) -> None:
     period = min(60.0, max(0.05, registry.limits.idle_timeout_s / 4))
     while True:
@@ -150,6 +122,8 @@ def warm_up(app: FastAPI, preset: str) -> None:
         build = getattr(route, "effective_candidates", None)  # FastAPI's included routers
         if callable(build):
             build()
+    for r in (*ROUTERS, ui.router):
+        r.prepare()  # EmulatedRouter's patterns
     if preset in _warm:
         return
     _warm.add(preset)
@@ -216,7 +190,6 @@ def create_app(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        dependencies=[Depends(_known_query)],
     )
     app.state.registry = registry
     # Outermost first: credentials, then the body's size, then the net under the routes.

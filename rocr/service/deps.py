@@ -93,9 +93,12 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
+SystemId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
 async def served_system(
     request: Request,
-    system_id: Annotated[str, Path(min_length=1, max_length=64)],
+    system_id: SystemId,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ServedSystem:
     """In the event loop (a hash and a lookup): no thread per request for the token check."""

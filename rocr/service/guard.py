@@ -31,6 +31,7 @@ log = logging.getLogger("hsaemu.service")
 
 API_KEY_HEADER = "x-api-key"
 CLIENT_STATE_KEY = "hsaemu_client"  # scope["state"] key: who is creating a system
+SYSTEM_STATE_KEY = "hsaemu_system"  # scope["state"] key: (the system, by the admin token?)
 _SYSTEM_PATH = re.compile(r"^/v1/systems/([^/]+)(?:/.*)?$")
 
 
@@ -92,9 +93,11 @@ class Gate:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
             if reg.is_admin(token):
-                reg.get_admin(m.group(1))
+                served, admin = reg.get_admin(m.group(1)), True
             else:
-                reg.authorize(m.group(1), token)
+                served, admin = reg.authorize(m.group(1), token), False
+            # The routes take the system from here (emulation.EmulatedRoute): checked once.
+            scope.setdefault("state", {})[SYSTEM_STATE_KEY] = (served, admin)
         elif path == "/v1/systems" and scope.get("method") == "POST":
             client = scope.get("client")
             client_id = reg.admit(

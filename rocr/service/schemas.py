@@ -177,6 +177,11 @@ class SystemCreate(Request):
         "'num_gpus': 1, 'gpu': {'num_cus': 4, 'hqd_slots': 2}}",
     )
     name: str = Field("", max_length=64, description="process name the KFD shows")
+    trace: bool = Field(
+        True,
+        description="record the machine's timeline for GET .../trace, .../trace/events and "
+        "the live view (false: faster dispatches, empty trace); spec {'trace': ...} wins",
+    )
 
 
 class SystemInfo(BaseModel):

@@ -17,8 +17,9 @@ request whose turn it is runs, in the emulation executor. The machine's engine c
 `ServedSystem.on_slice` every `SLICE_EVENTS` events: a wait or a `run` (`sliced()`) ends its
 slice there when another request is queued or its client hung up (`Watch`), gives up its turn
 and continues in a later one; a cancelled system (deleted, expired, server shutting down)
-stops whatever runs on it at the next slice. A client alone on its system never has its wait
-cut, so what it simulates does not depend on real time.
+stops whatever runs on it at the next slice. A client alone on its system has its wait cut
+only by a count of events (a brief wait run in the event loop ends at its first slice), so
+what it simulates does not depend on real time.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ WATCH_S = 0.1
 # quantum timer per HW queue slot or so); past it the check itself would cost.
 QUIET_EVENTS_MAX = 64
 TURN_POLL_S = 0.001  # while a thread outside the turns (reaper, shutdown) holds the lock
+# A quiet system holding at most this many buffers, queues, signals and executables is shut
+# down in the event loop (a light call): hsa_shut_down of one with a queue, a buffer, a
+# signal and a code object takes ~0.4 ms, each further object tens of us (a guess with
+# margin: 64 keeps it within a few ms).
+LIGHT_CLOSE_OBJECTS = 64
 
 
 class SliceEnd(Exception):
@@ -87,12 +93,15 @@ class SliceEnd(Exception):
 
 
 class Watch:
-    """What a sliced section is told from the event loop while it runs: its client hung up."""
+    """What a sliced section is told from the event loop while it runs: its client hung up.
+    `inline`: the section runs in the event loop itself, which no client can reach while it
+    runs; it ends at its first slice (`ServedSystem.fresh_slice` makes that a whole one)."""
 
-    __slots__ = ("abandoned",)
+    __slots__ = ("abandoned", "inline")
 
-    def __init__(self) -> None:
+    def __init__(self, inline: bool = False) -> None:
         self.abandoned = False
+        self.inline = inline
 
 
 class Cancelled(Exception):
@@ -226,6 +235,10 @@ class ServedSystem:
         self.waiters = 0
         self.activity = 0  # requests served; a waiter retries when someone else acted
         self.saved_activity = -1  # `activity` at the last checkpoint (-1: none yet)
+        # (completion signal, `activity` right after) of a dispatch small enough for its wait
+        # to run in the event loop, while nothing else has happened on the system since
+        # (routes.queues.dispatch, routes.signals.wait)
+        self.brief_wait: tuple[int, int] | None = None
         self.pools = [p for a in rt.agents() for p in a.pools()]
         self.buffers: dict[int, rocr.Buffer] = {}
         self.buffer_agents: dict[int, list[int]] = {}
@@ -244,7 +257,16 @@ class ServedSystem:
     # -- checkpoints (rocr.service.state) ------------------------------------------------------
     # What a request or the event loop holds is not part of a checkpoint: the locks, the turn
     # queue, a section in progress, the waiters; a restored system starts idle and unclaimed.
-    _TRANSIENT = ("lock", "_fair", "_sliced", "queued", "waiters", "cancelled", "closed")
+    _TRANSIENT = (
+        "lock",
+        "_fair",
+        "_sliced",
+        "queued",
+        "waiters",
+        "cancelled",
+        "closed",
+        "brief_wait",
+    )
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
@@ -260,6 +282,7 @@ class ServedSystem:
         self.queued = self.waiters = 0
         self.cancelled = None
         self.closed = False
+        self.brief_wait = None
         self.last_used = time.monotonic() - idle
         self.saved_activity = self.activity
 
@@ -276,8 +299,14 @@ class ServedSystem:
         if self.cancelled is not None:
             raise Cancelled(self.cancelled)
         cut = self._sliced
-        if cut is not None and (self.queued > 0 or cut.abandoned):
+        if cut is not None and (self.queued > 0 or cut.abandoned or cut.inline):
             raise SliceEnd()
+
+    def fresh_slice(self) -> None:
+        """The next slice hook call SLICE_EVENTS events from now (not wherever the count of
+        the last slice left it)."""
+        if self.rt.system is not None:
+            self.rt.system.engine.set_slice_hook(self.on_slice, SLICE_EVENTS)
 
     @contextmanager
     def sliced(self, watch: Watch) -> Iterator[None]:
@@ -301,13 +330,9 @@ class ServedSystem:
         sysm = self.rt.system
         if sysm is None or self.closed:
             return False
-        eng = sysm.engine
-        # The event list's length (hw_model.engine keeps it as `_heap`, with no public length)
-        # bounds the look: Engine.pending() and only_housekeeping() walk the whole list.
-        heap = getattr(eng, "_heap", None)
-        if heap is None or len(heap) > QUIET_EVENTS_MAX:
-            return False
-        return eng.only_housekeeping()
+        # An interrupt on its way to the KFD (a completion signal's event, 2 us after the
+        # store a wait returned on) only sets an event: no work for the device.
+        return sysm.engine.quiet(QUIET_EVENTS_MAX, (type(sysm).deliver_interrupt,))
 
     def cancel(self, why: str) -> None:
         """Stop the system's work at its next slice (thread-safe: only sets a flag)."""
@@ -327,18 +352,31 @@ class ServedSystem:
             self._fair = anyio.Lock()
         fair = self._fair
         got_fair = got = False
-        self.queued += 1
+        # Nobody holds or awaits the turn: take it at once, without the timer and the trip
+        # through the event loop's queue that waiting for it costs.
         try:
-            with anyio.move_on_after(self.limits.max_wait_ms / 1000):
-                await fair.acquire()
-                got_fair = True
-                while not self.lock.acquire(blocking=False):
-                    await anyio.sleep(TURN_POLL_S)
-                got = True
-        finally:
-            self.queued -= 1
-            if got_fair and not got:
-                fair.release()
+            fair.acquire_nowait()
+            got_fair = True
+        except anyio.WouldBlock:
+            pass
+        if got_fair and self.lock.acquire(blocking=False):
+            got = True
+        elif got_fair:
+            fair.release()
+            got_fair = False
+        if not got:
+            self.queued += 1
+            try:
+                with anyio.move_on_after(self.limits.max_wait_ms / 1000):
+                    await fair.acquire()
+                    got_fair = True
+                    while not self.lock.acquire(blocking=False):
+                        await anyio.sleep(TURN_POLL_S)
+                    got = True
+            finally:
+                self.queued -= 1
+                if got_fair and not got:
+                    fair.release()
         if not got:
             if self.cancelled is not None and not closing:
                 raise self.stopped_error()
@@ -404,6 +442,10 @@ class ServedSystem:
 
     def expired(self, now: float | None = None) -> bool:
         return self.waiters == 0 and self.idle_s(now) > self.limits.idle_timeout_s
+
+    def objects(self) -> int:
+        """What hsa_shut_down has to destroy, one by one."""
+        return len(self.buffers) + len(self.queues) + len(self.signals) + len(self.executables)
 
     def close(self) -> None:
         """Shut the runtime down (destroys its queues, frees its memory, closes the KFD)."""
@@ -743,8 +785,13 @@ class SystemRegistry:
             self._take_rate_token(client)
         return client
 
-    def create(self, req: SystemCreate, client: str | None = None) -> tuple[ServedSystem, str]:
-        self.reap()
+    def create(
+        self, req: SystemCreate, client: str | None = None, *, reap: bool = True
+    ) -> tuple[ServedSystem, str]:
+        """A new system for `client`. `reap=False`: never block (on an expired system's
+        lock); call it so only where a full server would not need the room."""
+        if reap:
+            self.reap()
         preset = req.preset or self.default_preset
         spec = build_spec(preset, req.spec, self.limits)
         with self._lock:
@@ -768,7 +815,10 @@ class SystemRegistry:
             self._pending += 1
         try:
             try:
-                rt = rocr.init(preset=preset, spec=spec, name=req.name)
+                # A served machine is traced unless asked not to: its trace routes and live
+                # view read the trace. A spec override of `trace` says the same, and wins.
+                trace = spec.trace if spec is not None and "trace" in req.spec else req.trace
+                rt = rocr.init(preset=preset, spec=spec, name=req.name, trace=trace)
             except HsaError:
                 raise
             except Exception as e:  # a spec the emulator cannot build a machine from
@@ -856,7 +906,10 @@ class SystemRegistry:
         `run(fn)` runs fn in the emulation executor."""
         try:
             async with served.turn(closing=True):
-                await run(served.close)
+                if served.quiet() and served.objects() <= LIGHT_CLOSE_OBJECTS:
+                    served.close()  # bounded: in the event loop, as a light call
+                else:
+                    await run(served.close)
         except ApiError:  # the turn never came: whoever holds it sees `cancelled` and stops
             served.closed = True
 

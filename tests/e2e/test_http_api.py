@@ -62,7 +62,7 @@ def lab(rt):
 
 
 def test_same_script_same_memory_same_trace(server):
-    with rocr.init(preset="teaching") as local:
+    with rocr.init(preset="teaching", trace=True) as local:  # traced, as served systems are
         want = lab(local)
     with rocr.connect(server, preset="teaching") as remote:
         got = lab(remote)
@@ -89,7 +89,7 @@ def test_tokens_isolate_systems(server):
 
 
 def test_many_clients_at_once(server):
-    with rocr.init(preset="teaching") as local:
+    with rocr.init(preset="teaching", trace=True) as local:  # traced, as served systems are
         want = lab(local)
     results, errors = [], []
 

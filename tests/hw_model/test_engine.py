@@ -59,3 +59,32 @@ def test_same_inputs_same_order():
         return out
 
     assert run() == run()
+
+
+def test_quiet_means_nothing_pending_does_work():
+    e = Engine()
+    assert e.quiet(4)  # idle
+    e.schedule(10, print, "quantum", housekeeping=True)
+    assert e.quiet(4)
+    work = e.schedule(10, list)
+    assert not e.quiet(4)
+    assert e.quiet(4, brief=(list,))  # the caller knows this one starts no work
+    work.cancel()
+    assert e.quiet(4)
+    for _ in range(4):
+        e.schedule(10, print, "quantum", housekeeping=True)
+    assert not e.quiet(4)  # past max_pending: not looked through
+
+
+def test_a_new_queue_leaves_no_fetch_pending():
+    """CREATE_QUEUE maps the queue at once; the CP has nothing rung to fetch from it, so no
+    event is left pending for it (the device is quiet), and a dispatch is fetched as ever."""
+    import rocr
+
+    with rocr.init(preset="teaching") as rt:
+        engine = rt.system.engine
+        q = rt.gpus[0].create_queue(64)
+        assert engine.pending() == 0
+        k = rt.load_code_object("builtin:empty").kernel("empty")
+        h = q.dispatch(k, grid=64, workgroup=64).wait()
+        assert h.done and h.signal.load() == 0

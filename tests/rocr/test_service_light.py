@@ -8,8 +8,10 @@ import base64
 import threading
 
 import httpx
+import numpy as np
 import pytest
 
+import rocr
 from rocr.service.schemas import ServerLimits
 from rocr.service.testing import ServerThread, until
 
@@ -73,7 +75,6 @@ def test_light_calls_need_no_emulation_thread(one_thread):
     sig = short.post(quiet + "/signals", json={"initial": 5}, headers=auth).json()
     assert short.get(f"{quiet}/signals/{sig['handle']}", headers=auth).json()["value"] == 5
     assert short.get(quiet + "/clock", headers=auth).status_code == 200
-    # (A new queue leaves the CP's first fetch pending: calls after it are no longer light.)
     q2 = short.post(quiet + "/queues", json={"agent": 1, "size": 64}, headers=auth)
     assert q2.status_code == 201, q2.text
     assert waiter.is_alive() and "r" not in answer  # ... while the wait goes on
@@ -106,3 +107,79 @@ def test_hsaemu_serve_pins_glibcs_mmap_threshold(monkeypatch):
     assert fix_mmap_threshold() is True
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # the user's own setting wins
     assert fix_mmap_threshold() is False
+
+
+def test_a_small_loop_needs_no_emulation_thread(one_thread):
+    """Creating a system, loading a built-in kernel, a dispatch of a few workgroups and the
+    wait for it, reading the result and deleting the system all run in the event loop: the
+    only emulation thread stays busy with another system's wait throughout. The machine
+    does what a local one does (same result, same simulated time at the wait's return)."""
+    url = one_thread.url
+    c = httpx.Client(base_url=url, timeout=JOIN_S)
+    busy, busy_auth = make_system(c)
+    assert c.post(busy + "/executables", json={"source": "builtin:empty"}, headers=busy_auth)
+    q = c.post(busy + "/queues", json={"agent": 1, "size": 64}, headers=busy_auth).json()
+    d = c.post(
+        f"{busy}/queues/{q['id']}/dispatch",
+        json={"kernel": "empty", "grid": HUGE, "workgroup": 1024},
+        headers=busy_auth,
+    ).json()
+    answer = {}
+
+    def wait():
+        answer["r"] = httpx.post(
+            f"{url}{busy}/signals/{d['signal']}/wait",
+            json={"condition": "EQ", "compare_value": 0},
+            headers=busy_auth,
+            timeout=JOIN_S * 2,
+        )
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    engine = one_thread.app.state.registry.get_admin(busy.rsplit("/", 1)[1]).rt.system.engine
+    fired = engine.events_fired
+    until(lambda: engine.events_fired > fired, "the wait never ran")
+
+    n = 4096
+    x = np.arange(n, dtype=np.float32) / 7
+    short = httpx.Client(base_url=url, timeout=20)
+    path, auth = make_system(short)
+    r = short.post(path + "/executables", json={"source": "builtin:square"}, headers=auth)
+    assert r.status_code == 201, r.text
+    buf = short.post(path + "/buffers", json={"pool": 1, "size": 4 * n}, headers=auth)
+    addr = buf.json()["address"]
+    r = short.post(f"{path}/buffers/{addr}/allow-access", json={"agents": [1]}, headers=auth)
+    assert r.status_code == 200, r.text
+    q2 = short.post(path + "/queues", json={"agent": 1, "size": 64}, headers=auth).json()
+    octet = {**auth, "Content-Type": "application/octet-stream"}
+    r = short.put(f"{path}/buffers/{addr}/bytes", content=x.tobytes(), headers=octet)
+    assert r.status_code == 200, r.text
+    body = {"kernel": "square", "grid": n, "workgroup": 256, "args": [addr, addr, n]}
+    r = short.post(f"{path}/queues/{q2['id']}/dispatch", json=body, headers=auth)
+    assert r.status_code == 201, r.text
+    done = short.post(
+        f"{path}/signals/{r.json()['signal']}/wait",
+        json={"condition": "EQ", "compare_value": 0},
+        headers=auth,
+    )
+    assert done.status_code == 200 and done.json()["value"] == 0, done.text
+    got = short.get(
+        f"{path}/buffers/{addr}/bytes", headers={**auth, "Accept": "application/octet-stream"}
+    )
+    assert np.array_equal(np.frombuffer(got.content, np.float32), x * x)
+    assert short.delete(path, headers=auth).status_code == 204
+    assert waiter.is_alive() and "r" not in answer  # ... while the other wait goes on
+
+    with rocr.init(preset="teaching") as rt:  # the same steps on a local machine
+        gpu = rt.gpus[0]
+        k = rt.load_code_object("builtin:square").kernel("square")
+        local = rt.cpu.pools()[1].allocate(4 * n)
+        rt.allow_access([gpu], local)
+        lq = gpu.create_queue(64)
+        local.write(x.tobytes(), 0)
+        lq.dispatch(k, grid=n, workgroup=256, args=(local, local, n)).wait()
+        assert done.json()["host_ns"] == rt.now_ns
+
+    assert c.delete(busy, headers=busy_auth).status_code == 204
+    waiter.join(JOIN_S)
+    assert answer["r"].status_code == 404

@@ -177,6 +177,8 @@ async def load_code_object(
                 "object's bytes as application/octet-stream",
             )
 
+    if isinstance(source, str):  # built-in kernels: a load of known, bounded cost (~1 ms)
+        return await emulation.in_turn_light(s, _load, s, source, agent)
     return await emulation.in_turn(s, _load, s, source, agent)
 
 

@@ -25,7 +25,7 @@ import rocr
 from hw_model import aql
 from rocr.service import emulation
 from rocr.service.deps import ERRORS, PREFIX, System
-from rocr.service.emulation import EmulatedRoute, EmulatedRouter
+from rocr.service.emulation import CheckedRoute, EmulatedRoute, EmulatedRouter
 from rocr.service.errors import not_found
 from rocr.service.routes.inspect import _clock, _machine
 from rocr.service.routes.queues import _type_name, queue_info
@@ -42,7 +42,7 @@ MAX_RING_SLOTS = 256
 RECENT_EVENTS = 12  # trace events a frame shows: the last step's work fits (a guess)
 MAX_STEP_TICKS = 10_000  # ticks one step request may cover; bounds one request's work
 
-page = APIRouter(tags=["inspection"])
+page = APIRouter(tags=["inspection"], route_class=CheckedRoute)
 router = EmulatedRouter(
     prefix=PREFIX, tags=["inspection"], responses=ERRORS, route_class=EmulatedRoute
 )
