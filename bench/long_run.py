@@ -44,7 +44,7 @@ def main() -> None:
     if args.n < 1 or args.window < 1:
         ap.error("--n and --window must be at least 1")
 
-    rt = rocr.init(preset=args.preset)
+    rt = rocr.init(preset=args.preset, trace=True)  # its ring buffer must stay flat too
     gpu = rt.gpus[0]
     q = gpu.create_queue(size=256)
     exe = rt.load_code_object("builtin")

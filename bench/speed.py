@@ -6,14 +6,16 @@ compare by the ratio. Each figure is measured in a few rounds, each round timing
 reference just before the figure; the best round of each is kept, so a burst of load from
 other processes spoils neither. In-process figures count the CPU time of the measuring
 thread (equal to wall time on an idle machine); the fresh-interpreter ones are wall time:
-  - the round trip of an empty kernel, `q.dispatch(...).wait()` on gfx900 (default options,
-    tracing on as `rocr.init` has it);
+  - the round trip of an empty kernel, `q.dispatch(...).wait()` on gfx900 (default options:
+    untraced, as `rocr.init` has it), and the same with the trace on (`trace=True`);
   - the cost per dispatch with 1, 128 and 256 queues: all dispatches on one queue while the
     others sit idle (what bookkeeping per queue costs), and round-robin over every queue (most
     queues are unmapped, so each dispatch also waits for the HW scheduler to swap its queue
     in: simulated work that grows with the number of queues);
-  - `import rocr` and the whole `hsaemu --help` process in a fresh interpreter (bytecode
-    caches written, as for an installed package; `python -c pass` is printed beside them);
+  - `import rocr` (its names load on first use), `import rocr.runtime` (what `rocr.init`
+    loads before it builds a machine) and the whole `hsaemu --help` process in a fresh
+    interpreter (bytecode caches written, as for an installed package; `python -c pass` is
+    printed beside them);
   - timing-only workgroups per second (`vector_add`, gfx942) and functional workgroups per
     second (`vector_add`, gfx900).
 Writes bench/results/speed.json.
@@ -65,14 +67,16 @@ def best_of(
     return best(values), min(refs)
 
 
-def dispatch_loop_us(nq: int, per_round: int, spread: bool) -> tuple[float, float]:
+def dispatch_loop_us(
+    nq: int, per_round: int, spread: bool, trace: bool = False
+) -> tuple[float, float]:
     """µs per empty-kernel dispatch + wait on gfx900 with `nq` queues: round-robin over all
     of them (`spread`), or all on the first while the others stay idle. A process may hold
     128 queues per GPU (HSA_AGENT_INFO_QUEUES_MAX), so past 128 the queues belong to more
     processes (runtimes) on the same machine."""
     import rocr
 
-    rts = [rocr.init(preset="gfx900")]
+    rts = [rocr.init(preset="gfx900", trace=trace)]
     rts += [rocr.init(system=rts[0].system) for _ in range((nq - 1) // 128)]
     try:
         qs, ks = [], []
@@ -176,6 +180,9 @@ def main() -> None:
     per_round = max(20, int(60 * SCALE))
     rt_us, ref1 = dispatch_loop_us(1, per_round, spread=False)
     row("empty-kernel dispatch().wait(), gfx900", rt_us, "us", "target <= 50 us", ref1)
+    traced, ref = dispatch_loop_us(1, per_round, spread=False, trace=True)
+    row("  same, traced (rocr.init(trace=True))", traced, "us", "", ref)
+    row("  traced / untraced", (traced / ref) / (rt_us / ref1), "x", "", ref)
 
     # cost ratios compare the two figures' ratios to their references (load-proof)
     for nq in (128, 256):
@@ -194,6 +201,8 @@ def main() -> None:
     row("python -c pass (interpreter start)", py, "s", "", ref)
     imp, ref = best_of(lambda: import_s("rocr"))
     row("import rocr (in a fresh interpreter)", imp, "s", "target <= 0.3 s", ref)
+    imp, ref = best_of(lambda: import_s("rocr.runtime"))
+    row("import rocr.runtime (what rocr.init loads)", imp, "s", "", ref)
     helps, ref = best_of(lambda: process_s([sys.executable, "-m", "rocr.cli", "--help"]))
     row("hsaemu --help (whole process)", helps, "s", "target < 0.3 s", ref)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hw_model import default_preset
 from hw_model.engine import PS_PER_NS, PS_PER_US
 
 KiB = 1024
@@ -184,7 +185,7 @@ class SystemSpec(Frozen):
     scheduler_policy: SchedulerPolicyName = "round_robin"
     placement_policy: PlacementPolicyName = "round_robin"
     functional: bool = True  # run kernels' numpy bodies (False: timing only)
-    trace: bool = True
+    trace: bool = False
 
 
 TEACHING = GpuSpec(
@@ -372,7 +373,7 @@ PRESETS: dict[str, GpuSpec] = {
     "gfx942": GFX942,
 }
 
-DEFAULT_PRESET = "gfx900"
+DEFAULT_PRESET = default_preset.DEFAULT_PRESET  # kept there for the command line's --help
 
 
 def preset(name: str) -> GpuSpec:

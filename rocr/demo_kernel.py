@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, narrator_cls, cli_error: type[Exception]) -> i
             blob = out.read_bytes()
         else:
             blob = path.read_bytes()
-    rt = rocr.init(preset=args.preset)
+    rt = rocr.init(preset=args.preset, trace=True)  # the narration reads the trace
     nar = narrator_cls(rt.system)
     gpu = rt.gpus[0]
     try:

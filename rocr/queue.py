@@ -264,7 +264,8 @@ class Queue:
         if ptype == PacketType.KERNEL_DISPATCH:
             ka = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
             self.rt._note_packet(self, index, int.from_bytes(raw[ka : ka + 8], "little"))
-        self.rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
+        if self.rt._trace_switch.enabled:
+            self.rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
 
     def packet_bytes(self, index: int) -> bytes:
         index = as_u64(index, "index", why="a packet index is a uint64_t")
@@ -281,13 +282,14 @@ class Queue:
             index, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t"
         )
         self._check()
-        self.rt.trace(
-            "rocr",
-            "ring doorbell",
-            queue=self.id,
-            value=index,
-            doorbell=hex(self.doorbell_signal.doorbell_address),
-        )
+        if self.rt._trace_switch.enabled:
+            self.rt.trace(
+                "rocr",
+                "ring doorbell",
+                queue=self.id,
+                value=index,
+                doorbell=hex(self.doorbell_signal.doorbell_address),
+            )
         self.doorbell_signal.store(index)
         self.rt.poll_async()
 

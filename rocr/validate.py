@@ -208,6 +208,35 @@ def dispatch_geometry(
 ) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
     """(grid, workgroup, dimensions) of a kernel dispatch, each padded to 3 with 1s, checked
     against the packet's field widths and the agent's HSA_AGENT_INFO_* limits."""
+    # A program dispatches a few shapes many times: geometry given as plain ints (exactly
+    # int: a bool or float hashes like one but is refused) is checked once per agent.
+    plain = (type(grid) is int and type(workgroup) is int) or (
+        type(grid) is tuple
+        and type(workgroup) is tuple
+        and all(type(v) is int for v in grid)
+        and all(type(v) is int for v in workgroup)
+    )
+    key = (grid, workgroup) if plain else None
+    if key is not None:
+        cache = getattr(agent, "_geometry_cache", None)
+        if cache is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+    result = _dispatch_geometry(grid, workgroup, agent)
+    if key is not None and agent is not None:
+        cache = getattr(agent, "_geometry_cache", None)
+        if cache is None or len(cache) >= 256:  # bounded: a sweep's shapes come and go
+            cache = {}
+            with contextlib.suppress(AttributeError):
+                agent._geometry_cache = cache
+        cache[key] = result
+    return result
+
+
+def _dispatch_geometry(
+    grid: Any, workgroup: Any, agent: Any
+) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
     g = (grid,) if type(grid) is int else as_dims(grid, "grid")
     w = (workgroup,) if type(workgroup) is int else as_dims(workgroup, "workgroup")
     if len(g) != len(w):
@@ -263,6 +292,10 @@ def dispatch_geometry(
 
 def fence_scope(value: Any, what: str) -> int:
     """An hsa_fence_scope_t: NONE (0), AGENT (1) or SYSTEM (2)."""
+    if isinstance(value, int) and type(value) is not bool:  # FenceScope or a plain 0..2
+        v = _SCOPES.get(value)
+        if v is not None:
+            return v
     from hw_model.aql import FenceScope
 
     v = as_int(value, what, why="hsa_fence_scope_t: FenceScope.NONE, AGENT or SYSTEM")
@@ -273,6 +306,10 @@ def fence_scope(value: Any, what: str) -> int:
             + ", ".join(f"FenceScope.{s.name} ({int(s)})" for s in FenceScope),
         )
     return v
+
+
+# The fence scopes, looked up for an int (FenceScope is an IntEnum) before the full check.
+_SCOPES: dict[int, int] = {0: 0, 1: 1, 2: 2}
 
 
 CU_MASK_MAX_WORDS = 32  # kfd_chardev.c kfd_ioctl_set_cu_mask: max_num_cus = 1024 bits

@@ -12,9 +12,17 @@ import rocr
 from rocr import toolchain
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "trace: the test reads the trace, so the `rt` fixture's machine records one"
+    )
+
+
 @pytest.fixture
-def rt():
-    runtime = rocr.init(preset="teaching")
+def rt(request):
+    # Untraced, as rocr.init() is by default, unless the test reads the trace and says so.
+    traced = request.node.get_closest_marker("trace") is not None
+    runtime = rocr.init(preset="teaching", trace=traced)
     yield runtime
     runtime.shutdown()
 

@@ -90,7 +90,7 @@ def _race(publish) -> dict:
     """Packet 64 published by `publish` into slot 0 of a 64-packet ring whose packet 0 was an
     older launch (square over 256 floats), the doorbell rung before the packet is written."""
     n = 1024
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu, k, ka, dst, src = _setup(rt, n)
         q = gpu.create_queue(64)
         old, drained = rt.create_signal(1), rt.create_signal(1)
@@ -132,7 +132,7 @@ def truths() -> dict:
     """The answers, measured on the machine: the starter's launch (10,000 floats, workgroups
     of 256) published correctly, and the header race."""
     n = 10_000
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu, k, ka, dst, src = _setup(rt, n)
         q = gpu.create_queue(64)
         done = rt.create_signal(1)
@@ -208,7 +208,7 @@ def check_packet(mod) -> list[str]:
 def check_launch(mod) -> list[str]:
     n, wg = 3000, 64
     problems = []
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu, k, ka, dst, src = _setup(rt, n)
         q = gpu.create_queue(64)
         done = rt.create_signal(1)

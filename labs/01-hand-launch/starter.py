@@ -132,7 +132,7 @@ def print_timeline(events) -> None:
 
 def main(argv: list[str]) -> int:
     n = 10_000
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu = rt.gpus[0]
         pool = rt.cpu.pools(fine_grained=True, kernarg=False)[0]
         src, dst = pool.allocate(4 * n), pool.allocate(4 * n)
@@ -160,7 +160,7 @@ def main(argv: list[str]) -> int:
                 f.write(rt.system.tracer.dumps())
     if "--race" in argv:
         for publish in (publish_header_first, publish_body_first):
-            with rocr.init(preset="teaching") as rt:
+            with rocr.init(preset="teaching", trace=True) as rt:
                 r = race(rt, publish)
             print(f"\n== {publish.__name__}: packet {r['index']} in slot 0 again")
             print_timeline(r["events"])

@@ -89,7 +89,7 @@ def _verify(rt, name: str, done, dst, n: int) -> list[str]:
 
 def truths() -> dict:
     """Measured on the machine: the header the CP found, the barrier's dependency value."""
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu = rt.gpus[0]
         k = rt.load_code_object("builtin:empty").kernel("empty")
         q = gpu.create_queue(64)
@@ -101,7 +101,7 @@ def truths() -> dict:
         done.wait(rocr.Condition.LT, 1, timeout_ns=20_000)
         header_type = q.packet_bytes(i)[0]
         stalled = [e.name for e in rt.system.tracer.events if e.track == f"queue {q.queue_id}"]
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         q = rt.gpus[0].create_queue(64)
         ready = rt.create_signal(1)
         q.submit(
@@ -146,7 +146,7 @@ def check(path: str) -> list[str]:
     spec.loader.exec_module(mod)
     problems = []
     for scenario in mod.SCENARIOS:
-        with rocr.init(preset="teaching") as rt:
+        with rocr.init(preset="teaching", trace=True) as rt:
             try:
                 done, dst = scenario(rt)
                 done.wait(rocr.Condition.LT, 1)

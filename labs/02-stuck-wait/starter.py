@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     failures = 0
     for scenario in SCENARIOS:
         print(f"== {scenario.__name__}")
-        with rocr.init(preset="teaching") as rt:
+        with rocr.init(preset="teaching", trace=True) as rt:
             done, dst = scenario(rt)
             try:
                 done.wait(rocr.Condition.LT, 1)

@@ -157,7 +157,7 @@ def _call(what: str, fn, *args):
 # -- part 1 --------------------------------------------------------------------------------
 def check_part1(mod) -> list[str]:
     what = "square_in_vram"
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         src, dst = host_buffers(rt)
         _, err = _call(what, mod.square_in_vram, rt, src, dst)
         if err:
@@ -220,7 +220,7 @@ def check_part1(mod) -> list[str]:
 # -- part 2 --------------------------------------------------------------------------------
 def check_part2(mod) -> list[str]:
     what = "copy_bandwidth"
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         link = rt.system.spec.gpu.link_bandwidth_gbps
         gbps, err = _call(what, mod.copy_bandwidth, rt, TIMED_BYTES)
         if err:
@@ -256,7 +256,7 @@ def check_part2(mod) -> list[str]:
 # -- part 3 --------------------------------------------------------------------------------
 def check_part3(mod) -> list[str]:
     what = "square_coarse"
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         out, err = _call(what, mod.square_coarse, rt)
         if err:
             return [err]
@@ -295,7 +295,7 @@ def check_part3(mod) -> list[str]:
 # -- answers.toml ----------------------------------------------------------------------------
 def _timed_copy(nbytes: int) -> float:
     """GB/s of one host-to-VRAM copy of `nbytes`, from its GPU timestamps."""
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu = rt.gpus[0]
         src = rt.cpu.pools(fine_grained=True, kernarg=False)[0].allocate(nbytes)
         rt.allow_access([gpu], src)
@@ -310,7 +310,7 @@ def truths() -> dict:
     """Measured on the machine: the bytes part 1 moves over the link, the two copy rates, the
     dirty bytes an agent-scope release leaves in the L2."""
     out = {"gbps_1mib": _timed_copy(TIMED_BYTES), "gbps_4kib": _timed_copy(SMALL_BYTES)}
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu = rt.gpus[0]
         link = rt.system.gpus[0].host_link
         src, dst = host_buffers(rt)

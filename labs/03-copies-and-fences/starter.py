@@ -61,7 +61,7 @@ def square_coarse(rt: rocr.Runtime) -> rocr.Buffer:
 
 def main() -> int:
     failures = 0
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         src, dst = host_buffers(rt)
         t0 = rt.now_ns
         square_in_vram(rt, src, dst)
@@ -71,7 +71,7 @@ def main() -> int:
         for ev in rt.system.tracer.events:
             if ev.cat in ("sdma", "kernel") and ev.dur:
                 print(f"  {ev.ts / 1e6:9.3f} us  {ev.dur / 1e6:8.3f} us  {ev.track:<8} {ev.name}")
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         spec = rt.system.spec.gpu
         try:
             gbps = copy_bandwidth(rt, 1 << 20)
@@ -79,7 +79,7 @@ def main() -> int:
         except NotImplementedError as e:
             failures += 1
             print(f"part 2: {e}")
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         out = square_coarse(rt)
         ok = np.array_equal(out.view(np.float32), X * X)
         failures += not ok

@@ -51,7 +51,7 @@ class Machine:
     the same source compiled by the check."""
 
     def __init__(self, blob: bytes, ref: bytes) -> None:
-        self.rt = rocr.init(preset="teaching")
+        self.rt = rocr.init(preset="teaching", trace=True)
         self.gpu = self.rt.gpus[0]
         self.exe = self.rt.load_code_object(blob)
         self.kernel = self.exe.kernel(KERNEL)

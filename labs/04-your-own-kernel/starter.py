@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     print(f"built {out}  (hsaemu kernels {out} --disasm)")
     workgroups = int(argv[argv.index("--workgroups") + 1]) if "--workgroups" in argv else 40
     n = workgroups * TILE
-    with rocr.init(preset="teaching") as rt:
+    with rocr.init(preset="teaching", trace=True) as rt:
         gpu = rt.gpus[0]
         k = rt.load_code_object(out).kernel(KERNEL)
         regs = registers(k.code.descriptor)

@@ -43,7 +43,7 @@ def load(path: str):
 
 
 def machine(policy: str) -> rocr.Runtime:
-    rt = rocr.init(spec=system_spec("teaching", functional=False))
+    rt = rocr.init(spec=system_spec("teaching", functional=False), trace=True)
     rt.system.gpus[0].scheduler.set_policy(policy)
     return rt
 

@@ -18,7 +18,7 @@ HOG_KERNELS = 10
 def machine(policy: str) -> rocr.Runtime:
     """A fresh teaching GPU whose HW scheduler uses `policy`. Timing only: kernels take their
     modeled time but compute nothing, so the lab runs fast."""
-    rt = rocr.init(spec=system_spec(PRESET, functional=False))
+    rt = rocr.init(spec=system_spec(PRESET, functional=False), trace=True)
     rt.system.gpus[0].scheduler.set_policy(policy)
     return rt
 

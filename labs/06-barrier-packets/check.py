@@ -68,7 +68,7 @@ class Graph:
 
 
 def machine(mod):
-    rt = rocr.init(spec=system_spec("gfx900", functional=False))
+    rt = rocr.init(spec=system_spec("gfx900", functional=False), trace=True)
     return rt, Graph
 
 

@@ -53,7 +53,7 @@ class Graph:
 
 def machine() -> rocr.Runtime:
     """gfx900 (24 HQDs: every queue of this lab has one), timing only."""
-    return rocr.init(spec=system_spec("gfx900", functional=False))
+    return rocr.init(spec=system_spec("gfx900", functional=False), trace=True)
 
 
 # -- task B ------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def load(path: str):
 def run(kernel_us: float, interrupt: bool, waiter=None) -> dict:
     """A kernel of ~kernel_us, waited for by `waiter(rt, signal)` (default: hsa_signal_wait);
     what the machine recorded."""
-    with rocr.init(spec=system_spec("gfx900", functional=False)) as rt:
+    with rocr.init(spec=system_spec("gfx900", functional=False), trace=True) as rt:
         gpu = rt.gpus[0]
         fma = rt.load_code_object("builtin:fma_loop").kernel("fma_loop")
         out = gpu.pools()[0].allocate(4 * 256)

@@ -12,7 +12,7 @@ ITERS_PER_US = 34  # fma_loop iterations per microsecond of kernel on gfx900 (me
 
 
 def machine() -> rocr.Runtime:
-    return rocr.init(spec=system_spec("gfx900", functional=False))
+    return rocr.init(spec=system_spec("gfx900", functional=False), trace=True)
 
 
 def launch(rt: rocr.Runtime, kernel_us: float, interrupt: bool = True):

@@ -43,7 +43,7 @@ def load(path: str):
 
 class Gpu:
     def __init__(self) -> None:
-        self.rt = rocr.init(spec=system_spec("teaching", functional=False))
+        self.rt = rocr.init(spec=system_spec("teaching", functional=False), trace=True)
         gpu = self.rt.gpus[0]
         self.queue = gpu.create_queue(256)
         self.kernels = {n: self.rt.load_code_object(f"builtin:{n}").kernel(n) for n in KERNELS}

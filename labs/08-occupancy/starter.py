@@ -56,7 +56,7 @@ class Gpu:
     """The teaching GPU, timing only (kernels take their modeled time, compute nothing)."""
 
     def __init__(self) -> None:
-        self.rt = rocr.init(spec=system_spec("teaching", functional=False))
+        self.rt = rocr.init(spec=system_spec("teaching", functional=False), trace=True)
         gpu = self.rt.gpus[0]
         self.queue = gpu.create_queue(256)
         self.kernels = {n: self.rt.load_code_object(f"builtin:{n}").kernel(n) for n in KERNELS}

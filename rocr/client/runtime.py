@@ -352,10 +352,12 @@ def connect(
     transport: httpx.BaseTransport | None = None,
     timeout: float | None = 300.0,
     wall_timeout_ms: int = 0,
+    trace: bool = True,
 ) -> Runtime:
     """A runtime on an hsaemu server (default $HSAEMU_URL, else http://127.0.0.1:8000).
 
-    Without a token: creates a system (`preset`, `spec` overrides) that `shutdown()` deletes.
+    Without a token: creates a system (`preset`, `spec` overrides) that `shutdown()` deletes,
+    traced unless `trace=False` (the server's trace routes read it; untraced is faster).
     With a token: attaches to system `system` (or the id in `url`, as `rt.url` gives it).
     `client`/`transport` pass an httpx client or transport (e.g. an in-process one for tests).
     `wall_timeout_ms` is how long waits may block for other clients of a shared system.
@@ -370,7 +372,7 @@ def connect(
                     Status.ERROR_INVALID_ARGUMENT,
                     f"attaching to system {sid} needs its token: rocr.connect(url, token=...)",
                 )
-            body = SystemCreate(preset=preset, spec=spec or {}, name=name)
+            body = SystemCreate(preset=preset, spec=spec or {}, name=name, trace=trace)
             created = SystemCreated.model_validate(conn.post("/v1/systems", json=body.model_dump()))
             conn.token, sid, owns = created.token, created.id, True
         else:

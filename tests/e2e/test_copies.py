@@ -12,8 +12,11 @@ N = 4096  # floats
 
 
 @pytest.fixture
-def rt():
-    with rocr.init(preset="teaching") as r:
+def rt(request):
+    # traced only for the tests that read the trace (marked), as rocr.init() is untraced
+    with rocr.init(
+        preset="teaching", trace=request.node.get_closest_marker("trace") is not None
+    ) as r:
         yield r
 
 
@@ -36,6 +39,7 @@ def sdma_names(rt):
     ]
 
 
+@pytest.mark.trace
 def test_vram_round_trip_through_lazily_created_sdma_queues(rt):
     gpu = rt.gpus[0]
     src, dst, dev = host(rt, 4 * N), host(rt, 4 * N), vram(rt, 4 * N)
@@ -73,6 +77,7 @@ def test_memory_copy_and_fill_make_vram_readable_and_fillable(rt):
         dev.view()
 
 
+@pytest.mark.trace
 def test_copy_waits_for_its_dependency_signals(rt):
     gpu = rt.gpus[0]
     src, dev = host(rt, 4 * N), vram(rt, 4 * N)
@@ -190,6 +195,7 @@ def test_copy_arguments_are_checked_and_named(rt):
         rt.async_copy_time(h.signal)
 
 
+@pytest.mark.trace
 def test_large_copies_split_at_the_sdma_maximum(rt):
     gpu = rt.gpus[0]
     n = 0x3FFFE0 + 4096
@@ -230,7 +236,7 @@ def copy_lab(rt):
 def test_copies_over_http_match_the_local_runtime():
     from rocr.service.testing import in_process_client
 
-    with rocr.init(preset="teaching") as local:
+    with rocr.init(preset="teaching", trace=True) as local:  # as the service's systems are
         expected = copy_lab(local)
     with in_process_client() as c:
         remote = rocr.connect("http://testserver", preset="teaching", client=c)
@@ -301,10 +307,10 @@ def test_sdma_ring_wraps_with_a_nop_and_waits_for_room(rt, monkeypatch):
 
 
 # -- peer copies between GPUs ------------------------------------------------------------------
-def two_gpus(preset, num_gpus=2):
+def two_gpus(preset, num_gpus=2, trace=False):
     from hw_model.config import system_spec
 
-    return rocr.init(spec=system_spec(preset, num_gpus=num_gpus))
+    return rocr.init(spec=system_spec(preset, num_gpus=num_gpus), trace=trace)
 
 
 def peer_setup(rt, n, dst_gpu=1):
@@ -323,7 +329,7 @@ def read_back(rt, buf, n):
 def test_peer_copy_over_xgmi_uses_an_xgmi_sdma_queue_per_peer():
     # gfx90a: one hive, 3 XGMI SDMA engines; ROCr's GetXgmiBlit gives each peer its own
     n = 4 << 20
-    with two_gpus("gfx90a", num_gpus=3) as rt:
+    with two_gpus("gfx90a", num_gpus=3, trace=True) as rt:
         spec = rt.system.spec.gpu
         g0, g1, g2 = rt.gpus
         assert g0.props.HiveID == g1.props.HiveID != 0

@@ -87,6 +87,7 @@ def test_hand_built_packet_runs_and_reports_timestamps(rt, buffers):
     assert 0 < start < end <= rt.now_ns
 
 
+@pytest.mark.trace
 def test_packets_retire_in_order_and_slots_become_invalid(rt, buffers):
     n = 256
     src = buffers(np.arange(n, dtype=np.float32))
@@ -124,6 +125,7 @@ def test_packet_without_doorbell_does_not_run_until_rung(rt, buffers):
     np.testing.assert_array_equal(dst.view(np.float32, n), np.full(n, 4, np.float32))
 
 
+@pytest.mark.trace
 def test_invalid_header_stalls_until_the_header_is_published(rt, buffers):
     """ROCR-Runtime AqlQueue::StoreRelaxed: "The HW will stall on these packets until they
     enter a valid state": the CP keeps watching the slot; no second doorbell is needed."""

@@ -157,7 +157,8 @@ def test_deadlock_across_processes_names_every_queue_involved():
 
 def test_same_inputs_give_the_same_schedule():
     def once():
-        with rocr.init(spec=system_spec("teaching", scheduler_policy="ready_first")) as rt:
+        spec = system_spec("teaching", scheduler_policy="ready_first")
+        with rocr.init(spec=spec, trace=True) as rt:
             nw(rt, 4, queues=4)
             g = rt.system.gpus[0]
             hws = [(e.ts, e.name) for e in rt.system.tracer.events if e.track == "HWS"]

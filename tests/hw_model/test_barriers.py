@@ -30,8 +30,10 @@ def pp_of(rt, q):
 
 
 @pytest.fixture
-def rt():
-    r = rocr.init(spec=system_spec("teaching"))
+def rt(request):
+    r = rocr.init(
+        spec=system_spec("teaching"), trace=request.node.get_closest_marker("trace") is not None
+    )
     yield r
     r.shutdown()
 
@@ -216,6 +218,7 @@ def _completion_write_ps(rt, sig) -> int:
     return hits[0]
 
 
+@pytest.mark.trace
 @pytest.mark.parametrize("previous", ["barrier-AND", "agent NOP", "kernel"])
 def test_barrier_bit_waits_until_the_previous_packet_has_retired(rt, previous):
     """HSA barrier bit: the packet starts only once every earlier packet of its queue has

@@ -7,10 +7,12 @@ import io
 import json
 
 import numpy as np
+import pytest
 
 from hw_model.reports import KERNEL_TRACE_COLUMNS, kernel_trace_csv, stats_txt, write_reports
 
 
+@pytest.mark.trace
 def test_reports_describe_the_run(rt, buffers, tmp_path):
     n = 1000
     src, dst = buffers(np.ones(n, np.float32)), buffers(n)

@@ -18,11 +18,13 @@ from hw_model.scheduler import (
 POLICIES = ("round_robin", "priority", "ready_first")
 
 
-def make_rt(policy: str = "round_robin", preset: str = "teaching", functional=True, **gpu):
+def make_rt(
+    policy: str = "round_robin", preset: str = "teaching", functional=True, trace=False, **gpu
+):
     spec = system_spec(preset, scheduler_policy=policy, functional=functional)
     if gpu:
         spec = spec.model_copy(update={"gpu": spec.gpu.model_copy(update=gpu)})
-    return rocr.init(spec=spec)
+    return rocr.init(spec=spec, trace=trace)
 
 
 def buf(rt, data):
@@ -106,7 +108,7 @@ def test_order_within_a_queue_survives_swaps():
 
 
 def test_doorbell_on_an_unmapped_queue_is_served_once_mapped():
-    with make_rt("round_robin") as rt:
+    with make_rt("round_robin", trace=True) as rt:
         gpu = rt.gpus[0]
         k = rt.load_code_object("builtin:empty").kernel("empty")
         queues = [gpu.create_queue(64) for _ in range(3)]
@@ -382,7 +384,7 @@ def test_bad_policies_are_refused_with_a_message():
 def test_a_queue_swapped_out_mid_packet_fetches_the_packet_again():
     """gem5 counts a packet in its processing delay as not in flight: the queue is idle and
     may be swapped out; the CP abandons the packet and processes it after the queue is back."""
-    with make_rt("round_robin") as rt:
+    with make_rt("round_robin", trace=True) as rt:
         gpu = rt.gpus[0]
         k = rt.load_code_object("builtin:empty").kernel("empty")
         q0, q1, q2 = (gpu.create_queue(64) for _ in range(3))

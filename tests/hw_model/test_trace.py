@@ -6,8 +6,11 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from hw_model.trace import FLOW_NAME, Tracer
+
+pytestmark = pytest.mark.trace  # every test here reads the `rt` fixture's trace
 
 # Elements of the long dispatch: on the teaching GPU it runs past ROCr's 200 us spin, so the
 # host sleeps in AMDKFD_IOC_WAIT_EVENTS and the interrupt wakes it.

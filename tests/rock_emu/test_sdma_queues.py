@@ -19,8 +19,8 @@ RING, PTRS, DATA = 0x200000, 0x300000, 0x400000
 
 
 @pytest.fixture
-def kfd():
-    return machine(preset="teaching")
+def kfd(request):
+    return machine(preset="teaching", trace=request.node.get_closest_marker("trace") is not None)
 
 
 def sdma_args(kfd, qtype=io.KFD_IOC_QUEUE_TYPE_SDMA):
@@ -128,6 +128,7 @@ class Ring:
         return int.from_bytes(self.p.memory.read(self.p.pasid, va, 8), "little", signed=True)
 
 
+@pytest.mark.trace
 def test_engine_runs_copy_fill_fence_atomic_timestamp_from_the_ring(kfd):
     p = process_with_ring(kfd)
     alloc(p, kfd, DATA, 1 << 16)

@@ -64,6 +64,7 @@ def test_plot_data_of_a_demo_trace_has_a_bar_per_workgroup(demo_trace):
     assert all(k.start <= b.start and b.start + b.dur <= k.start + k.dur + 1e-6 for b in wgs)
 
 
+@pytest.mark.trace
 def test_plot_data_counts_kernels_per_queue_copies_and_resident_waves(rt, buffers):
     n = 2048
     src, dst = buffers(np.ones(n, np.float32)), buffers(n)
