@@ -120,6 +120,7 @@ class WgRun:
         "key",
         "mult",
         "phase",
+        "event",
     )
 
     def __init__(
@@ -146,19 +147,42 @@ class WgRun:
         # What stops it at its first global access, if anything: the MemoryFault its bad
         # access raises, or the message of the illegal instruction its code reached.
         self.fault: Any = None
-        self.timing = timing if timing is not None else getattr(launch, "timing", None)
-        # Workgroups of one kernel with one timing progress alike: one group on a CU.
-        self.key = (launch, self.timing)
+        t = self.timing = timing if timing is not None else getattr(launch, "timing", None)
+        # Workgroups of one kernel with one timing progress alike: one group on a CU. A
+        # launch that keeps `group_keys` hands every run of a timing the same key, hashed by
+        # identity: the CU looks its group up twice per workgroup.
+        keys = getattr(launch, "group_keys", None)
+        if keys is None:
+            self.key = (launch, t)
+        else:
+            key = keys.get(id(t))
+            if key is None:
+                key = keys[id(t)] = _GroupKey((launch, t))
+            self.key = key
         # Workgroups it stands for: one on this CU and one on each CU of its class, CUs whose
         # timelines are identical (the dispatcher's batched model); 1 in the reference model.
         self.mult = 1
-        self.phase = 0  # 0 placed, 1 computing, 2 waiting for its last byte
+        # 0 placed, 1 computing, 2 waiting for its last byte, 3 computing unwatched (`begin_
+        # unwatched`: one event, `event`, at the later of its compute end and its last byte)
+        self.phase = 0
+        self.event: Any = None
+
+
+class _GroupKey(tuple):
+    """(launch, timing) as a CU's group key, hashed and compared by identity (a C-level
+    hash, not the timing dataclass's field-by-field one): one object per pair, interned in
+    the launch's `group_keys` (the timing it holds keeps its id unique)."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
 
 class _Group:
     """The resident workgroups of one kernel on one CU: their waves all progress alike."""
 
-    __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo")
+    __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo", "unwatched")
 
     def __init__(self, timing: WaveTiming) -> None:
         self.timing = timing
@@ -168,6 +192,9 @@ class _Group:
         self.rate = 0.0  # work per ps of each wave
         # (v at which it finishes, run); equal work and equal rates keep arrival order
         self.fifo: deque[tuple[float, WgRun]] = deque()
+        # Its runs' compute ends are known at their start (`begin_unwatched`): the CU keeps no
+        # event for them; each leaves the group at its own event (`end_unwatched`).
+        self.unwatched = False
 
 
 class ComputeUnit:
@@ -280,14 +307,93 @@ class ComputeUnit:
     # -- timing ----------------------------------------------------------------------------
     def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:
         """`run`'s waves start issuing: it joins its kernel's group and shares the CU."""
-        self._advance(now)
-        g = self._groups.get(run.key)
+        groups = self._groups
+        dt = now - self._t
+        if dt:  # `_advance`, inline: twice per workgroup
+            for g in groups.values():
+                g.v += g.rate * dt
+            self._t = now
+        g = groups.get(run.key)
         if g is None:
-            g = self._groups[run.key] = _Group(timing)
+            g = groups[run.key] = _Group(timing)
         g.waves += run.req.waves
         g.fifo.append((g.v + 1.0, run))
-        self._set_rates()
-        self._reschedule(now)
+        if len(groups) == 1:
+            self._alone(g, now)
+        else:
+            self._set_rates()
+            self._reschedule(now)
+
+    def begin_unwatched(self, run: WgRun, timing: WaveTiming, now: int) -> int:
+        """`begin` for a workgroup whose rate no other can change: every wave on the CU runs
+        at its cap, even with the CU full of them (`timing.cap * max_waves_per_cu <= 1`,
+        the CU running this kernel only). Returns the tick it finishes computing (what its
+        `_fire` would find) and sets no event: the caller keeps one for it and calls
+        `end_unwatched` then. `watch` turns the group back into an ordinary one. -1: the
+        kernel's group on the CU is an ordinary one, which `run` joined (`begin`)."""
+        groups = self._groups
+        dt = now - self._t
+        if dt:
+            for g in groups.values():
+                g.v += g.rate * dt
+            self._t = now
+        g = groups.get(run.key)
+        if g is None:
+            g = groups[run.key] = _Group(timing)
+            g.unwatched = True
+            busy = timing.busy_ps
+            g.rate = timing.cap / busy if busy else 1.0 / timing.alone_ps
+        elif not g.unwatched:  # runs of its kernel computing under the CU's event
+            self.begin(run, timing, now)
+            return -1
+        g.waves += run.req.waves
+        g.fifo.append((g.v + 1.0, run))
+        run.phase = 3
+        dt = 1.0 / g.rate
+        return now + math.ceil(dt) if dt > 0 else now
+
+    def end_unwatched(self, run: WgRun) -> None:
+        """An unwatched `run` has finished computing (and maybe waited for its bytes since):
+        it leaves its group, whose other runs' rates do not change."""
+        g = self._groups[run.key]
+        fifo = g.fifo
+        if fifo[0][1] is run:
+            fifo.popleft()
+        else:
+            for i, (_, r) in enumerate(fifo):
+                if r is run:
+                    del fifo[i]
+                    break
+        g.waves -= run.req.waves
+        run.phase = 2
+        if not fifo:
+            del self._groups[run.key]
+
+    def watch(self, now: int) -> list[WgRun]:
+        """Unwatched groups become ordinary ones: runs that finished computing leave (phase
+        2: their events stay, for their last byte); the others compute on under the CU's own
+        event (phase 1). Returns those others: their events are the caller's to cancel."""
+        self._advance(now)
+        computing: list[WgRun] = []
+        for key in list(self._groups):
+            g = self._groups[key]
+            if not g.unwatched:
+                continue
+            g.unwatched = False
+            fifo = g.fifo
+            while fifo and fifo[0][0] <= g.v + _EPS:
+                run = fifo.popleft()[1]
+                g.waves -= run.req.waves
+                run.phase = 2
+            for _, run in fifo:
+                run.phase = 1
+                computing.append(run)
+            if not fifo:
+                del self._groups[key]
+        if computing:
+            self._set_rates()
+            self._reschedule(now)
+        return computing
 
     def stop(self, run: WgRun, now: int) -> None:
         """`run`'s waves stop issuing before they finish (a memory fault): it leaves its
@@ -336,6 +442,22 @@ class ComputeUnit:
             left -= share * g.waves
             waves -= g.waves
 
+    def _alone(self, g: _Group, now: int) -> None:
+        """`_set_rates` and `_reschedule` for a CU whose only group is `g` (the common
+        case: a kernel alone), in one call."""
+        fair = 1.0 / g.waves
+        share = g.cap if g.cap < fair else fair
+        busy = g.timing.busy_ps
+        rate = g.rate = share / busy if busy else 1.0 / g.timing.alone_ps
+        dt = (g.fifo[0][0] - g.v) / rate
+        best = now + math.ceil(dt) if dt > 0 else now
+        ev = self._event
+        if ev is not None:
+            if ev.tick == best:
+                return
+            ev.cancel()
+        self._event = self._engine.schedule_at(best, self._fire, priority=1)  # type: ignore[union-attr]
+
     def _reschedule(self, now: int) -> None:
         """Keep one event: the next workgroup of any group to finish computing."""
         best = -1
@@ -357,9 +479,13 @@ class ComputeUnit:
     def _fire(self) -> None:
         self._event = None
         now = self._engine.now  # type: ignore[union-attr]
-        self._advance(now)
-        done: list[WgRun] = []
         groups = self._groups
+        dt = now - self._t
+        if dt:  # `_advance`, inline
+            for g in groups.values():
+                g.v += g.rate * dt
+            self._t = now
+        done: list[WgRun] = []
         for key in list(groups):
             g = groups[key]
             fifo = g.fifo
@@ -369,8 +495,12 @@ class ComputeUnit:
                 done.append(run)
             if not fifo:
                 del groups[key]
-        self._set_rates()
-        self._reschedule(now)
+        if len(groups) == 1:
+            for g in groups.values():
+                self._alone(g, now)
+        elif groups:  # none left: no rate to set, no event to keep
+            self._set_rates()
+            self._reschedule(now)
         for run in done:
             self._on_compute_done(run)  # type: ignore[misc]
 

@@ -31,9 +31,13 @@ ticks), one compute event and one completion for the whole class; a refill place
 class again. The other CUs' counters catch up when the classes dissolve (`_unbatch`): when
 another kernel is launched on the GPU, at an eviction or an occupancy report, for the last
 workgroups (fewer than a class) and when code stops a workgroup; from then on every workgroup
-has its own run. Kernel times stay within 1% of the reference model (one run per workgroup
-throughout; `HSAEMU_TIMING_MODEL=reference` or `Dispatcher.batching = False`) on every table
-of bench/timing_effects.py (tests/e2e/test_timing_effects.py).
+has its own run. A latency-bound kernel (each wave at its cap even on a full CU, so no
+arrival or departure changes another workgroup's rate) has each class run end in one event
+at the later of its compute end and its last byte, not one for each (`begin_unwatched`);
+when the classes dissolve those runs go back under their CUs' events. Kernel times stay
+within 1% of the reference model (one run per workgroup throughout;
+`HSAEMU_TIMING_MODEL=reference` or `Dispatcher.batching = False`) on every table of
+bench/timing_effects.py (tests/e2e/test_timing_effects.py).
 
 Functional execution (`hw_model.execution`): the kernel's code runs over a batch of
 workgroups at once, just before the first of them is placed: as many as the GPU holds at once
@@ -106,10 +110,11 @@ class KernelLaunch:
         self.kernel = kernel
         self.grid = grid
         self.workgroup = workgroup
-        self.counts = tuple(-(-g // w) for g, w in zip(grid, workgroup, strict=True))
+        (gx, gy, gz), (wx, wy, wz) = grid, workgroup  # 3-D, padded with 1s by the CP
+        self.counts = (-(-gx // wx), -(-gy // wy), -(-gz // wz))
         self.total_wgs = self.counts[0] * self.counts[1] * self.counts[2]
-        self.wg_items = workgroup[0] * workgroup[1] * workgroup[2]
-        self.ragged = any(g % w for g, w in zip(grid, workgroup, strict=True))
+        self.wg_items = wx * wy * wz
+        self.ragged = bool(gx % wx or gy % wy or gz % wz)
         self.req = req
         self.kernarg = kernarg
         self.code = code
@@ -149,6 +154,9 @@ class KernelLaunch:
         self.on_illegal = on_illegal
         self.cu_mask: set[int] | None = None  # CUs this launch may use (AMDKFD_IOC_SET_CU_MASK)
         self._edge_reqs: dict[int, WgRequirements] = {}
+        self.group_keys: dict[int, tuple] = {}  # id(timing) -> its runs' key on a CU (WgRun)
+        # Its class runs' rates cannot change (`ComputeUnit.begin_unwatched`): one event each.
+        self.unwatched = False
 
     def wg_coords(self, index: int) -> tuple[int, int, int]:
         nx, ny, _ = self.counts
@@ -500,7 +508,8 @@ class Dispatcher:
                 self._dirty = {cu.index}
                 self._dispatch()
                 return
-            simds = cu.try_place(req)
+            # try_place's first test, inline: a refill usually ends on a full CU
+            simds = cu.try_place(req) if req.waves <= cu.free_wave_slots else None
             if simds is None:
                 self._dirty = set()
                 self._blocked = True
@@ -527,9 +536,13 @@ class Dispatcher:
         """Whether `k`'s workgroups may be run a CU class at a time: alone on an idle GPU,
         all workgroups alike, nothing traced per workgroup, no bytes over the host link
         (shared with copies). Compiled code's host bytes are known only once it ran: the
-        first pass checks its timing (`_host_free`)."""
+        first pass checks its timing (`_host_free`). A kernel of fewer workgroups than CUs
+        is placed one by one: the closed-form pass costs a walk over every CU, more than
+        placing a few workgroups (an empty kernel's one workgroup paid a third of its round
+        trip for it)."""
         return (
-            not k.ragged
+            k.total_wgs >= len(self.cus)
+            and not k.ragged
             and not self.gpu.tracer.enabled
             and k.host_share == 0
             and k.stop_wg < 0
@@ -632,9 +645,6 @@ class Dispatcher:
             launched[cus[i].shader_engine] += count[p]
         for e, m in launched.items():
             se_free[e] = base[e] + launch_ps * m
-        for p, i in enumerate(order):
-            if count[p]:
-                _set_resources(cus[i], states[count[p]], now)
         last = order[(placed - 1) % a]
         policy._next = last + 1 if last + 1 < n else 0
         k.next_wg = placed
@@ -647,6 +657,10 @@ class Dispatcher:
             reps = {m: [] for ms in members for m in ms}  # one run per workgroup
         else:
             reps = self._set_classes(k, members, se_rep)
+        # Only the representatives take their resources now: the other CUs of a class copy
+        # them (and every counter) from theirs when the classes dissolve (`_unbatch`).
+        for r in reps:
+            _set_resources(cus[r], states[count[pos[r]]], now)
         schedule = self.gpu.engine.schedule_at
         items = k.wg_items
         for r, clones in reps.items():
@@ -678,6 +692,10 @@ class Dispatcher:
             reps[r] = [cus[c] for c in m if c != r]
         k.clones = reps
         k.se_rep = se_rep
+        # Latency-bound: each wave at its cap even with every wave slot of a CU taken, so no
+        # workgroup's arrival or departure changes another's rate (ComputeUnit._set_rates).
+        t = k.timing
+        k.unwatched = t is not None and t.cap * self.spec.max_waves_per_cu <= 1.0
         k.max_mult = max(len(v) for v in reps.values()) + 1
         k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
         return reps
@@ -739,6 +757,15 @@ class Dispatcher:
         now = engine.now
         schedule = engine.schedule_at
         cus = self.cus
+        if k.unwatched:
+            # The representatives' runs go back under their CUs' events (their copies are
+            # made from those) and those still computing lose their one-event ends.
+            for r in clones_of:
+                for run in cus[r].watch(now):
+                    run.event.cancel()
+                    run.event = None
+            if k.clones is None:
+                k.unwatched = False
         copies: dict[WgRun, list[WgRun]] = {}
         for run in runs:
             clones = clones_of[run.cu.index]
@@ -751,12 +778,15 @@ class Dispatcher:
                 new.phase = run.phase
                 if run.phase == 0:
                     schedule(run.start, self._wg_start, new, priority=1)
-                elif run.phase == 2:
-                    schedule(run.mem_done, self._wg_done, new, priority=1)
+                elif run.phase == 2:  # (an unwatched run's last byte may be in the past)
+                    schedule(max(run.mem_done, now), self._wg_done, new, priority=1)
                 mine.append(new)
             copies[run] = mine
             run.mult = 1
         se_free = self._se_free
+        # No run of these classes in flight (the kernel is over): the CUs are idle, with no
+        # group to mirror or event to set; only resources and counters catch up.
+        idle = not runs
         for r, clones in clones_of.items():
             rep = cus[r]
             rep._advance(now)
@@ -774,6 +804,11 @@ class Dispatcher:
                 busy, wgs = k.class_base[c.index]
                 c.busy_ps = busy + rep.busy_ps - base_busy
                 c.wgs_run = wgs + rep.wgs_run - base_run
+                if idle:
+                    e = c.shader_engine
+                    if se_free[e] < se_free[rep.shader_engine]:
+                        se_free[e] = se_free[rep.shader_engine]
+                    continue
                 c._advance(now)  # its own groups (none of `k`'s: those it gets now)
                 for key, g in rep._groups.items():
                     if key[0] is not k:
@@ -781,7 +816,7 @@ class Dispatcher:
                     mirror = _Group(g.timing)
                     mirror.waves, mirror.v, mirror.rate = g.waves, g.v, g.rate
                     mirror.fifo.extend((t, copies[run][j]) for t, run in g.fifo)
-                    c._groups[(k, g.timing)] = mirror
+                    c._groups[key] = mirror
                 c._reschedule(now)
                 # its engine launched what the representative's did (and maybe more since)
                 e = c.shader_engine
@@ -845,7 +880,13 @@ class Dispatcher:
                 done = ch.transfer(now, nbytes * mult)
                 done -= int((mult - 1) * nbytes * ch.ps_per_byte / 2)
                 run.mem_done = max(done, now) + timing.latency_ps
-                run.cu.begin(run, timing, now)
+                if k.unwatched:
+                    end = run.cu.begin_unwatched(run, timing, now)
+                    if end >= 0:
+                        at = end if end > run.mem_done else run.mem_done
+                        run.event = engine.schedule_at(at, self._wg_end, run, priority=1)
+                else:
+                    run.cu.begin(run, timing, now)
                 return
             # Built-ins: the share their declared streams give; compiled code: the bytes its
             # lanes moved to and from host memory (the cost profile's `host_bytes`).
@@ -857,6 +898,14 @@ class Dispatcher:
                 done = max(done, self.gpu.channel.transfer(now, nbytes - host))
             run.mem_done = done + timing.latency_ps
         run.cu.begin(run, timing, now)
+
+    def _wg_end(self, run: WgRun) -> None:
+        """An unwatched class run has finished computing and its last byte has moved: one
+        event where a watched run takes two (`_compute_done`, then `_wg_done`)."""
+        if run.phase == 3:
+            run.cu.end_unwatched(run)
+        run.event = None
+        self._wg_done(run)
 
     def _compute_done(self, run: WgRun) -> None:
         if run.fault is not None:
