@@ -38,6 +38,23 @@ def gpu_buffer(rt, data: np.ndarray | int, dtype=np.float32):
     return buf
 
 
+def gated_dispatch(rt, gate=None):
+    """An empty kernel behind a barrier-AND on `gate` (a new signal at 1 by default): it runs
+    only once something stores 0 to the gate. Returns (queue, gate, dispatch handle)."""
+    from hw_model import aql
+
+    q = rt.gpus[0].create_queue(64)
+    gate = rt.create_signal(1) if gate is None else gate
+    q.submit(
+        rocr.BarrierAndPacket(
+            header=aql.make_header(aql.PacketType.BARRIER_AND),
+            dep_signal=[gate.handle, 0, 0, 0, 0],
+        )
+    )
+    k = rt.load_code_object("builtin:empty").kernel("empty")
+    return q, gate, q.dispatch(k, grid=64, workgroup=64)
+
+
 @pytest.fixture
 def buffers(rt):
     return lambda data, dtype=np.float32: gpu_buffer(rt, data, dtype)

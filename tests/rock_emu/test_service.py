@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 import rocr
-from hw_model import aql
 from rock_emu import ioctl as io
 from rock_emu import protocol as P
 from rock_emu.service import KfdService, peek_status
 from roct.socket_transport import SocketTransport
+from tests.conftest import gated_dispatch
 
 TIMEOUT = 30.0
 
@@ -204,15 +204,7 @@ def test_eof_without_close_is_process_exit(service):
 
 def test_a_wait_with_nothing_left_to_run_is_a_deadlock_when_every_client_is_blocked(service):
     rt = rocr.init(transport=SocketTransport(service.path, name="alone"))
-    q = rt.gpus[0].create_queue(64)
-    gate = rt.create_signal(1)
-    q.submit(
-        rocr.BarrierAndPacket(
-            header=aql.make_header(aql.PacketType.BARRIER_AND),
-            dep_signal=[gate.handle, 0, 0, 0, 0],
-        )
-    )
-    h = q.dispatch(rt.load_code_object("builtin:empty").kernel("empty"), grid=64, workgroup=64)
+    q, gate, h = gated_dispatch(rt)
     with pytest.raises(rocr.HsaError) as info:
         h.wait()
     assert info.value.status == rocr.Status.ERROR
@@ -227,14 +219,7 @@ def test_a_parked_waiter_does_not_block_another_process(service):
     rt_b = rocr.init(transport=SocketTransport(service.path, name="B"))
     gate = rt_b.create_signal(1, ipc=True)
     mine = rt_a.ipc_signal_attach(rt_b.ipc_signal_create(gate))
-    q = rt_a.gpus[0].create_queue(64)
-    q.submit(
-        rocr.BarrierAndPacket(
-            header=aql.make_header(aql.PacketType.BARRIER_AND),
-            dep_signal=[mine.handle, 0, 0, 0, 0],
-        )
-    )
-    h = q.dispatch(rt_a.load_code_object("builtin:empty").kernel("empty"), grid=64, workgroup=64)
+    _, _, h = gated_dispatch(rt_a, mine)
     result: list = []
     waiter = threading.Thread(target=lambda: result.append(h.wait()), daemon=True)
     waiter.start()
@@ -259,15 +244,7 @@ def test_native_doorbells_and_signal_stores_are_noticed_without_messages(service
     plain stores to the shared pages; the watcher rings the CP and wakes the barrier."""
     tr = SocketTransport(service.path, name="native", native=True)
     rt = rocr.init(transport=tr)
-    q = rt.gpus[0].create_queue(64)
-    gate = rt.create_signal(1)
-    q.submit(
-        rocr.BarrierAndPacket(
-            header=aql.make_header(aql.PacketType.BARRIER_AND),
-            dep_signal=[gate.handle, 0, 0, 0, 0],
-        )
-    )
-    h = q.dispatch(rt.load_code_object("builtin:empty").kernel("empty"), grid=64, workgroup=64)
+    q, gate, h = gated_dispatch(rt)
     pp = service.system.gpus[0].queue_by_id(tr.pasid, q.queue_id)
     end = time.monotonic() + TIMEOUT
     while pp.doorbell_value < h.index:  # the doorbell store was noticed and rung

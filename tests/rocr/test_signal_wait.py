@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rocr
-from hw_model import aql
+from tests.conftest import gated_dispatch
 
 US = 1_000_000  # ps
 MS = 1_000 * US
@@ -76,22 +76,8 @@ def test_bad_wait_arguments_are_invalid_argument_naming_them(rt, kwargs, name):
     assert rt.system.host_now == t0  # refused up front: no time waited
 
 
-def _gated_dispatch(rt):
-    """A kernel behind a barrier-AND on a signal nothing sets: it can never run."""
-    q = rt.gpus[0].create_queue(64)
-    gate = rt.create_signal(1)
-    q.submit(
-        rocr.BarrierAndPacket(
-            header=aql.make_header(aql.PacketType.BARRIER_AND),
-            dep_signal=[gate.handle, 0, 0, 0, 0],
-        )
-    )
-    k = rt.load_code_object("builtin:empty").kernel("empty")
-    return q, gate, q.dispatch(k, grid=64, workgroup=64)
-
-
 def test_dispatch_handle_wait_times_out_in_simulated_time_naming_the_packet(rt):
-    q, gate, h = _gated_dispatch(rt)
+    q, gate, h = gated_dispatch(rt)
     t0 = rt.system.host_now
     with pytest.raises(rocr.HsaError) as info:
         h.wait(timeout_ns=2_000_000)
@@ -106,7 +92,7 @@ def test_dispatch_handle_wait_times_out_in_simulated_time_naming_the_packet(rt):
 
 
 def test_dispatch_handle_wait_with_a_negative_timeout_is_invalid_argument(rt):
-    _, gate, h = _gated_dispatch(rt)
+    _, gate, h = gated_dispatch(rt)
     with pytest.raises(rocr.HsaError) as info:
         h.wait(timeout_ns=-5)
     assert info.value.status == rocr.Status.ERROR_INVALID_ARGUMENT
