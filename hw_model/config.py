@@ -385,6 +385,17 @@ def preset(name: str) -> GpuSpec:
         ) from None
 
 
+# A preset's plain SystemSpec, built once: specs are frozen, and validating one costs ~25 us
+# (every hsa_init of a served system asks for one).
+_PLAIN_SPECS: dict[str, SystemSpec] = {}
+
+
 def system_spec(name: str = DEFAULT_PRESET, **overrides: object) -> SystemSpec:
     """A SystemSpec for a named GPU preset, with optional SystemSpec field overrides."""
-    return SystemSpec(gpu=preset(name), **overrides)  # type: ignore[arg-type]
+    if overrides:
+        return SystemSpec(gpu=preset(name), **overrides)  # type: ignore[arg-type]
+    gpu = preset(name)
+    spec = _PLAIN_SPECS.get(name)
+    if spec is None or spec.gpu is not gpu:  # (PRESETS may have been given a new entry)
+        spec = _PLAIN_SPECS[name] = SystemSpec(gpu=gpu)
+    return spec

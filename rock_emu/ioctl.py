@@ -213,6 +213,12 @@ class IoctlArgs(LazyModel):
         """The members in declaration order with their offsets, sizes and kinds."""
         return cls._FIELDS
 
+    @classmethod
+    def fast(cls, **values: int) -> "FastArgs":
+        """This struct as its fast twin (`fast_twin`): the same bytes, built without pydantic.
+        For the thunk's and the driver's own values; input from users goes through the model."""
+        return fast_twin(cls)(**values)
+
     # -- encoding ---------------------------------------------------------------------------
 
     def _flat(self) -> list[Any]:
@@ -1160,6 +1166,169 @@ STRUCTS: Final[dict[str, type[IoctlArgs]]] = {
 """Every struct of the header by its C tag name."""
 
 # --------------------------------------------------------------------------------------------
+# Fast twins: the flat structs without pydantic, for the ioctl path
+# --------------------------------------------------------------------------------------------
+
+
+class FastArgs:
+    """A flat uapi struct (integer members only) as a plain slotted object.
+
+    The twin of an `IoctlArgs` model: the same member names and the same bytes (it packs and
+    unpacks with the model's own precompiled `struct.Struct`), but no pydantic, so building,
+    reading and assigning cost what a Python object costs. Every ioctl goes through one twice
+    (the thunk builds the args and reads the reply, the driver decodes them, fills the reply in
+    and encodes it): validating structs the emulator builds itself was most of an ioctl's cost.
+    Nothing is checked on construction or assignment; a value that does not fit its C type
+    (or is not an integer) is refused when the struct is packed, with a `ValueError` naming
+    the member and its range, before the bytes go anywhere. The model stays the reference
+    (and the way in for values from users); `to_model()` converts.
+    """
+
+    __slots__ = ()
+    MODEL: ClassVar[type[IoctlArgs]]
+    C_NAME: ClassVar[str] = ""
+    SIZE: ClassVar[int] = 0
+    _STRUCT: ClassVar[struct.Struct]
+    _NAMES: ClassVar[tuple[str, ...]] = ()
+    _VALUES: ClassVar[Any]  # operator.attrgetter of the members, in order
+
+    def __init__(self, *values: int, **named: int) -> None:  # replaced per twin
+        raise TypeError("FastArgs is abstract: use fast_twin(model)")
+
+    def _pack_values(self) -> tuple[int, ...]:
+        values = self._VALUES(self)
+        return values if len(self._NAMES) != 1 else (values,)
+
+    def to_bytes(self) -> bytes:
+        """The C struct image, ``SIZE`` bytes, padding zeroed (as the model's)."""
+        try:
+            return self._STRUCT.pack(*self._pack_values())
+        except struct.error:
+            raise self._range_error() from None
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    def pack_into(self, buffer: bytearray | memoryview, offset: int = 0) -> None:
+        try:
+            self._STRUCT.pack_into(buffer, offset, *self._pack_values())
+        except struct.error:
+            raise self._range_error() from None
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
+        """Decode exactly ``SIZE`` bytes; padding is ignored, as the kernel ignores it."""
+        if len(data) != cls.SIZE:
+            raise ValueError(
+                f"struct {cls.C_NAME} is {cls.SIZE} bytes but {len(data)} were given; pass "
+                f"exactly sizeof(struct {cls.C_NAME}) bytes"
+            )
+        return cls(*cls._STRUCT.unpack(data))
+
+    @classmethod
+    def from_buffer(cls, buffer: bytes | bytearray | memoryview, offset: int = 0) -> Self:
+        """Decode the ``SIZE`` bytes at ``offset`` of a larger buffer."""
+        if offset < 0 or len(buffer) - offset < cls.SIZE:
+            raise ValueError(
+                f"struct {cls.C_NAME} needs {cls.SIZE} bytes at offset {offset} but the buffer "
+                f"has {len(buffer)} bytes"
+            )
+        return cls(*cls._STRUCT.unpack_from(buffer, offset))
+
+    @classmethod
+    def offsetof(cls, name: str) -> int:
+        return cls.MODEL.offsetof(name)
+
+    def to_model(self) -> IoctlArgs:
+        """The pydantic model of the same values (validated)."""
+        return self.MODEL(**{n: getattr(self, n) for n in self._NAMES})
+
+    def _range_error(self) -> ValueError:
+        for f in self.MODEL._FIELDS:
+            value = getattr(self, f.name)
+            ctype = f.elem
+            assert isinstance(ctype, CType)
+            bits = 8 * ctype.size
+            lo, hi = (
+                (0, (1 << bits) - 1)
+                if ctype.fmt.isupper()
+                else (-(1 << bits - 1), (1 << bits - 1) - 1)
+            )
+            try:
+                ok = lo <= operator.index(value) <= hi
+            except TypeError:
+                return ValueError(
+                    f"{self.C_NAME}.{f.name} = {value!r}: must be an integer ({ctype.name})"
+                )
+            if not ok:
+                return ValueError(
+                    f"{self.C_NAME}.{f.name} = {value}: out of range for {ctype.name} ({lo}..{hi})"
+                )
+        return ValueError(f"struct {self.C_NAME}: cannot pack {self!r}")
+
+    def __repr__(self) -> str:
+        members = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._NAMES)
+        return f"{type(self).__name__}({members})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._VALUES(self) == self._VALUES(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Twins are made at run time, so pickle (checkpoints) names the model instead.
+        return (_unpickle_fast, (self.MODEL, self._pack_values()))
+
+
+def _unpickle_fast(model: type[IoctlArgs], values: tuple[int, ...]) -> FastArgs:
+    return fast_twin(model)(*values)
+
+
+_FAST_TWINS: dict[type[IoctlArgs], type[FastArgs]] = {}
+
+
+def fast_twin(model: type[IoctlArgs]) -> type[FastArgs]:
+    """The `FastArgs` twin of a flat struct's model, built on first use (each costs ~0.1 ms:
+    `import rocr` builds none). Structs with nested structs, arrays or unions have none."""
+    twin = _FAST_TWINS.get(model)
+    if twin is not None:
+        return twin
+    if not model._FLAT or any(f.kind != "scalar" for f in model._FIELDS):
+        raise TypeError(
+            f"struct {model.C_NAME} has nested structs, arrays or unions: it has no fast "
+            "twin; use the model"
+        )
+    names = model._NAMES
+    # The __init__ a dataclass would generate, without dataclasses' ~1 ms a class: the names
+    # are this module's own member names, so the source is fixed.
+    params = ", ".join(f"{n}=0" for n in names)
+    body = "".join(f"\n    self.{n} = {n}" for n in names) or "\n    pass"
+    scope: dict[str, Any] = {}
+    exec(f"def __init__(self, {params}):{body}\n", scope)  # noqa: S102
+    twin = type(
+        model.__name__ + "Fast",
+        (FastArgs,),
+        {
+            "__slots__": names,
+            "__init__": scope["__init__"],
+            "__doc__": f"struct {model.C_NAME} without pydantic: see FastArgs.",
+            "__module__": __name__,
+            "MODEL": model,
+            "C_NAME": model.C_NAME,
+            "SIZE": model.SIZE,
+            "_STRUCT": model._STRUCT,
+            "_NAMES": names,
+            "_VALUES": operator.attrgetter(*names),
+        },
+    )
+    # Two threads may build one at once (the server's emulation threads): the first stored
+    # wins, so every instance of a struct has the one class encode_args checks for.
+    return _FAST_TWINS.setdefault(model, twin)
+
+
+# --------------------------------------------------------------------------------------------
 # Request numbers (asm-generic/ioctl.h encoding, as on x86-64)
 # --------------------------------------------------------------------------------------------
 
@@ -1293,6 +1462,21 @@ def request_name(request: int) -> str:
 
 _REQUEST_BY_NR: Final[dict[int, int]] = {ioc_nr(req): req for req in REQUESTS}
 
+# Request -> the fast twin of its struct, or None (a struct with arrays, or an unknown request).
+_FAST_BY_REQUEST: dict[int, type[FastArgs] | None] = {}
+
+
+def fast_request(request: int) -> type[FastArgs] | None:
+    """The fast twin of `request`'s argument struct; None for a request amdkfd does not know
+    or whose struct is not flat (decode those with `decode_args`)."""
+    try:
+        return _FAST_BY_REQUEST[request]
+    except KeyError:
+        model = REQUESTS.get(request)
+        twin = fast_twin(model) if model is not None and model._FLAT else None
+        _FAST_BY_REQUEST[request] = twin
+        return twin
+
 
 # --------------------------------------------------------------------------------------------
 # Errors and message coding
@@ -1340,14 +1524,14 @@ def _model_for(request: int) -> type[IoctlArgs]:
     raise KfdError(errno.ENOTTY, f"unknown amdkfd ioctl {request_name(request)}; {hint}")
 
 
-def encode_args(args: IoctlArgs, request: int | None = None) -> bytearray:
+def encode_args(args: IoctlArgs | FastArgs, request: int | None = None) -> bytearray:
     """The writable argument buffer for ``args``, as user space hands it to ``ioctl()``.
 
-    With ``request``, also checks that ``args`` is that request's struct.
+    With ``request``, also checks that ``args`` is that request's struct (model or fast twin).
     """
     if request is not None:
         model = _model_for(request)
-        if type(args) is not model:
+        if type(args) is not model and type(args) is not _FAST_TWINS.get(model):
             raise KfdError(
                 errno.EINVAL,
                 f"{request_name(request)} takes struct {model.C_NAME} ({model.__name__}) but "

@@ -12,6 +12,7 @@ what was wrong.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import json
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from hw_model.system import System, WaitOutcome
 from rock_emu import ioctl as io
 from rock_emu.ioctl import AllocMemFlags, KfdError
 from rock_emu.mapping import HostMapping
-from rock_emu.topology import render
+from rock_emu.topology import render_cached
 
 # kfd_priv.h: mmap offset encoding (type in bits 62-63, gpu_id in bits 46-61)
 KFD_MMAP_TYPE_SHIFT = 62
@@ -83,6 +84,24 @@ VEGA10_GB_ADDR_CONFIG_GOLDEN = 0x2A114042
 GPUVM_LIMIT = (1 << 47) - 1
 
 
+# The memory types of KFD_IOC_ALLOC_MEM_FLAGS_* (exactly one per allocation), as plain ints.
+_ALLOC_DOMAINS = int(
+    AllocMemFlags.VRAM
+    | AllocMemFlags.GTT
+    | AllocMemFlags.USERPTR
+    | AllocMemFlags.DOORBELL
+    | AllocMemFlags.MMIO_REMAP
+)
+_ALLOC_PUBLIC = int(AllocMemFlags.PUBLIC)
+_ALLOC_COHERENT_OR_UNCACHED = int(AllocMemFlags.COHERENT | AllocMemFlags.UNCACHED)
+
+
+@functools.lru_cache(maxsize=256)
+def _alloc_flags_name(flags: int) -> str:
+    """A BO's name: its allocation flags spelled out (a few combinations recur)."""
+    return str(AllocMemFlags(flags))
+
+
 def _err(code: int, message: str) -> KfdError:
     return KfdError(code, message)
 
@@ -123,6 +142,8 @@ def _hw_queue_state(q: Queue) -> dict | None:
 
 class KfdProcess:
     """One process that opened /dev/kfd (struct kfd_process)."""
+
+    _HANDLERS: dict[int, Callable[[KfdProcess, object], None]]  # set below the class
 
     def __init__(
         self, kfd: Kfd, pasid: int, name: str, backing: Callable[[int], object] | None = None
@@ -169,34 +190,6 @@ class KfdProcess:
             backing=self._backing(USER_HEAP_SIZE),
         )
         self.doorbell_slot = kfd.alloc_doorbell_slot()
-        self._handlers: dict[int, Callable] = {
-            io.AMDKFD_IOC_GET_VERSION: self._get_version,
-            io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW: self._get_apertures_new,
-            io.AMDKFD_IOC_GET_PROCESS_APERTURES: self._get_apertures,
-            io.AMDKFD_IOC_ACQUIRE_VM: self._acquire_vm,
-            io.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU: self._alloc_memory,
-            io.AMDKFD_IOC_FREE_MEMORY_OF_GPU: self._free_memory,
-            io.AMDKFD_IOC_MAP_MEMORY_TO_GPU: self._map_memory,
-            io.AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU: self._unmap_memory,
-            io.AMDKFD_IOC_CREATE_QUEUE: self._create_queue,
-            io.AMDKFD_IOC_DESTROY_QUEUE: self._destroy_queue,
-            io.AMDKFD_IOC_UPDATE_QUEUE: self._update_queue,
-            io.AMDKFD_IOC_SET_CU_MASK: self._set_cu_mask,
-            io.AMDKFD_IOC_CREATE_EVENT: self._create_event,
-            io.AMDKFD_IOC_DESTROY_EVENT: self._destroy_event,
-            io.AMDKFD_IOC_SET_EVENT: self._set_event,
-            io.AMDKFD_IOC_RESET_EVENT: self._reset_event,
-            io.AMDKFD_IOC_WAIT_EVENTS: self._wait_events,
-            io.AMDKFD_IOC_GET_CLOCK_COUNTERS: self._get_clock_counters,
-            io.AMDKFD_IOC_SET_MEMORY_POLICY: self._set_memory_policy,
-            io.AMDKFD_IOC_SET_SCRATCH_BACKING_VA: self._set_scratch_backing_va,
-            io.AMDKFD_IOC_AVAILABLE_MEMORY: self._available_memory,
-            io.AMDKFD_IOC_SET_XNACK_MODE: self._set_xnack_mode,
-            io.AMDKFD_IOC_IMPORT_DMABUF: self._import_dmabuf,
-            io.AMDKFD_IOC_GET_DMABUF_INFO: self._get_dmabuf_info,
-            io.AMDKFD_IOC_SET_TRAP_HANDLER: self._set_trap_handler,
-            io.AMDKFD_IOC_GET_TILE_CONFIG: self._get_tile_config,
-        }
         # gpu_id -> (tba_addr, tma_addr) of the trap handler ROCr installs (qpd->tba_addr/tma_addr)
         self.trap_handlers: dict[int, tuple[int, int]] = {}
         self.mmio_pages: dict[int, BufferObject] = {}  # gpu_id -> the HDP flush page BO
@@ -207,14 +200,20 @@ class KfdProcess:
         if self.closed:
             raise _err(errno.EBADF, "this KFD process was closed; open /dev/kfd again")
         self.system.host_advance(self.system.spec.host.syscall_ps)
-        args = io.decode_args(request, buf)
-        handler = self._handlers.get(request)
+        # A flat struct of the right size decodes into its fast twin (the same bytes, no
+        # pydantic); anything else, and every malformed request, goes through decode_args.
+        twin = io.fast_request(request)
+        if twin is not None and len(buf) == twin.SIZE:
+            args = twin.from_buffer(buf)
+        else:
+            args = io.decode_args(request, buf)
+        handler = self._HANDLERS.get(request)
         if handler is None:
             raise _err(
                 errno.EINVAL,
                 f"{io.request_name(request)} is a valid amdkfd request that this emulated "
                 "driver does not implement; the supported ones are "
-                + ", ".join(sorted(io.request_name(r) for r in self._handlers)),
+                + ", ".join(sorted(io.request_name(r) for r in self._HANDLERS)),
             )
         tr = self.system.tracer
         if tr.enabled:
@@ -225,7 +224,7 @@ class KfdProcess:
                 {"pasid": self.pasid},
                 cat="ioctl",
             )
-        handler(args)
+        handler(self, args)
         buf[:] = args.to_bytes()
         return 0
 
@@ -280,8 +279,8 @@ class KfdProcess:
         a.major_version = io.KFD_IOCTL_MAJOR_VERSION
         a.minor_version = io.KFD_IOCTL_MINOR_VERSION
 
-    def _apertures(self, g: Gpu) -> io.ProcessDeviceApertures:
-        return io.ProcessDeviceApertures(
+    def _apertures(self, g: Gpu) -> io.FastArgs:
+        return io.ProcessDeviceApertures.fast(
             lds_base=LDS_APP_BASE_V9,
             lds_limit=LDS_APP_BASE_V9 + APERTURE_LIMIT_SPAN,
             scratch_base=SCRATCH_APP_BASE_V9,
@@ -304,7 +303,7 @@ class KfdProcess:
 
     def _get_apertures(self, a: io.GetProcessAperturesArgs) -> None:
         gpus = self.system.gpus[: io.NUM_OF_SUPPORTED_GPUS]
-        aps = [self._apertures(g) for g in gpus]
+        aps = [self._apertures(g).to_model() for g in gpus]
         aps += [io.ProcessDeviceApertures() for _ in range(io.NUM_OF_SUPPORTED_GPUS - len(aps))]
         a.process_apertures = aps
         a.num_of_nodes = len(gpus)
@@ -380,15 +379,9 @@ class KfdProcess:
                 errno.EINVAL,
                 f"no VM acquired on gpu_id {g.gpu_id:#x}: call AMDKFD_IOC_ACQUIRE_VM for it first",
             )
-        flags = AllocMemFlags(a.flags)
-        domains = flags & (
-            AllocMemFlags.VRAM
-            | AllocMemFlags.GTT
-            | AllocMemFlags.USERPTR
-            | AllocMemFlags.DOORBELL
-            | AllocMemFlags.MMIO_REMAP
-        )
-        if bin(int(domains)).count("1") != 1:
+        flags = a.flags  # a plain int: IntFlag arithmetic costs a Python call per operator
+        domains = flags & _ALLOC_DOMAINS
+        if domains.bit_count() != 1:
             raise _err(
                 errno.EINVAL,
                 f"flags {a.flags:#x} must name exactly one memory type: "
@@ -414,7 +407,7 @@ class KfdProcess:
             return
         if domains == AllocMemFlags.VRAM:
             kind, node = MemKind.VRAM, g.node
-            host = bool(flags & AllocMemFlags.PUBLIC)
+            host = bool(flags & _ALLOC_PUBLIC)
         elif domains == AllocMemFlags.MMIO_REMAP:
             self._alloc_mmio_remap(g, a)
             return
@@ -427,9 +420,9 @@ class KfdProcess:
                 a.size,
                 kind,
                 node,
-                coherent=bool(flags & (AllocMemFlags.COHERENT | AllocMemFlags.UNCACHED)),
+                coherent=bool(flags & _ALLOC_COHERENT_OR_UNCACHED),
                 host_access=host,
-                name=str(flags),
+                name=_alloc_flags_name(flags),
                 backing=self._backing(a.size),
             )
         except OutOfMemory as e:
@@ -1163,6 +1156,37 @@ class KfdProcess:
         }
 
 
+# Request -> its handler: one table for every process, not 26 bound methods made at each open.
+KfdProcess._HANDLERS = {
+    io.AMDKFD_IOC_GET_VERSION: KfdProcess._get_version,
+    io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW: KfdProcess._get_apertures_new,
+    io.AMDKFD_IOC_GET_PROCESS_APERTURES: KfdProcess._get_apertures,
+    io.AMDKFD_IOC_ACQUIRE_VM: KfdProcess._acquire_vm,
+    io.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU: KfdProcess._alloc_memory,
+    io.AMDKFD_IOC_FREE_MEMORY_OF_GPU: KfdProcess._free_memory,
+    io.AMDKFD_IOC_MAP_MEMORY_TO_GPU: KfdProcess._map_memory,
+    io.AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU: KfdProcess._unmap_memory,
+    io.AMDKFD_IOC_CREATE_QUEUE: KfdProcess._create_queue,
+    io.AMDKFD_IOC_DESTROY_QUEUE: KfdProcess._destroy_queue,
+    io.AMDKFD_IOC_UPDATE_QUEUE: KfdProcess._update_queue,
+    io.AMDKFD_IOC_SET_CU_MASK: KfdProcess._set_cu_mask,
+    io.AMDKFD_IOC_CREATE_EVENT: KfdProcess._create_event,
+    io.AMDKFD_IOC_DESTROY_EVENT: KfdProcess._destroy_event,
+    io.AMDKFD_IOC_SET_EVENT: KfdProcess._set_event,
+    io.AMDKFD_IOC_RESET_EVENT: KfdProcess._reset_event,
+    io.AMDKFD_IOC_WAIT_EVENTS: KfdProcess._wait_events,
+    io.AMDKFD_IOC_GET_CLOCK_COUNTERS: KfdProcess._get_clock_counters,
+    io.AMDKFD_IOC_SET_MEMORY_POLICY: KfdProcess._set_memory_policy,
+    io.AMDKFD_IOC_SET_SCRATCH_BACKING_VA: KfdProcess._set_scratch_backing_va,
+    io.AMDKFD_IOC_AVAILABLE_MEMORY: KfdProcess._available_memory,
+    io.AMDKFD_IOC_SET_XNACK_MODE: KfdProcess._set_xnack_mode,
+    io.AMDKFD_IOC_IMPORT_DMABUF: KfdProcess._import_dmabuf,
+    io.AMDKFD_IOC_GET_DMABUF_INFO: KfdProcess._get_dmabuf_info,
+    io.AMDKFD_IOC_SET_TRAP_HANDLER: KfdProcess._set_trap_handler,
+    io.AMDKFD_IOC_GET_TILE_CONFIG: KfdProcess._get_tile_config,
+}
+
+
 class Kfd:
     """/dev/kfd of one System: opens processes, owns the topology and the runlist view."""
 
@@ -1172,7 +1196,7 @@ class Kfd:
         self._next_pasid = 0x8000  # amdgpu PASIDs are small ints; KFD's start high (guess)
         self._doorbell_slots: set[int] = set()
         self._free_doorbell_slots: list[int] = []  # min-heap of released process slots
-        self.sysfs = render(system)
+        self.sysfs = render_cached(system)
         # Exported dma-bufs (prime_export): KFD-wide fd number -> the BO whose pages they carry
         self.dmabufs: dict[int, BufferObject] = {}
         self._next_dmabuf = 0x100  # above the fds a process has open at start (guess)

@@ -217,11 +217,41 @@ def render(system: System) -> dict[str, str]:
     return files
 
 
+# Rendered trees by what render() reads, and parsed `properties` files by their text: every
+# hsa_init of a served system renders and parses the same few (a preset's tree is ~100 files).
+# Bounded: a server sees few distinct machines, and a miss only costs the work again.
+_CACHE_MAX = 64
+_RENDERED: dict[tuple, dict[str, str]] = {}
+_PARSED: dict[str, dict[str, int]] = {}
+
+
+def render_cached(system: System) -> dict[str, str]:
+    """`render(system)`, from a cache keyed by everything it reads (the frozen spec, each
+    GPU's node, gpu_id and spec, the hive): a copy the caller may keep."""
+    key = (
+        system.spec,
+        system.hive_id,
+        tuple((g.node, g.gpu_id, g.spec) for g in system.gpus),
+    )
+    files = _RENDERED.get(key)
+    if files is None:
+        files = render(system)
+        if len(_RENDERED) >= _CACHE_MAX:
+            _RENDERED.clear()
+        _RENDERED[key] = files
+    return dict(files)
+
+
 def parse_properties(text: str) -> dict[str, int]:
     """Parse a sysfs `properties` file as the thunk does: one `key value` per line."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out[parts[0]] = int(parts[1])
-    return out
+    out = _PARSED.get(text)
+    if out is None:
+        out = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[0]] = int(parts[1])
+        if len(_PARSED) >= _CACHE_MAX:
+            _PARSED.clear()
+        _PARSED[text] = out
+    return dict(out)

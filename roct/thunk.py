@@ -14,6 +14,7 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TypeVar
 
 from hw_model.lazy_model import LazyModel
 from rock_emu import ioctl as io
@@ -23,6 +24,16 @@ from rock_emu.topology import TOPOLOGY_ROOT, parse_properties
 from roct.transport import InProcess, Transport
 
 PAGE_SIZE = 4096
+
+_Args = TypeVar("_Args", io.IoctlArgs, io.FastArgs)
+
+_WRITABLE_NO_SUBSTITUTE = int(AllocMemFlags.WRITABLE | AllocMemFlags.NO_SUBSTITUTE)
+_VRAM = int(AllocMemFlags.VRAM)
+_PUBLIC = int(AllocMemFlags.PUBLIC)
+_GTT = int(AllocMemFlags.GTT)
+_COHERENT = int(AllocMemFlags.COHERENT)
+_EXECUTABLE = int(AllocMemFlags.EXECUTABLE)
+_AQL_QUEUE_MEM = int(AllocMemFlags.AQL_QUEUE_MEM)
 
 
 class HsaKmtStatus(IntEnum):
@@ -225,7 +236,7 @@ class Thunk:
             if props.is_gpu:
                 self._ioctl(
                     io.AMDKFD_IOC_ACQUIRE_VM,
-                    io.AcquireVmArgs(drm_fd=100 + node, gpu_id=props.KFDGpuID),
+                    io.AcquireVmArgs.fast(drm_fd=100 + node, gpu_id=props.KFDGpuID),
                 )
         self.apertures = self._get_apertures()
 
@@ -237,14 +248,16 @@ class Thunk:
         return proc.heap.handle << 12
 
     # -- plumbing --------------------------------------------------------------------------
-    def _ioctl(self, request: int, args: io.IoctlArgs) -> io.IoctlArgs:
+    def _ioctl(self, request: int, args: _Args) -> _Args:
+        # The thunk's own args are fast twins (io.FastArgs): the same bytes as the uapi models
+        # without validating what it built itself; a model is accepted as well.
         buf = io.encode_args(args, request)
         try:
             self.transport.ioctl(request, buf)
         except KfdError as e:
             status = _ERRNO_STATUS.get(e.errno, HsaKmtStatus.ERROR)
             raise HsaKmtError(status, f"{io.request_name(request)} failed: {e}", e.errno) from e
-        return type(args).from_bytes(bytes(buf))
+        return type(args).from_buffer(buf)
 
     def _scratch_write(self, data: bytes) -> int:
         if len(data) > self.SCRATCH_SIZE:
@@ -260,7 +273,7 @@ class Thunk:
 
     # -- version & topology ----------------------------------------------------------------
     def get_version(self) -> tuple[int, int]:
-        a = self._ioctl(io.AMDKFD_IOC_GET_VERSION, io.GetVersionArgs())
+        a = self._ioctl(io.AMDKFD_IOC_GET_VERSION, io.GetVersionArgs.fast())
         return a.major_version, a.minor_version
 
     def acquire_system_properties(self) -> int:
@@ -352,13 +365,17 @@ class Thunk:
         return next(iter(self.gpu_ids.values()))
 
     def _get_apertures(self) -> list[io.ProcessDeviceApertures]:
-        a = self._ioctl(io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, io.GetProcessAperturesNewArgs())
+        a = self._ioctl(
+            io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW, io.GetProcessAperturesNewArgs.fast()
+        )
         n = a.num_of_nodes
         size = io.ProcessDeviceApertures.SIZE
         ptr = self._scratch_write(bytes(size * n))
         self._ioctl(
             io.AMDKFD_IOC_GET_PROCESS_APERTURES_NEW,
-            io.GetProcessAperturesNewArgs(kfd_process_device_apertures_ptr=ptr, num_of_nodes=n),
+            io.GetProcessAperturesNewArgs.fast(
+                kfd_process_device_apertures_ptr=ptr, num_of_nodes=n
+            ),
         )
         raw = self._scratch_read(size * n)
         return [
@@ -388,23 +405,24 @@ class Thunk:
         if size <= 0:
             raise HsaKmtError(HsaKmtStatus.INVALID_PARAMETER, f"size {size} must be positive")
         gpu_id = self._gpu_id(node) if vram else self._any_gpu_id()
-        flags = AllocMemFlags.WRITABLE | AllocMemFlags.NO_SUBSTITUTE
+        # Plain ints: IntFlag arithmetic costs a Python call per operator.
+        flags = _WRITABLE_NO_SUBSTITUTE
         if vram:
-            flags |= AllocMemFlags.VRAM
+            flags |= _VRAM
             if host_access:
-                flags |= AllocMemFlags.PUBLIC
+                flags |= _PUBLIC
         else:
-            flags |= AllocMemFlags.GTT
+            flags |= _GTT
         if coherent:
-            flags |= AllocMemFlags.COHERENT
+            flags |= _COHERENT
         if executable:
-            flags |= AllocMemFlags.EXECUTABLE
+            flags |= _EXECUTABLE
         if aql_queue:
-            flags |= AllocMemFlags.AQL_QUEUE_MEM
+            flags |= _AQL_QUEUE_MEM
         va = self._reserve_va(size)
         a = self._ioctl(
             io.AMDKFD_IOC_ALLOC_MEMORY_OF_GPU,
-            io.AllocMemoryOfGpuArgs(va_addr=va, size=size, gpu_id=gpu_id, flags=int(flags)),
+            io.AllocMemoryOfGpuArgs.fast(va_addr=va, size=size, gpu_id=gpu_id, flags=flags),
         )
         mapping = self.transport.mmap(a.mmap_offset, size) if host_access else None
         alloc = Allocation(va, size, a.handle, node, vram, mapping)
@@ -424,7 +442,7 @@ class Thunk:
         a = self._alloc(address)
         if a.mapped_nodes:
             self.unmap_memory_to_gpu(address)
-        self._ioctl(io.AMDKFD_IOC_FREE_MEMORY_OF_GPU, io.FreeMemoryOfGpuArgs(handle=a.handle))
+        self._ioctl(io.AMDKFD_IOC_FREE_MEMORY_OF_GPU, io.FreeMemoryOfGpuArgs.fast(handle=a.handle))
         del self.allocations[address]
 
     def _ids_array(self, nodes: list[int]) -> tuple[int, int]:
@@ -442,7 +460,7 @@ class Thunk:
         ptr, n = self._ids_array(todo)
         r = self._ioctl(
             io.AMDKFD_IOC_MAP_MEMORY_TO_GPU,
-            io.MapMemoryToGpuArgs(
+            io.MapMemoryToGpuArgs.fast(
                 handle=a.handle, device_ids_array_ptr=ptr, n_devices=n, n_success=0
             ),
         )
@@ -468,7 +486,7 @@ class Thunk:
         va = self._reserve_va(size)
         r = self._ioctl(
             io.AMDKFD_IOC_IMPORT_DMABUF,
-            io.ImportDmabufArgs(va_addr=va, gpu_id=self._any_gpu_id(), dmabuf_fd=dmabuf_fd),
+            io.ImportDmabufArgs.fast(va_addr=va, gpu_id=self._any_gpu_id(), dmabuf_fd=dmabuf_fd),
         )
         mapping = self.transport.mmap((r.handle & 0xFFFF_FFFF) << 12, size)
         alloc = Allocation(va, size, r.handle, 0, False, mapping)
@@ -485,13 +503,14 @@ class Thunk:
         ptr, n = self._ids_array(nodes)
         self._ioctl(
             io.AMDKFD_IOC_UNMAP_MEMORY_FROM_GPU,
-            io.UnmapMemoryFromGpuArgs(handle=a.handle, device_ids_array_ptr=ptr, n_devices=n),
+            io.UnmapMemoryFromGpuArgs.fast(handle=a.handle, device_ids_array_ptr=ptr, n_devices=n),
         )
         a.mapped_nodes.difference_update(nodes)
 
     def available_memory(self, node: int) -> int:
         a = self._ioctl(
-            io.AMDKFD_IOC_AVAILABLE_MEMORY, io.GetAvailableMemoryArgs(gpu_id=self._gpu_id(node))
+            io.AMDKFD_IOC_AVAILABLE_MEMORY,
+            io.GetAvailableMemoryArgs.fast(gpu_id=self._gpu_id(node)),
         )
         return a.available
 
@@ -517,7 +536,7 @@ class Thunk:
         gpu_id = self._gpu_id(node)
         a = self._ioctl(
             io.AMDKFD_IOC_CREATE_QUEUE,
-            io.CreateQueueArgs(
+            io.CreateQueueArgs.fast(
                 ring_base_address=ring_base,
                 ring_size=ring_size,
                 read_pointer_address=read_ptr,
@@ -539,7 +558,7 @@ class Thunk:
         return QueueResource(a.queue_id, db.address + off, db, off, write_ptr, read_ptr)
 
     def destroy_queue(self, queue_id: int) -> None:
-        self._ioctl(io.AMDKFD_IOC_DESTROY_QUEUE, io.DestroyQueueArgs(queue_id=queue_id))
+        self._ioctl(io.AMDKFD_IOC_DESTROY_QUEUE, io.DestroyQueueArgs.fast(queue_id=queue_id))
 
     def update_queue(
         self,
@@ -557,7 +576,7 @@ class Thunk:
             )
         self._ioctl(
             io.AMDKFD_IOC_UPDATE_QUEUE,
-            io.UpdateQueueArgs(
+            io.UpdateQueueArgs.fast(
                 queue_id=queue_id,
                 queue_percentage=percentage,
                 queue_priority=QUEUE_PRIORITY_MAP[priority],
@@ -571,7 +590,7 @@ class Thunk:
         ptr = self._scratch_write(b"".join(w.to_bytes(4, "little") for w in mask))
         self._ioctl(
             io.AMDKFD_IOC_SET_CU_MASK,
-            io.SetCuMaskArgs(queue_id=queue_id, num_cu_mask=32 * len(mask), cu_mask_ptr=ptr),
+            io.SetCuMaskArgs.fast(queue_id=queue_id, num_cu_mask=32 * len(mask), cu_mask_ptr=ptr),
         )
 
     # -- events ----------------------------------------------------------------------------
@@ -590,7 +609,7 @@ class Thunk:
             page_handle = self.event_page.handle
         a = self._ioctl(
             io.AMDKFD_IOC_CREATE_EVENT,
-            io.CreateEventArgs(
+            io.CreateEventArgs.fast(
                 event_page_offset=page_handle,
                 event_type=event_type,
                 auto_reset=int(not manual_reset),
@@ -607,14 +626,14 @@ class Thunk:
         return ev
 
     def destroy_event(self, ev: HsaEvent) -> None:
-        self._ioctl(io.AMDKFD_IOC_DESTROY_EVENT, io.DestroyEventArgs(event_id=ev.EventId))
+        self._ioctl(io.AMDKFD_IOC_DESTROY_EVENT, io.DestroyEventArgs.fast(event_id=ev.EventId))
         self.events.pop(ev.EventId, None)
 
     def set_event(self, ev: HsaEvent) -> None:
-        self._ioctl(io.AMDKFD_IOC_SET_EVENT, io.SetEventArgs(event_id=ev.EventId))
+        self._ioctl(io.AMDKFD_IOC_SET_EVENT, io.SetEventArgs.fast(event_id=ev.EventId))
 
     def reset_event(self, ev: HsaEvent) -> None:
-        self._ioctl(io.AMDKFD_IOC_RESET_EVENT, io.ResetEventArgs(event_id=ev.EventId))
+        self._ioctl(io.AMDKFD_IOC_RESET_EVENT, io.ResetEventArgs.fast(event_id=ev.EventId))
 
     def wait_on_multiple_events(
         self, events: list[HsaEvent], wait_all: bool, timeout_ms: int
@@ -625,7 +644,7 @@ class Thunk:
         ptr = self._scratch_write(data)
         a = self._ioctl(
             io.AMDKFD_IOC_WAIT_EVENTS,
-            io.WaitEventsArgs(
+            io.WaitEventsArgs.fast(
                 events_ptr=ptr,
                 num_events=len(events),
                 wait_for_all=int(wait_all),
@@ -689,9 +708,11 @@ class Thunk:
         return self.wait_on_multiple_events([ev], True, timeout_ms)[0]
 
     # -- clocks & host ---------------------------------------------------------------------
-    def get_clock_counters(self, node: int) -> io.GetClockCountersArgs:
+    def get_clock_counters(self, node: int) -> io.FastArgs:
+        """AMDKFD_IOC_GET_CLOCK_COUNTERS: the struct's members (gpu_clock_counter, ...)."""
         return self._ioctl(
-            io.AMDKFD_IOC_GET_CLOCK_COUNTERS, io.GetClockCountersArgs(gpu_id=self._gpu_id(node))
+            io.AMDKFD_IOC_GET_CLOCK_COUNTERS,
+            io.GetClockCountersArgs.fast(gpu_id=self._gpu_id(node)),
         )
 
     def host_elapse(self, ps: int) -> int:
