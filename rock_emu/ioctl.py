@@ -25,6 +25,14 @@ from hw_model.lazy_model import LazyModel
 # --------------------------------------------------------------------------------------------
 
 
+def _check_size(c_name: str, size: int, data: bytes | bytearray | memoryview) -> None:
+    if len(data) != size:
+        raise ValueError(
+            f"struct {c_name} is {size} bytes but {len(data)} were given; pass exactly "
+            f"sizeof(struct {c_name}) bytes, or from_buffer() to read one out of a larger buffer"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CType:
     """A C integer type: its uapi spelling, ``struct`` format code and size (= alignment)."""
@@ -299,12 +307,7 @@ class IoctlArgs(LazyModel):
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
         """Decode exactly ``SIZE`` bytes; padding is ignored, as the kernel ignores it."""
-        if len(data) != cls.SIZE:
-            raise ValueError(
-                f"struct {cls.C_NAME} is {cls.SIZE} bytes but {len(data)} were given; pass "
-                f"exactly sizeof(struct {cls.C_NAME}) bytes or use from_buffer() to read a "
-                f"struct out of a larger buffer"
-            )
+        _check_size(cls.C_NAME, cls.SIZE, data)
         return cls.from_buffer(data)
 
     @classmethod
@@ -1218,11 +1221,7 @@ class FastArgs:
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview) -> Self:
         """Decode exactly ``SIZE`` bytes; padding is ignored, as the kernel ignores it."""
-        if len(data) != cls.SIZE:
-            raise ValueError(
-                f"struct {cls.C_NAME} is {cls.SIZE} bytes but {len(data)} were given; pass "
-                f"exactly sizeof(struct {cls.C_NAME}) bytes"
-            )
+        _check_size(cls.C_NAME, cls.SIZE, data)
         return cls(*cls._STRUCT.unpack(data))
 
     @classmethod
