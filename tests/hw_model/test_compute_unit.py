@@ -88,6 +88,23 @@ def test_waves_spread_over_simds_starting_with_the_emptiest():
     assert cu.try_place(three) == [0, 1, 1, 1]
 
 
+def test_spreads_are_recomputed_when_only_the_register_room_differs():
+    # The fit check remembers its spreads by the free room of every SIMD: two CUs with the
+    # same free wave slots but different free VGPRs must not share an answer, and a caller
+    # that changes the list it got back does not change the next answer.
+    spec = PRESETS["gfx900"]
+    four = wg_requirements(spec, 256, 128, 16, 0)  # 4 waves x 128 VGPRs
+    roomy, tight = ComputeUnit(spec, 0), ComputeUnit(spec, 1)
+    tight.allocate(wg_requirements(spec, 64, 256, 16, 0), [1, 0, 0, 0], 0)  # SIMD0's VGPRs
+    tight.release(wg_requirements(spec, 64, 4, 16, 0), [1, 0, 0, 0], 0)  # its slot back
+    assert tight.free_slots == roomy.free_slots
+    first = roomy.try_place(four)
+    assert first == [1, 1, 1, 1]
+    first[0] = 9
+    assert roomy.try_place(four) == [1, 1, 1, 1]
+    assert tight.try_place(four) == [0, 2, 1, 1]
+
+
 def test_wave_timing_equations():
     cost = CostProfile(valu=40, salu=30, lds=10, vmem=6, mem_rounds=2, load_bytes=8)
     t = wave_timing(TEACHING, cost)
