@@ -66,6 +66,8 @@ PM4_IT_ACQUIRE_MEM = 0x58
 # shape: every dispatch of a kernel reads the same descriptor and needs the same occupancy.
 _KD_CACHE: dict[bytes, KernelDescriptor] = {}
 _OCC_CACHE: dict[tuple, tuple] = {}
+# (COMPUTE_PGM_RSRC1, VGPR granule) -> (VGPRs per work-item, SGPRs per wave).
+_REGS_CACHE: dict[tuple[int, int], tuple[int, int]] = {}
 
 
 class QueueErrorBits(IntFlag):
@@ -672,8 +674,16 @@ class PacketProcessor:
                     f"offset {kd.kernel_code_entry_byte_offset}) {why}",
                 )
                 return
-        vgprs = decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)
-        sgprs = decode_sgpr_count(kd.compute_pgm_rsrc1)
+        regs_key = (kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule)
+        regs = _REGS_CACHE.get(regs_key)
+        if regs is None:  # few distinct values: one per kernel and granule
+            if len(_REGS_CACHE) >= 1024:
+                _REGS_CACHE.clear()
+            regs = _REGS_CACHE[regs_key] = (
+                decode_vgpr_count(kd.compute_pgm_rsrc1, spec.vgpr_alloc_granule),
+                decode_sgpr_count(kd.compute_pgm_rsrc1),
+            )
+        vgprs, sgprs = regs
         if vgprs > spec.max_vgprs_per_wave:
             self._queue_error(
                 QueueErrorBits.OUT_OF_VGPRS,
@@ -943,15 +953,27 @@ class PacketProcessor:
             # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence").
             mem.l2_release_system(node)
         slot_va = mqd.ring_base + (e.dispatch_id % mqd.ring_packets) * aql.PACKET_SIZE
-        try:
-            # Header back to INVALID (other header bits kept), then read_dispatch_id.
-            old = _U16.unpack_from(mem.gpu_view(pasid, node, slot_va, 2))[0]
-            mem.write(pasid, slot_va, _U16.pack((old & 0xFF00) | PacketType.INVALID), node)
+        ring = mem.plain(pasid, slot_va, 2, node)
+        rptr = mem.plain(pasid, mqd.rptr_addr, 8, node) if ring is not None else None
+        if rptr is not None:
+            # No hook or monitor on either word: the same two stores without the checked calls.
+            bo, off = ring
+            header = _U16.unpack_from(bo.data, off)[0]
+            _U16.pack_into(bo.data, off, (header & 0xFF00) | PacketType.INVALID)
             self.retired = e.dispatch_id + 1
-            mem.store_u64(pasid, mqd.rptr_addr, self.retired, node)
-        except MemoryFault as f:
-            self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"retire faulted: {f}", f)
-            return
+            bo, off = rptr
+            _U64.pack_into(bo.data, off, self.retired)
+            mem.store_epoch += 2
+        else:
+            try:
+                # Header back to INVALID (other header bits kept), then read_dispatch_id.
+                old = _U16.unpack_from(mem.gpu_view(pasid, node, slot_va, 2))[0]
+                mem.write(pasid, slot_va, _U16.pack((old & 0xFF00) | PacketType.INVALID), node)
+                self.retired = e.dispatch_id + 1
+                mem.store_u64(pasid, mqd.rptr_addr, self.retired, node)
+            except MemoryFault as f:
+                self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"retire faulted: {f}", f)
+                return
         if gpu.tracer.enabled:
             gpu.tracer.instant(
                 self._track,

@@ -366,6 +366,13 @@ class Memory:
 
     def gpu_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
         """Bytes [va, va+size) as the GPU `node` sees them through process `pasid`'s VM."""
+        vm = self.vms.get(pasid)  # the CP's ring slots and signals: found before (`_access`)
+        if vm is not None:
+            bo = vm._hits.get(va)
+            if bo is not None:
+                off = va - bo.va
+                if off + size <= bo.size and node in bo.gpu_nodes:
+                    return bo.data[off : off + size]
         bo, off = self._resolve(pasid, va, size)
         if node not in bo.gpu_nodes:
             raise MemoryFault(va, size, f"not mapped for GPU node {node}: {bo.describe()}")
@@ -657,14 +664,35 @@ class Memory:
         if self._watchers:
             self.notify(pasid, va, 8)
 
-    def store_i64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
-        self.store_u64(pasid, va, value, node)
+    # Two's complement: the same bits as an unsigned store (one call fewer per store).
+    store_i64 = store_u64
 
     def atomic_add_i64(self, pasid: int, va: int, delta: int, node: int | None = None) -> int:
         """Add `delta` to the int64 at `va`; returns the old value."""
-        old = self.load_i64(pasid, va, node)
-        self.store_i64(pasid, va, old + delta, node)
+        # One checked access for the load and the store (the write index, twice a packet).
+        bo, off = self._access(pasid, va, 8, node)
+        old = _I64.unpack_from(bo.data, off)[0]
+        _U64.pack_into(bo.data, off, (old + delta) & 0xFFFFFFFFFFFFFFFF)
+        self.store_epoch += 1
+        if bo.on_write is not None:
+            bo.on_write(off, 8)
+        if self._watchers:
+            self.notify(pasid, va, 8)
         return old
+
+    def plain(
+        self, pasid: int, va: int, n: int, node: int | None = None
+    ) -> tuple[BufferObject, int] | None:
+        """The BO and offset of [va, va+n) if an access by `node` passes the checks and its
+        stores need no hook (MMIO) nor monitor: the caller may then pack and unpack words
+        there itself, adding one to `store_epoch` per store. None: use the checked calls."""
+        try:
+            bo, off = self._access(pasid, va, n, node)
+        except MemoryFault:
+            return None
+        if bo.on_write is not None or self._watchers:
+            return None
+        return bo, off
 
     def read(self, pasid: int, va: int, size: int, node: int | None = None) -> bytes:
         if node is None:

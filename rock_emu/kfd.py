@@ -1012,9 +1012,9 @@ class KfdProcess:
         page = self.event_page
         if ev is None or ev.slot is None or page is None:
             return
-        slot = page.data[ev.slot * 8 : ev.slot * 8 + 8]
-        if int(slot.view("<u8")[0]) != UNSIGNALED_EVENT_SLOT:
-            slot[:] = 0xFF  # consumed: back to UNSIGNALED
+        at = ev.slot * 8
+        if int.from_bytes(page.data[at : at + 8], "little") != UNSIGNALED_EVENT_SLOT:
+            page.data[at : at + 8] = 0xFF  # consumed: back to UNSIGNALED
             self.signal(ev)
 
     def on_vm_fault(self, node: int, data: dict) -> None:
