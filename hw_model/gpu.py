@@ -136,6 +136,15 @@ class Gpu:
         """GPU timestamp counter value at `tick_ps`."""
         return tick_ps * self.spec.timestamp_frequency_hz // 1_000_000_000_000
 
+    def _trace_completion(self, track: str, handle: int, old: int) -> None:
+        self.tracer.instant(
+            track,
+            "completion signal",
+            self.engine.now,
+            {"signal": hex(handle), "old": old, "new": old - 1},
+            cat="signal",
+        )
+
     def signal_completion(self, pasid: int, handle: int, start: int, end: int, track: str) -> None:
         """End of a packet: timestamps, decrement the signal, event interrupt if it has one."""
         mem = self.memory
@@ -152,13 +161,7 @@ class Gpu:
             _U64.pack_into(data, off + AMD_SIGNAL_VALUE_OFFSET, (old - 1) & _M64)
             mem.store_epoch += 3
             if self.tracer.enabled:
-                self.tracer.instant(
-                    track,
-                    "completion signal",
-                    self.engine.now,
-                    {"signal": hex(handle), "old": old, "new": old - 1},
-                    cat="signal",
-                )
+                self._trace_completion(track, handle, old)
             mailbox = _U64.unpack_from(data, off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET)[0]
             if mailbox:
                 event_id = _U32.unpack_from(data, off + AMD_SIGNAL_EVENT_ID_OFFSET)[0]
@@ -175,13 +178,7 @@ class Gpu:
                 )
             return
         if self.tracer.enabled:
-            self.tracer.instant(
-                track,
-                "completion signal",
-                self.engine.now,
-                {"signal": hex(handle), "old": old, "new": old - 1},
-                cat="signal",
-            )
+            self._trace_completion(track, handle, old)
         self.raise_signal_event(pasid, handle)
 
     def raise_signal_event(self, pasid: int, handle: int) -> None:

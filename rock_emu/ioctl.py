@@ -33,6 +33,16 @@ def _check_size(c_name: str, size: int, data: bytes | bytearray | memoryview) ->
         )
 
 
+def _check_room(
+    c_name: str, size: int, buffer: bytes | bytearray | memoryview, offset: int
+) -> None:
+    if offset < 0 or len(buffer) - offset < size:
+        raise ValueError(
+            f"struct {c_name} needs {size} bytes at offset {offset} but the buffer "
+            f"has {len(buffer)} bytes"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CType:
     """A C integer type: its uapi spelling, ``struct`` format code and size (= alignment)."""
@@ -313,11 +323,7 @@ class IoctlArgs(LazyModel):
     @classmethod
     def from_buffer(cls, buffer: bytes | bytearray | memoryview, offset: int = 0) -> Self:
         """Decode the ``SIZE`` bytes at ``offset`` of a larger buffer (e.g. an array in memory)."""
-        if offset < 0 or len(buffer) - offset < cls.SIZE:
-            raise ValueError(
-                f"struct {cls.C_NAME} needs {cls.SIZE} bytes at offset {offset} but the buffer "
-                f"has {len(buffer)} bytes"
-            )
+        _check_room(cls.C_NAME, cls.SIZE, buffer, offset)
         values = cls._STRUCT.unpack_from(buffer, offset)
         if cls._FLAT:
             return cls._construct(dict(zip(cls._NAMES, values, strict=True)))
@@ -1227,11 +1233,7 @@ class FastArgs:
     @classmethod
     def from_buffer(cls, buffer: bytes | bytearray | memoryview, offset: int = 0) -> Self:
         """Decode the ``SIZE`` bytes at ``offset`` of a larger buffer."""
-        if offset < 0 or len(buffer) - offset < cls.SIZE:
-            raise ValueError(
-                f"struct {cls.C_NAME} needs {cls.SIZE} bytes at offset {offset} but the buffer "
-                f"has {len(buffer)} bytes"
-            )
+        _check_room(cls.C_NAME, cls.SIZE, buffer, offset)
         return cls(*cls._STRUCT.unpack_from(buffer, offset))
 
     @classmethod
