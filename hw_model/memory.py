@@ -366,16 +366,7 @@ class Memory:
 
     def gpu_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
         """Bytes [va, va+size) as the GPU `node` sees them through process `pasid`'s VM."""
-        vm = self.vms.get(pasid)  # the CP's ring slots and signals: found before (`_access`)
-        if vm is not None:
-            bo = vm._hits.get(va)
-            if bo is not None:
-                off = va - bo.va
-                if off + size <= bo.size and node in bo.gpu_nodes:
-                    return bo.data[off : off + size]
-        bo, off = self._resolve(pasid, va, size)
-        if node not in bo.gpu_nodes:
-            raise MemoryFault(va, size, f"not mapped for GPU node {node}: {bo.describe()}")
+        bo, off = self._access(pasid, va, size, node)
         return bo.data[off : off + size]
 
     def shader_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
