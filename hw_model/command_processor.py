@@ -35,6 +35,7 @@ from hw_model.aql import PacketType
 from hw_model.dispatcher import KernelLaunch
 from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
 from hw_model.memory import VM_FAULT_CLIENT_SHADER, MemoryFault
+from hw_model.occupancy import occupancy_of, wg_requirements
 from hw_model.structs import (
     AMD_QUEUE_QUEUE_INACTIVE_SIGNAL_OFFSET,
     AMD_QUEUE_READ_DISPATCH_ID_OFFSET,
@@ -51,7 +52,10 @@ from hw_model.structs import (
 )
 
 if TYPE_CHECKING:
+    from hw_model.compute_unit import WgRequirements
+    from hw_model.execution import KernelCode
     from hw_model.gpu import Gpu
+    from hw_model.kernels.base import KernelSpec
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -68,6 +72,10 @@ _KD_CACHE: dict[bytes, KernelDescriptor] = {}
 _OCC_CACHE: dict[tuple, tuple] = {}
 # (COMPUTE_PGM_RSRC1, VGPR granule) -> (VGPRs per work-item, SGPRs per wave).
 _REGS_CACHE: dict[tuple[int, int], tuple[int, int]] = {}
+# A built-in kernel's launch after every check passed: (kernel, grid, workgroup, its needs,
+# its descriptor), by what the checks read (the packet's geometry, segment sizes and kernel
+# object, the descriptor's and entry's bytes). The same packet of a loop is checked once.
+_LAUNCH_CACHE: dict[tuple, tuple] = {}
 
 
 class QueueErrorBits(IntFlag):
@@ -577,6 +585,38 @@ class PacketProcessor:
     # -- kernels ---------------------------------------------------------------------------
     def _dispatch(self, idx: int, raw: bytes, entry: _InFlight) -> None:
         gpu = self.gpu
+        ko = _U64.unpack_from(raw, aql.KERNEL_DISPATCH_KERNEL_OBJECT_OFFSET)[0]
+        if ko and not ko % 64:
+            # The packet's and the descriptor's bytes as a built-in launch that passed every
+            # check had them: launch again without the checks (a fault reading them: the
+            # checks in order below, which report it).
+            mem = gpu.memory
+            pasid = self.mqd.pasid
+            try:
+                kd_raw = mem.gpu_view(pasid, gpu.node, ko, KERNEL_DESCRIPTOR_SIZE).tobytes()
+                kd = _KD_CACHE.get(kd_raw)
+                token = (
+                    mem.gpu_view(
+                        pasid, gpu.node, ko + kd.kernel_code_entry_byte_offset, ENTRY_TOKEN_SIZE
+                    ).tobytes()
+                    if kd is not None
+                    else None
+                )
+            except MemoryFault:
+                token = None
+            if token is not None:
+                hit = _LAUNCH_CACHE.get((raw[2:40], kd_raw, token, id(gpu.spec)))
+                # (a kernel registered again under its name since: checked again)
+                if hit is not None and hit[0] is gpu.spec and BUILTINS.get(hit[1].name) is hit[1]:
+                    _, kernel, grid, wg, req = hit
+                    kernarg = self._kernarg(idx, kd, _U64.unpack_from(raw, 40)[0])
+                    if kernarg is not None:
+                        self._launch(idx, entry, kernel.name, kernel, None, grid, wg, req, kernarg)
+                    return
+        self._dispatch_checked(idx, raw, entry)
+
+    def _dispatch_checked(self, idx: int, raw: bytes, entry: _InFlight) -> None:
+        gpu = self.gpu
         spec = gpu.spec
         p = aql.KernelDispatchPacket.from_bytes(raw)
         dims = p.setup & 0x3
@@ -698,22 +738,9 @@ class PacketProcessor:
                 f"packet {idx}: kernel needs {lds} bytes of LDS; a CU has {spec.lds_per_cu}",
             )
             return
-        kernarg = b""
-        if kd.kernarg_size:
-            try:
-                kernarg = mem.gpu_view(
-                    self.mqd.pasid, gpu.node, p.kernarg_address, kd.kernarg_size
-                ).tobytes()
-            except MemoryFault as f:
-                self._queue_error(
-                    QueueErrorBits.MEMORY_VIOLATION,
-                    f"packet {idx}: loading {kd.kernarg_size} kernarg bytes at "
-                    f"{p.kernarg_address:#x} faulted: {f.reason}",
-                    fault=f,
-                )
-                return
-        from hw_model.occupancy import occupancy_of, wg_requirements
-
+        kernarg = self._kernarg(idx, kd, p.kernarg_address)
+        if kernarg is None:
+            return
         private = max(p.private_segment_size, kd.private_segment_fixed_size)
         # Pure functions of the spec and the kernel's needs: computed once per kernel shape.
         key = (id(spec), wg_items, vgprs, sgprs, lds, private)
@@ -734,14 +761,52 @@ class PacketProcessor:
                 "kernel built for it (launch bounds)",
             )
             return
-        kname = kernel.name if kernel is not None else code.name
         if code is not None:
             code.lds_bytes = lds
             code.private_bytes = private
+            self._launch(idx, entry, code.name, None, code, grid, wg, req, kernarg)
+            return
+        if len(_LAUNCH_CACHE) >= 1024:
+            _LAUNCH_CACHE.clear()
+        _LAUNCH_CACHE[(raw[2:40], kd_raw, token, id(spec))] = (spec, kernel, grid, wg, req)
+        self._launch(idx, entry, kernel.name, kernel, None, grid, wg, req, kernarg)
+
+    def _kernarg(self, idx: int, kd: KernelDescriptor, address: int) -> bytes | None:
+        """The kernel's `kd.kernarg_size` argument bytes at `address`; None after the queue
+        error a fault reading them raises."""
+        if not kd.kernarg_size:
+            return b""
+        gpu = self.gpu
+        try:
+            return gpu.memory.gpu_view(self.mqd.pasid, gpu.node, address, kd.kernarg_size).tobytes()
+        except MemoryFault as f:
+            self._queue_error(
+                QueueErrorBits.MEMORY_VIOLATION,
+                f"packet {idx}: loading {kd.kernarg_size} kernarg bytes at "
+                f"{address:#x} faulted: {f.reason}",
+                fault=f,
+            )
+            return None
+
+    def _launch(
+        self,
+        idx: int,
+        entry: _InFlight,
+        kname: str,
+        kernel: KernelSpec | None,
+        code: KernelCode | None,
+        grid: tuple[int, int, int],
+        wg: tuple[int, int, int],
+        req: WgRequirements,
+        kernarg: bytes,
+    ) -> None:
+        """Hand a checked kernel dispatch to the dispatcher (the SPI)."""
+        gpu = self.gpu
+        mqd = self.mqd
         launch = KernelLaunch(
             name=kname,
-            pasid=self.mqd.pasid,
-            queue_id=self.mqd.queue_id,
+            pasid=mqd.pasid,
+            queue_id=mqd.queue_id,
             dispatch_id=idx,
             kernel=kernel,
             code=code,
@@ -766,7 +831,7 @@ class PacketProcessor:
                 f"launch {kname}",
                 gpu.engine.now,
                 {
-                    "queue": self.mqd.queue_id,
+                    "queue": mqd.queue_id,
                     "dispatch_id": idx,
                     "grid": grid,
                     "workgroup": wg,

@@ -81,6 +81,36 @@ if TYPE_CHECKING:
 class KernelLaunch:
     """One kernel dispatch packet in execution."""
 
+    # What a launch starts with and keeps unless something happens to it: class defaults,
+    # which a dispatch (a few a round trip) does not pay to store.
+    timing: WaveTiming | None = None  # set by the dispatcher for its GPU
+    host_share = 0.0  # share of its global bytes in host memory (set at launch)
+    next_wg = 0  # workgroups placed so far
+    # Placement stops before `limit`: the workgroup after the one whose code faulted or hit
+    # an illegal instruction (`stop_wg`, `stop_cause`: the MemoryFault or the message).
+    stop_wg = -1
+    stop_cause: MemoryFault | str | None = None
+    exec_end = 0  # workgroups [0, exec_end) have run (or need not) and are timed
+    batch = 1  # workgroups the code runs over per call (set by the dispatcher)
+    _timings: list[WaveTiming] | None = None  # per workgroup from `_timings_first`
+    _timings_first = 0
+    # Batched model: each CU class's representative CU -> the other CUs of the class, the
+    # runs in flight (`class_runs`: each stands for one workgroup per CU of its class), the
+    # largest class, each shader engine's representative engine (`se_rep`), and the CUs'
+    # counters when the classes formed (`class_base`: the other CUs catch up from the
+    # representative's).
+    clones: dict[int, list[ComputeUnit]] | None = None
+    max_mult = 1
+    done_wgs = 0
+    aborted = False  # stopped by a fault or an eviction: no more workgroups placed
+    fault_wg: WgRun | None = None  # the workgroup whose access faulted
+    start_ps: int | None = None
+    dispatched_ps: int | None = None  # last workgroup placed
+    end_ps: int | None = None
+    cu_mask: set[int] | None = None  # CUs this launch may use (AMDKFD_IOC_SET_CU_MASK)
+    # Its class runs' rates cannot change (`ComputeUnit.begin_unwatched`): one event each.
+    unwatched = False
+
     def __init__(
         self,
         *,
@@ -120,43 +150,17 @@ class KernelLaunch:
         self.code = code
         # The declared cost (built-ins); None when only running the code tells (compiled).
         self.cost: CostProfile | None = None if kernel is None else kernel.cost_for(kernarg)
-        self.timing: WaveTiming | None = None  # set by the dispatcher for its GPU
-        self.host_share = 0.0  # share of its global bytes in host memory (set at launch)
-        self.next_wg = 0  # workgroups placed so far
-        # Placement stops before `limit`: the workgroup after the one whose code faulted or hit
-        # an illegal instruction (`stop_wg`, `stop_cause`: the MemoryFault or the message).
         self.limit = self.total_wgs
-        self.stop_wg = -1
-        self.stop_cause: MemoryFault | str | None = None
-        self.exec_end = 0  # workgroups [0, exec_end) have run (or need not) and are timed
         self.exec_stats: dict = {}  # what the code reported executing, summed over batches
-        self.batch = 1  # workgroups the code runs over per call (set by the dispatcher)
-        self._timings: list[WaveTiming] | None = None  # per workgroup from `_timings_first`
-        self._timings_first = 0
-        # Batched model: each CU class's representative CU -> the other CUs of the class, the
-        # runs in flight (each stands for one workgroup per CU of its class), the largest
-        # class, each shader engine's representative engine, and the CUs' counters when the
-        # classes formed (the other CUs catch up from the representative's).
-        self.clones: dict[int, list[ComputeUnit]] | None = None
         self.class_runs: set[WgRun] = set()
-        self.max_mult = 1
         self.se_rep: dict[int, int] = {}
         self.class_base: dict[int, tuple[float, int]] = {}
-        self.done_wgs = 0
-        self.aborted = False  # stopped by a fault or an eviction: no more workgroups placed
-        self.fault_wg: WgRun | None = None  # the workgroup whose access faulted
-        self.start_ps: int | None = None
-        self.dispatched_ps: int | None = None  # last workgroup placed
-        self.end_ps: int | None = None
         self.on_dispatched = on_dispatched
         self.on_complete = on_complete
         self.on_fault = on_fault
         self.on_illegal = on_illegal
-        self.cu_mask: set[int] | None = None  # CUs this launch may use (AMDKFD_IOC_SET_CU_MASK)
         self._edge_reqs: dict[int, WgRequirements] = {}
         self.group_keys: dict[int, tuple] = {}  # id(timing) -> its runs' key on a CU (WgRun)
-        # Its class runs' rates cannot change (`ComputeUnit.begin_unwatched`): one event each.
-        self.unwatched = False
 
     def wg_coords(self, index: int) -> tuple[int, int, int]:
         nx, ny, _ = self.counts
@@ -345,15 +349,21 @@ class Dispatcher:
         self._dirty: set[int] = set()
         self._se_free = [0] * self.spec.shader_engines  # each engine's SPI: next launch tick
         self._wave_timings: dict[CostProfile, WaveTiming] = {}
+        self._last_cost: CostProfile | None = None
+        self._last_timing: WaveTiming | None = None
         # The batched model (module docstring); HSAEMU_TIMING_MODEL=reference, or False here,
         # keeps one run per workgroup everywhere: the reference the batched model is tested
         # against.
         self.batching = os.environ.get("HSAEMU_TIMING_MODEL", "batched") != "reference"
 
     def _timing(self, cost: CostProfile) -> WaveTiming:
+        # The same profile object as last time (a loop of one kernel): no hashing of the model.
+        if cost is self._last_cost:
+            return self._last_timing  # type: ignore[return-value]
         t = self._wave_timings.get(cost)
         if t is None:
             t = self._wave_timings[cost] = wave_timing(self.spec, cost)
+        self._last_cost, self._last_timing = cost, t
         return t
 
     def launch(self, k: KernelLaunch) -> None:
@@ -843,7 +853,10 @@ class Dispatcher:
         if ex.stats:
             _add_stats(k.exec_stats, ex.stats)
         costs = ex.costs
-        if isinstance(costs, Sequence):
+        # (a list, or one profile: both tested by type before the ABC's slower check)
+        if type(costs) is list or (
+            not isinstance(costs, CostProfile) and isinstance(costs, Sequence)
+        ):
             k._timings = [self._timing(c) for c in costs]
             k._timings_first = first
         else:

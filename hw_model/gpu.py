@@ -8,7 +8,6 @@ frequency.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -191,9 +190,12 @@ class Gpu:
         self._post_signal_event(pasid, mailbox, event_id)
 
     def _post_signal_event(self, pasid: int, mailbox: int, event_id: int) -> None:
-        # A bad mailbox only loses the write; the interrupt still goes out.
-        with contextlib.suppress(MemoryFault):
+        # A bad mailbox only loses the write; the interrupt still goes out. (try, not
+        # contextlib.suppress: three calls fewer on every completion signal.)
+        try:  # noqa: SIM105
             self.memory.store_u64(pasid, mailbox, event_id, self.node)
+        except MemoryFault:
+            pass
         self.post_interrupt(IRQ_SIGNAL_EVENT, pasid, {"event_id": event_id})
 
     def post_sdma_trap(self, pasid: int, int_ctx: int, engine_id: int) -> None:

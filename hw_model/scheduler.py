@@ -356,6 +356,10 @@ class HwScheduler:
     def queue_changed(self, pp: PacketProcessor) -> None:
         """Something about `pp` changed (doorbell, packet retired, blocked, unblocked, error)."""
         self._acct(pp)
+        if self._n_mapped == len(self.queues) and self._oversub_since is None:
+            # Every queue holds an HQD (so none waits for one, nor for a VMID): nothing to
+            # fill, no oversubscription to close, no quantum to arm. Twice per packet.
+            return
         self._changed()
 
     queue_became_runnable = queue_changed

@@ -15,6 +15,7 @@ import errno
 import functools
 import heapq
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ KFD_MMAP_OFFSET_VALUE_MASK = (1 << KFD_MMAP_GPU_ID_SHIFT) - 1
 DOORBELL_FRAME_SIZE = 2 * PAGE_SIZE
 KFD_MAX_NUM_OF_QUEUES_PER_PROCESS = 1024  # kfd_priv.h
 UNSIGNALED_EVENT_SLOT = 0xFFFFFFFFFFFFFFFF  # kfd_events.c
+_U64 = struct.Struct("<Q")
 KFD_EVENT_TIMEOUT_IMMEDIATE = 0
 KFD_EVENT_TIMEOUT_INFINITE = 0xFFFFFFFF
 # SOC15 SDMA doorbells are static (kfd_device_queue_manager.c allocate_doorbell): the engine's
@@ -1013,8 +1015,8 @@ class KfdProcess:
         if ev is None or ev.slot is None or page is None:
             return
         at = ev.slot * 8
-        if int.from_bytes(page.data[at : at + 8], "little") != UNSIGNALED_EVENT_SLOT:
-            page.data[at : at + 8] = 0xFF  # consumed: back to UNSIGNALED
+        if _U64.unpack_from(page.data, at)[0] != UNSIGNALED_EVENT_SLOT:
+            _U64.pack_into(page.data, at, UNSIGNALED_EVENT_SLOT)  # consumed
             self.signal(ev)
 
     def on_vm_fault(self, node: int, data: dict) -> None:
