@@ -7,7 +7,9 @@ reference just before the figure; the best round of each is kept, so a burst of 
 other processes spoils neither. In-process figures count the CPU time of the measuring
 thread (equal to wall time on an idle machine); the fresh-interpreter ones are wall time:
   - the round trip of an empty kernel, `q.dispatch(...).wait()` on gfx900 (default options:
-    untraced, as `rocr.init` has it), and the same with the trace on (`trace=True`);
+    untraced, as `rocr.init` has it), and the same with the trace on (`trace=True`); then
+    what one round trip executes, counted rather than timed (Python calls and bytecodes, by
+    layer): a figure no load on the machine disturbs;
   - the cost per dispatch with 1, 128 and 256 queues: all dispatches on one queue while the
     others sit idle (what bookkeeping per queue costs), and round-robin over every queue (most
     queues are unmapped, so each dispatch also waits for the HW scheduler to swap its queue
@@ -106,6 +108,53 @@ def dispatch_loop_us(
             rt.shutdown()
 
 
+def round_trip_work(n: int = 100) -> tuple[float, float, dict[str, float]]:
+    """What one empty-kernel round trip executes, counted (no clock, so no noise): Python
+    calls (cProfile), bytecodes (sys.settrace opcode events), and bytecodes per layer (rocr,
+    roct, rock_emu, and hw_model by module). A figure a change can be judged by on a machine
+    too noisy to time it."""
+    import collections
+    import cProfile
+    import pstats
+
+    import rocr
+
+    rt = rocr.init(preset="gfx900")
+    try:
+        k = rt.load_code_object("builtin:empty").kernel("empty")
+        q = rt.gpus[0].create_queue(64)
+        for _ in range(20):  # warm: pooled signals, caches
+            q.dispatch(k, grid=64, workgroup=64).wait()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(n):
+            q.dispatch(k, grid=64, workgroup=64).wait()
+        prof.disable()
+        calls = sum(v[1] for v in pstats.Stats(prof).stats.values()) / n  # type: ignore[attr-defined]
+        ops: collections.Counter[str] = collections.Counter()
+        root = str(ROOT) + os.sep
+
+        def trace(frame, event, arg):
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                f = frame.f_code.co_filename
+                f = f[len(root) :] if f.startswith(root) else "(python and libraries)"
+                top = f.split(os.sep)[0]
+                ops[f if top == "hw_model" else top] += 1
+            return trace
+
+        sys.settrace(trace)
+        try:
+            for _ in range(n):
+                q.dispatch(k, grid=64, workgroup=64).wait()
+        finally:
+            sys.settrace(None)
+        per = {f: v / n for f, v in ops.most_common()}
+        return calls, sum(per.values()), per
+    finally:
+        rt.shutdown()
+
+
 def process_s(code: list[str]) -> float:
     """Wall seconds of running `code` in a fresh interpreter."""
     t0 = time.perf_counter()
@@ -158,7 +207,7 @@ def main() -> None:
     def row(name: str, value: float, unit: str, target: str, ref: float) -> None:
         # the ratio to the reference: for times, time / reference; for rates, the time one
         # item takes / reference; a ratio of two figures is printed as it is
-        if unit == "x":
+        if unit in ("x", "calls", "bytecodes"):  # ratios and counts: no reference
             ratio = value
         elif unit == "us":
             ratio = value / ref
@@ -189,6 +238,12 @@ def main() -> None:
     traced, ref = dispatch_loop_us(1, per_round, spread=False, trace=True)
     row("  same, traced (rocr.init(trace=True))", traced, "us", "", ref)
     row("  traced / untraced", (traced / ref) / (rt_us / ref1), "x", "", ref)
+    calls, ops, per_layer = round_trip_work()
+    row("  Python calls per round trip (counted)", calls, "calls", "", ref1)
+    row("  bytecodes per round trip (counted)", ops, "bytecodes", "", ref1)
+    for layer, n in per_layer.items():
+        if n >= 30:
+            row(f"    {layer}", n, "bytecodes", "", ref1)
 
     # cost ratios compare the two figures' ratios to their references (load-proof)
     for nq in (128, 256):

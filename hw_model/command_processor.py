@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_BARRIER_BIT = 1 << aql.HSA_PACKET_HEADER_BARRIER
 # ROCr amd_aql_queue.cpp ExecutePM4: the vendor packet format of a PM4 indirect-buffer jump, and
 # the PM4 type-3 opcodes (gfx9 pm4 headers, ROCr amd_blit_shaders / pm4 defs) it may carry.
 AMD_AQL_FORMAT_PM4_IB = 0x1
@@ -402,7 +403,7 @@ class PacketProcessor:
         # Nothing rung past the read index: a fetch would find nothing, and only `ring` moves
         # the doorbell (it kicks again). A queue just mapped (CREATE_QUEUE) or drained so
         # leaves no event pending, and its device counts as quiet.
-        if not self.has_unfetched:
+        if self.doorbell_value < self.read_index:  # not has_unfetched (inline: 3 per packet)
             return
         if self._fetch_event is None and self.slot is not None and self.error is None:
             self._fetch_event = self.gpu.engine.schedule(delay, self._fetch, priority=3)
@@ -436,7 +437,7 @@ class PacketProcessor:
                 )
             gpu.scheduler.queue_changed(self)
             return
-        if aql.header_barrier(header) and self.retired < idx:
+        if header & _BARRIER_BIT and self.retired < idx:
             # Every earlier packet must have retired, not only finished: _retire kicks again.
             self.waiting_barrier_bit = True
             return
@@ -451,7 +452,7 @@ class PacketProcessor:
             )
         self.read_index = idx + 1
         self.packets_processed += 1
-        acquire = aql.header_acquire(header)
+        acquire = (header >> aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & 3
         latency = gpu.spec.cp_packet_latency_ps + gpu.fence_ps(acquire, acquire=True)
         # Not a real event: the packet's processing occupies the packet processor.
         self._processing = True
@@ -472,10 +473,10 @@ class PacketProcessor:
             return
         header = _U16.unpack_from(raw, 0)[0]
         ptype = header & 0xFF
-        release = aql.header_release(header)
+        release = (header >> aql.HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE) & 3
         completion = _U64.unpack_from(raw, aql.COMPLETION_SIGNAL_OFFSET)[0]
         gpu = self.gpu
-        if aql.header_acquire(header) == aql.FenceScope.SYSTEM:
+        if (header >> aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & 3 == aql.FenceScope.SYSTEM:
             # The acquire fence: the L2 drops clean lines of coarse-grained memory, so what
             # the host stored before this packet is seen (docs/memory.md, "Coherence").
             gpu.memory.l2_acquire_system(gpu.node)
@@ -1048,7 +1049,9 @@ class PacketProcessor:
                 cat="cp",
             )
         if e.completion_signal:
-            self.gpu.signal_completion(pasid, e.completion_signal, e.start, now, self._track)
+            # (the track names the queue in a trace only: not built when nothing is traced)
+            track = self._track if gpu.tracer.enabled else ""
+            gpu.signal_completion(pasid, e.completion_signal, e.start, now, track)
         if self.waiting_barrier_bit and self.retired >= self.read_index:
             self.waiting_barrier_bit = False
         self.kick()

@@ -350,6 +350,8 @@ class Dispatcher:
         self._se_free = [0] * self.spec.shader_engines  # each engine's SPI: next launch tick
         self._wave_timings: dict[CostProfile, WaveTiming] = {}
         self._last_cost: CostProfile | None = None
+        self._last_req: WgRequirements | None = None
+        self._last_full = 0
         self._last_timing: WaveTiming | None = None
         # The batched model (module docstring); HSAEMU_TIMING_MODEL=reference, or False here,
         # keeps one run per workgroup everywhere: the reference the batched model is tested
@@ -377,7 +379,12 @@ class Dispatcher:
         if k.code.always_execute or (gpu.functional and gpu.memory is not None):
             # Run the code a GPU-full of workgroups at a time: few calls, and memory written
             # at most that far ahead of the workgroups' start.
-            full = len(self.cus) * workgroups_per_cu(self.spec, k.req)
+            req = k.req
+            if req is self._last_req:  # (the CP hands one requirements object per shape)
+                full = self._last_full
+            else:
+                full = len(self.cus) * workgroups_per_cu(self.spec, req)
+                self._last_req, self._last_full = req, full
             k.batch = max(1, min(k.total_wgs, full))
         else:
             k.exec_end = k.total_wgs  # declared cost, nothing to run

@@ -29,22 +29,37 @@ PS_PER_S = 1_000_000_000_000
 _NEVER = 1 << 62  # event count no run reaches: no slice hook
 
 
+def _cancelled() -> None:
+    """What a cancelled event calls instead of its function: nothing."""
+
+
 class Event:
     """A scheduled callback; `cancel()` makes it a no-op when its time comes."""
 
-    __slots__ = ("tick", "fn", "args", "cancelled", "housekeeping")
+    # Three slots: an event is made for every step of every packet, and a cancelled event is
+    # one whose function is `_cancelled` (housekeeping is the subclass's class attribute).
+    __slots__ = ("tick", "fn", "args")
+    housekeeping = False
 
-    def __init__(
-        self, tick: int, fn: Callable[..., Any], args: tuple[Any, ...], housekeeping: bool = False
-    ) -> None:
+    def __init__(self, tick: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.tick = tick
         self.fn = fn
         self.args = args
-        self.cancelled = False
-        self.housekeeping = housekeeping
 
     def cancel(self) -> None:
-        self.cancelled = True
+        self.fn = _cancelled
+        self.args = ()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.fn is _cancelled
+
+
+class HousekeepingEvent(Event):
+    """An event that only reorganises the machine (module docstring)."""
+
+    __slots__ = ()
+    housekeeping = True
 
 
 class Engine:
@@ -86,7 +101,7 @@ class Engine:
             raise ValueError(f"cannot schedule into the past (delay {delay_ps} ps)")
         # schedule_at inlined: a handful of events per packet go through here
         tick = self.now + int(delay_ps)
-        ev = Event(tick, fn, args, housekeeping)
+        ev = HousekeepingEvent(tick, fn, args) if housekeeping else Event(tick, fn, args)
         self._seq += 1
         heapq.heappush(self._heap, (tick, priority, self._seq, ev))
         return ev
@@ -101,7 +116,7 @@ class Engine:
     ) -> Event:
         if tick < self.now:
             raise ValueError(f"cannot schedule at tick {tick} before now ({self.now})")
-        ev = Event(tick, fn, args, housekeeping)
+        ev = HousekeepingEvent(tick, fn, args) if housekeeping else Event(tick, fn, args)
         self._seq += 1
         heapq.heappush(self._heap, (tick, priority, self._seq, ev))
         return ev
@@ -109,7 +124,7 @@ class Engine:
     def peek(self) -> int | None:
         """Tick of the next live event, or None when nothing is pending."""
         heap = self._heap
-        while heap and heap[0][3].cancelled:
+        while heap and heap[0][3].fn is _cancelled:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -119,7 +134,7 @@ class Engine:
 
     def only_housekeeping(self) -> bool:
         """Nothing pending but housekeeping (true when idle too): no pending event does work."""
-        return all(e[3].cancelled or e[3].housekeeping for e in self._heap)
+        return all(e[3].fn is _cancelled or e[3].housekeeping for e in self._heap)
 
     def quiet(self, max_pending: int, brief: Collection[Callable[..., Any]] = ()) -> bool:
         """At most `max_pending` events pending, none of which does work: each is housekeeping
@@ -130,7 +145,7 @@ class Engine:
             return False
         for entry in heap:
             ev = entry[3]
-            if ev.cancelled or ev.housekeeping:
+            if ev.fn is _cancelled or ev.housekeeping:
                 continue
             if getattr(ev.fn, "__func__", ev.fn) not in brief:
                 return False
@@ -141,7 +156,7 @@ class Engine:
         heap = self._heap
         while heap:
             tick, _, _, ev = heapq.heappop(heap)
-            if ev.cancelled:
+            if ev.fn is _cancelled:
                 continue
             self.now = tick
             self.events_fired += 1
@@ -157,7 +172,7 @@ class Engine:
         pop = heapq.heappop
         while heap and heap[0][0] <= tick:
             t, _, _, ev = pop(heap)
-            if ev.cancelled:
+            if ev.fn is _cancelled:
                 continue
             self.now = t
             self.events_fired += 1
@@ -183,7 +198,7 @@ class Engine:
         heap = self._heap
         pop = heapq.heappop
         while pred():
-            while heap and heap[0][3].cancelled:
+            while heap and heap[0][3].fn is _cancelled:
                 pop(heap)
             if not heap or (limit is not None and heap[0][0] > limit):
                 return False
@@ -198,4 +213,4 @@ class Engine:
         return True
 
     def pending(self) -> int:
-        return sum(1 for e in self._heap if not e[3].cancelled)
+        return sum(1 for e in self._heap if e[3].fn is not _cancelled)

@@ -523,6 +523,8 @@ class Memory:
         """A system-scope release on GPU `node` (a packet's release fence; on gfx9 the CP's
         RELEASE_MEM with a TC writeback): its L2's dirty bytes of coarse-grained memory are
         written back to memory, where the host sees them. Returns the bytes written back."""
+        if not self._l2:
+            return 0
         written = 0
         for (n, _), line in self._l2.items():
             if n != node:
@@ -543,6 +545,8 @@ class Memory:
         ACQUIRE_MEM invalidating the TC): clean L2 lines of coarse-grained memory are dropped,
         so the next access reads memory and sees the host's stores. Dirty bytes stay: an
         invalidate does not discard data that was never released."""
+        if not self._l2:  # nothing cached (VRAM and fine-grained memory only): every packet
+            return
         for key in [k for k in self._l2 if k[0] == node]:
             bo, held, filled = self._l2[key]
             dirty = held != filled
