@@ -44,40 +44,51 @@ class HostMapping:
         return self._memory.read(self.pasid, self._va(offset, n), n)
 
     def write(self, offset: int, data: bytes) -> None:
-        self._memory.write(self.pasid, self._va(offset, len(data)), data)
+        if offset < 0 or offset + len(data) > self.size:
+            self._va(offset, len(data))  # raises
+        self._memory.write(self.pasid, self.address + offset, data)
 
-    def _loadable(self, offset: int) -> bool:
-        """Whether an 8-byte host load at `offset` may read the BO's bytes directly: inside
-        the mapping, not MMIO, the BO still allocated and host-accessible. Otherwise the
-        checked path runs (and faults or raises as it does)."""
+    # The 8-byte accessors below are on every packet's path (queue indices, signal values, the
+    # doorbell), so each does `_va`'s bounds check in place rather than calling it. A load
+    # inside the mapping, not MMIO, of a BO still allocated and host-accessible reads the word
+    # itself, as the checked path would after its lookup; any other load takes the checked
+    # path (and faults or raises as it does).
+    def load_i64(self, offset: int) -> int:
         bo = self._bo
-        return (
+        if (
             0 <= offset <= self.size - 8
             and not self.is_mmio
             and bo.host_access
             and self._memory.bos.get(bo.handle) is bo
-        )
-
-    # Signal values and queue indices are loaded several times per packet: a load that
-    # passes `_loadable` reads the word itself, as the checked path would after its lookup.
-    def load_i64(self, offset: int) -> int:
-        if self._loadable(offset):
-            return _I64.unpack_from(self._bo.data, offset)[0]
+        ):
+            return _I64.unpack_from(bo.data, offset)[0]
         return self._memory.load_i64(self.pasid, self._va(offset, 8))
 
     def load_u64(self, offset: int) -> int:
-        if self._loadable(offset):
-            return _U64.unpack_from(self._bo.data, offset)[0]
+        bo = self._bo
+        if (
+            0 <= offset <= self.size - 8
+            and not self.is_mmio
+            and bo.host_access
+            and self._memory.bos.get(bo.handle) is bo
+        ):
+            return _U64.unpack_from(bo.data, offset)[0]
         return self._memory.load_u64(self.pasid, self._va(offset, 8))
 
     def store_u64(self, offset: int, value: int) -> None:
-        self._memory.store_u64(self.pasid, self._va(offset, 8), value)
+        if offset < 0 or offset + 8 > self.size:
+            self._va(offset, 8)  # raises
+        self._memory.store_u64(self.pasid, self.address + offset, value)
 
     def store_i64(self, offset: int, value: int) -> None:
-        self._memory.store_i64(self.pasid, self._va(offset, 8), value)
+        if offset < 0 or offset + 8 > self.size:
+            self._va(offset, 8)  # raises
+        self._memory.store_i64(self.pasid, self.address + offset, value)
 
     def atomic_add_i64(self, offset: int, delta: int) -> int:
-        return self._memory.atomic_add_i64(self.pasid, self._va(offset, 8), delta)
+        if offset < 0 or offset + 8 > self.size:
+            self._va(offset, 8)  # raises
+        return self._memory.atomic_add_i64(self.pasid, self.address + offset, delta)
 
     def atomic_exchange_i64(self, offset: int, value: int) -> int:
         va = self._va(offset, 8)

@@ -135,6 +135,8 @@ class KernelSymbol:
         position: a mix-up of argument order is caught where the kinds differ (a buffer where
         a count goes, a small count where a pointer goes). `rt`: buffers must belong to it.
         """
+        if type(values) is tuple and not values and not self.args:
+            return ()  # no arguments for a kernel that takes none: nothing to look at
         if isinstance(values, str | bytes | bytearray) or not isinstance(values, Sequence):
             raise HsaError(
                 Status.ERROR_INVALID_ARGUMENT,

@@ -158,6 +158,10 @@ class Queue:
         )
         self._q.write(0, amd.to_bytes()[:AMD_QUEUE_SIZE])
         self.queue_id = self.resource.QueueId  # the KFD's queue id
+        # Checked dispatches by their arguments (Runtime._dispatch): a program sends a few
+        # kernels in a few shapes to a queue many times.
+        self._plans: dict[tuple, tuple] = {}
+        self._packet_write_ps: int | None = None  # the host cost, asked once (fixed per machine)
 
     def __repr__(self) -> str:
         return f"Queue(id={self.id}, kfd queue {self.queue_id}, size={self.size})"
@@ -173,11 +177,16 @@ class Queue:
         if self.destroyed:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"queue {self.id} was destroyed")
 
-    def _check(self) -> None:
-        self._live()
-        self.rt.poll_async()
+    def _check(self) -> bool:
+        """Live, and no error to raise; returns whether the async events poll had anything
+        to look at (Runtime.poll_async)."""
+        rt = self.rt
+        if rt.closed or self.destroyed:
+            self._live()
+        acted = rt.poll_async()
         if self.error is not None and self.callback is None:
             raise self.error
+        return acted
 
     def _poll_error(self) -> None:
         if self._error_reported or self.destroyed:
@@ -254,18 +263,24 @@ class Queue:
                 f"{read} and the ring holds {self.size} packets (valid indices "
                 f"{read}..{read + self.size - 1})",
             )
-        base = self._slot(index)
+        base = (index % self.size) * aql.PACKET_SIZE
         ring = self._ring.mapping
         memoryview(ring.array)[base + 4 : base + aql.PACKET_SIZE] = raw[4:]
         # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
         ring.write(base, bytes(raw[:4]))
-        self.rt.thunk.host_elapse(self.rt.host_cost("packet_write_ps"))
+        rt = self.rt
+        ps = self._packet_write_ps
+        if ps is None:
+            ps = self._packet_write_ps = rt.host_cost("packet_write_ps")
+        rt.thunk.host_elapse(ps)
         ptype = raw[0]
         if ptype == PacketType.KERNEL_DISPATCH:
             ka = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
-            self.rt._note_packet(self, index, int.from_bytes(raw[ka : ka + 8], "little"))
-        if self.rt._trace_switch.enabled:
-            self.rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
+            kernarg = int.from_bytes(raw[ka : ka + 8], "little")
+            if kernarg:  # no kernarg chunk holds address 0
+                rt._note_packet(self, index, kernarg)
+        if rt._trace_switch.enabled:
+            rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
 
     def packet_bytes(self, index: int) -> bytes:
         index = as_u64(index, "index", why="a packet index is a uint64_t")
@@ -282,8 +297,13 @@ class Queue:
             index, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t"
         )
         self._check()
-        if self.rt._trace_switch.enabled:
-            self.rt.trace(
+        self._doorbell(index)
+
+    def _doorbell(self, index: int) -> None:
+        """ring_doorbell for a checked index on a checked queue."""
+        rt = self.rt
+        if rt._trace_switch.enabled:
+            rt.trace(
                 "rocr",
                 "ring doorbell",
                 queue=self.id,
@@ -291,7 +311,23 @@ class Queue:
                 doorbell=hex(self.doorbell_signal.doorbell_address),
             )
         self.doorbell_signal.store(index)
-        self.rt.poll_async()
+        rt.poll_async()
+
+    def _publish(self, raw: bytes, recheck: bool) -> int:
+        """add_write_index(1), write_packet and ring_doorbell of a checked packet, on a queue
+        `_check`ed since the device last ran (else `recheck`). The queue is checked and the
+        async events polled again only where the device may have run since the last check
+        (after the packet write's host time, after the doorbell store's), as only then can
+        ROCr's async events thread have acted. Returns the packet index."""
+        if recheck:
+            self._check()
+        i = self._q.atomic_add_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, 1)
+        self._write_raw(i, raw)
+        if not 0 <= i <= I64_MAX:
+            as_int(i, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t")
+        self._check()  # the packet write took host time: the device ran meanwhile
+        self._doorbell(i)
+        return i
 
     @property
     def doorbell_value(self) -> int | None:

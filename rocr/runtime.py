@@ -24,7 +24,7 @@ from rocr.executable import Executable, KernelSymbol, load
 from rocr.loader import fill_hidden, hidden_values
 from rocr.memory import Buffer, MemoryPool
 from rocr.queue import Queue, status_for_error_code
-from rocr.signal import Condition, Signal, SignalPool
+from rocr.signal import Condition, Signal, SignalPool, WaitState, wait_timeout
 from rocr.status import Status
 from rocr.validate import (
     as_bool,
@@ -35,6 +35,7 @@ from rocr.validate import (
     check_kernel_agent,
     dispatch_geometry,
     fence_scope,
+    plain_dims,
     show,
 )
 from roct import HsaEvent, HsaKmtError, HsaKmtStatus, InProcess, Thunk
@@ -59,6 +60,39 @@ _DISPATCH_FIELDS = tuple(name for name, _ in aql.KernelDispatchPacket.LAYOUT)
 _DISPATCH_STRUCT = aql.KernelDispatchPacket.STRUCT
 
 
+# Dispatch plans kept per queue (Runtime._dispatch): more shapes than a program cycles through,
+# few enough that a sweep over many shapes does not grow the dict without bound (a guess).
+_PLANS_PER_QUEUE = 64
+# The types of a fence scope a dispatch plan's key may hold: alike when equal (SYSTEM == 2).
+_SCOPE_TYPES = frozenset({FenceScope, int})
+
+
+def _packet_head(kernel: KernelSymbol, f: dict[str, Any]) -> tuple[int, ...]:
+    """The fields of a kernel dispatch packet for checked fields `f`, in
+    hsa_kernel_dispatch_packet_t order, up to kernel_object (kernarg_address, reserved2 and
+    completion_signal follow)."""
+    g3, w3 = f["grid"], f["workgroup"]
+    return (
+        aql.make_header(
+            PacketType.KERNEL_DISPATCH,
+            barrier=f["barrier"],
+            acquire=f["acquire"],
+            release=f["release"],
+        ),
+        f["dims"],
+        w3[0],
+        w3[1],
+        w3[2],
+        0,
+        g3[0],
+        g3[1],
+        g3[2],
+        kernel.private_segment_size,
+        f["group_segment_size"],
+        kernel.kernel_object,
+    )
+
+
 def _hsa_error(e: HsaKmtError, status: Status, what: str) -> HsaError:
     mapping = {
         HsaKmtStatus.NO_MEMORY: Status.ERROR_OUT_OF_RESOURCES,
@@ -77,14 +111,22 @@ class DispatchHandle:
     dispatches keeps a flat number of signals and KFD events. `detach_signal()` keeps it.
     """
 
+    # The runtime to hand the signal back to when the handle goes (__del__ is a tenth of the
+    # cost of a weakref.finalize, which a dispatch would pay every time). None on the class:
+    # a handle whose __init__ did not finish has nothing to hand back.
+    _recycle: Runtime | None = None
+
     def __init__(self, queue: Queue, index: int, signal: Signal, owns_signal: bool) -> None:
         self.queue = queue
         self.index = index
         self.signal = signal
-        # The runtime to hand the signal back to when the handle goes (__del__ is a tenth of
-        # the cost of a weakref.finalize, which a dispatch would pay every time).
-        rt = getattr(queue, "rt", None)
-        self._recycle: Runtime | None = rt if owns_signal and isinstance(rt, Runtime) else None
+        if owns_signal:
+            if type(queue) is Queue:  # this module's queue: its rt is a Runtime
+                self._recycle = queue.rt
+            else:
+                rt = getattr(queue, "rt", None)
+                if isinstance(rt, Runtime):
+                    self._recycle = rt
 
     def detach_signal(self) -> Signal:
         """Take the completion signal for good: it is no longer returned to the pool when the
@@ -93,9 +135,9 @@ class DispatchHandle:
         return self.signal
 
     def __del__(self) -> None:
-        rt = getattr(self, "_recycle", None)  # None if __init__ did not finish
-        if rt is not None:
-            rt._recycle_completion_signal(self.signal)
+        rt = self._recycle
+        if rt is not None and not rt.closed and not self.signal.destroyed:
+            rt._spare_signals.append(self.signal)
 
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
         """Wait for the packet to retire (its completion signal below 1).
@@ -105,8 +147,19 @@ class DispatchHandle:
         HsaError(ERROR) naming it (`handle.signal.wait` returns the value instead). A wait
         that can never finish raises at once; if the queue was stopped by an error, the
         message's first line says which queue and why."""
-        v = self.signal.wait(Condition.LT, 1, timeout_ns)
-        err = self._queue_error()
+        sig = self.signal
+        if type(sig) is Signal:
+            # A local signal: Signal.wait without re-checking the constant condition; the
+            # poll it ends with stands for _queue_error's unless it ran callbacks.
+            limit = None
+            if timeout_ns is not None:
+                sig._live()
+                limit = wait_timeout(timeout_ns)
+            v, acted = sig._wait(Condition.LT, 1, limit, WaitState.BLOCKED)
+            err = self._queue_error() if acted else self.queue.error
+        else:
+            v = sig.wait(Condition.LT, 1, timeout_ns)
+            err = self._queue_error()
         if err is not None:
             raise err  # "queue N stopped by the CP: <why>": the queue and the reason first
         if v >= 1:
@@ -603,45 +656,32 @@ class Runtime:
     ) -> tuple[int, ...]:
         """The fields of the packet for checked fields `f`, in hsa_kernel_dispatch_packet_t
         order; the kernargs are packed into the kernarg pool."""
-        g3, w3 = f["grid"], f["workgroup"]
-        data = pack_args(kernel.args, kernel.kernarg_size, f["args"])
+        data = self._kernarg_bytes(kernel, f, f["args"], queue)
+        kernarg = self._kernarg(data) if kernel.kernarg_size else 0
+        return (*_packet_head(kernel, f), kernarg, 0, f["completion_signal"])
+
+    @staticmethod
+    def _kernarg_bytes(
+        kernel: KernelSymbol, f: dict[str, Any], values: tuple, queue: Queue | None
+    ) -> bytes:
+        """The kernarg segment for checked fields `f` and argument values `values`: the
+        arguments, and a compiled kernel's hidden ones."""
+        data = pack_args(kernel.args, kernel.kernarg_size, values)
         if kernel.hidden_args:
             buf = bytearray(data)
             fill_hidden(
                 buf,
                 kernel.hidden_args,
                 hidden_values(
-                    g3,
-                    w3,
+                    f["grid"],
+                    f["workgroup"],
                     f["dims"],
                     queue_ptr=queue.address if queue is not None else 0,
                     dynamic_lds=max(0, f["group_segment_size"] - kernel.group_segment_size),
                 ),
             )
             data = bytes(buf)
-        kernarg = self._kernarg(data) if kernel.kernarg_size else 0
-        return (
-            aql.make_header(
-                PacketType.KERNEL_DISPATCH,
-                barrier=f["barrier"],
-                acquire=f["acquire"],
-                release=f["release"],
-            ),
-            f["dims"],
-            w3[0],
-            w3[1],
-            w3[2],
-            0,
-            g3[0],
-            g3[1],
-            g3[2],
-            kernel.private_segment_size,
-            f["group_segment_size"],
-            kernel.kernel_object,
-            kernarg,
-            0,
-            f["completion_signal"],
-        )
+        return data
 
     def _dispatch_fields(
         self,
@@ -734,86 +774,143 @@ class Runtime:
         written (a refused dispatch leaves no signal, kernarg or reserved slot behind), then
         the packet is written and the doorbell rung."""
         self._check()
-        if not isinstance(q, Queue) or q.rt is not self:
+        if (type(q) is not Queue and not isinstance(q, Queue)) or q.rt is not self:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"{show(q)} is not a queue of this runtime")
-        q._check()
+        # A poll that had something to look at may have run callbacks (anything at all):
+        # the queue is checked again before its slot is taken, as if the device had run.
+        ran = q._check()
         if completion is not None and not isinstance(completion, Signal):
             raise HsaError(
                 Status.ERROR_INVALID_ARGUMENT,
                 f"completion_signal must be a Signal (rt.create_signal(1)) or None, got "
                 f"{show(completion)} ({type(completion).__name__})",
             )
-        mine = isinstance(kernel, KernelSymbol) and kernel.rt is self
-        k_agent = kernel.agent if mine else None
-        if k_agent is not None and k_agent is not q.agent:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"kernel {kernel.name} was loaded for {k_agent!r} but queue {q.id} is "
-                f"on {q.agent!r}: load the code object for the queue's agent",
+        # A program sends a few kernels in a few shapes to a queue many times: what the
+        # checks of a (kernel, geometry, LDS size, barrier, fences) make of them is kept per
+        # queue (the queue's agent fixes every limit). Only arguments of exactly these types
+        # make a key, as values of others can hash alike (True == 1 == 1.0) and be refused.
+        tg = type(grid)
+        plan = key = None
+        if (
+            type(kernel) is KernelSymbol
+            and (tg is int or tg is tuple)
+            and type(workgroup) is tg
+            and (group_segment_size is None or type(group_segment_size) is int)
+            and type(barrier) is bool
+            and type(acquire) in _SCOPE_TYPES
+            and type(release) in _SCOPE_TYPES
+            and (tg is int or plain_dims(grid, workgroup))
+        ):
+            key = (kernel, grid, workgroup, group_segment_size, barrier, acquire, release)
+            plan = q._plans.get(key)
+        if plan is None:
+            mine = isinstance(kernel, KernelSymbol) and kernel.rt is self
+            k_agent = kernel.agent if mine else None
+            if k_agent is not None and k_agent is not q.agent:
+                raise HsaError(
+                    Status.ERROR_INVALID_ARGUMENT,
+                    f"kernel {kernel.name} was loaded for {k_agent!r} but queue {q.id} is "
+                    f"on {q.agent!r}: load the code object for the queue's agent",
+                )
+            f = self._dispatch_fields(
+                kernel,
+                grid,
+                workgroup,
+                args,
+                completion,
+                group_segment_size,
+                barrier,
+                acquire,
+                release,
+                q.agent,
             )
-        f = self._dispatch_fields(
-            kernel,
-            grid,
-            workgroup,
-            args,
-            completion,
-            group_segment_size,
-            barrier,
-            acquire,
-            release,
-            q.agent,
-        )
+            values = f["args"]
+            geo = {k: f[k] for k in ("grid", "workgroup", "dims", "group_segment_size")}
+            # A kernel without arguments has the same kernarg bytes every time.
+            data = None if kernel.args else self._kernarg_bytes(kernel, geo, (), q)
+            plan = (_packet_head(kernel, f), data, geo)
+            if key is not None:
+                if len(q._plans) >= _PLANS_PER_QUEUE:
+                    q._plans.clear()
+                q._plans[key] = plan
+        else:
+            # The checks a kept plan does not stand for, in _dispatch_fields' order.
+            if type(args) is tuple and not args and not kernel.args:
+                values = ()
+            else:
+                values = kernel.check_args(args, self)
+            if completion is not None:
+                self._own_signal(completion, "completion_signal")
         # Opens the dispatch's trace flow: the ioctls a new completion signal or kernarg chunk
         # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
         if self._trace_switch.enabled:
             self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
-        owns = completion is None
-        sig = completion if completion is not None else self._completion_signal()
-        f["completion_signal"] = sig.handle
+        if completion is None:
+            sig, new = self._completion_signal()
+            ran = ran or new
+        else:
+            sig = completion
+        head, data, geo = plan
+        if kernel.kernarg_size:
+            if data is None:
+                data = self._kernarg_bytes(kernel, geo, values, q)
+            chunk = self._kernarg_chunk
+            kernarg = self._kernarg(data)
+            ran = ran or self._kernarg_chunk is not chunk  # a new chunk: ioctls
+        else:
+            kernarg = 0
         # Every field was checked above: pack the 64 bytes directly (the pydantic packet is
         # for callers who build packets themselves).
-        raw = _DISPATCH_STRUCT.pack(*self._packet_values(kernel, f, q))
-        i = q.add_write_index(1)
-        q._write_raw(i, raw)
-        q.ring_doorbell(i)
-        return DispatchHandle(q, i, sig, owns)
+        raw = _DISPATCH_STRUCT.pack(*head, kernarg, 0, sig.handle)
+        # The queue was checked above; again if an ioctl or a callback since let the device run.
+        i = q._publish(raw, ran)
+        return DispatchHandle(q, i, sig, completion is None)
 
-    def _completion_signal(self) -> Signal:
-        """A completion signal at 1 for a dispatch: a retired one from the pool, else new."""
+    def _completion_signal(self) -> tuple[Signal, bool]:
+        """A completion signal at 1 for a dispatch: a retired one from the pool, else new;
+        and whether it is new (its KFD event's ioctl let the device run)."""
         spare = self._spare_signals
-        if spare and not spare[0].destroyed and spare[0].load() < 1:
-            sig = spare.popleft()
-            sig._rearm(1)
-            return sig
-        while spare and spare[0].destroyed:
-            spare.popleft()
-        return self.create_signal(1)
-
-    def _recycle_completion_signal(self, sig: Signal) -> None:
-        if not self.closed and not sig.destroyed:
-            self._spare_signals.append(sig)
+        if spare:
+            sig = spare[0]
+            # sig.load() < 1, on a live runtime (the caller checked it)
+            if not sig.destroyed and sig._value[0] < 1:
+                spare.popleft()
+                sig._rearm(1)
+                return sig, False
+            while spare and spare[0].destroyed:
+                spare.popleft()
+        return self.create_signal(1), True
 
     # -- async events (ROCr's async event thread) ------------------------------------------
-    def poll_async(self) -> None:
+    def poll_async(self) -> bool:
         """What ROCr's async events thread has done by now: a VM fault reported through the
         memory event (Signal::WaitAny returns for a memory event whose MemoryAccessFault.Flags
         is HSA_EVENTID_MEMORY_FATAL_PROCESS, and VMFaultHandler runs), then the queues' error
-        callbacks. After a VM fault every call that polls raises it: ROCr aborts there."""
+        callbacks. After a VM fault every call that polls raises it: ROCr aborts there.
+
+        Returns whether there was anything to look at: if not, no callback ran, and a poll
+        made before the device next runs would find nothing either (the device runs only
+        while the host spends time, sleeps or calls into the KFD)."""
+        acted = False
         if self._vm_fault is None:
             ev = self._vm_fault_event
             if ev is not None and ev.MemoryAccessFault is not None:
                 self._vm_fault_handler(ev.MemoryAccessFault)
+                acted = True
         if self._scan_queues:
             for q in list(self._queues):
                 q._poll_error()
+            acted = True
         elif self._woken:
             woken, self._woken = self._woken, []
             for q in woken:
                 q._poll_error()
                 if not q._error_reported and not q.destroyed:
                     self._watch_queue(q)  # set without an error code: keep listening
+            acted = True
         if self._vm_fault is not None:
             raise HsaError(self._vm_fault.status, self._vm_fault.message)
+        return acted
 
     def _watch_queue(self, q: Queue) -> None:
         """ROCr's async events thread waits on each queue's inactive-signal event (AqlQueue

@@ -57,6 +57,19 @@ class Condition(IntEnum):
         return value >= compare
 
 
+_LT = Condition.LT  # what a dispatch's completion is waited for: `value < 1`
+
+
+def wait_timeout(timeout_ns: object) -> int | None:
+    """A wait's timeout in ns, checked; None: no limit."""
+    # hsa_signal_wait_*'s timeout_hint is a uint64_t; UINT64_MAX is "forever" to callers (HIP
+    # passes it for an unbounded wait).
+    if timeout_ns is None:
+        return None
+    timeout_ns = as_u64(timeout_ns, "timeout_ns", why="None waits without a limit")
+    return None if timeout_ns == U64_MAX else timeout_ns
+
+
 class WaitState(IntEnum):
     """hsa_wait_state_t."""
 
@@ -241,11 +254,7 @@ class Signal:
         cond = _condition(condition)
         compare_value = as_signal_value(compare_value, "compare_value")
         if timeout_ns is not None:
-            # hsa_signal_wait_*'s timeout_hint is a uint64_t; UINT64_MAX is "forever" to callers
-            # (HIP passes it for an unbounded wait).
-            timeout_ns = as_u64(timeout_ns, "timeout_ns", why="None waits without a limit")
-            if timeout_ns == U64_MAX:
-                timeout_ns = None
+            timeout_ns = wait_timeout(timeout_ns)
         if not isinstance(wait_state, WaitState):
             try:
                 wait_state = WaitState(as_int(wait_state, "wait_state"))
@@ -254,7 +263,17 @@ class Signal:
                     Status.ERROR_INVALID_ARGUMENT,
                     f"wait_state = {wait_state!r}: one of WaitState.BLOCKED (0), ACTIVE (1)",
                 ) from None
+        return self._wait(cond, compare_value, timeout_ns, wait_state)[0]
+
+    def _wait(
+        self, cond: Condition, compare_value: int, timeout_ns: int | None, wait_state: WaitState
+    ) -> tuple[int, bool]:
+        """`wait` for checked arguments: the value, and whether the async events poll it
+        ended with had anything to look at. Whatever way it returns, that poll came after the
+        device last ran: unless it ran callbacks, the caller has nothing new to poll for."""
         rt = self.rt
+        if self.destroyed or rt.closed:
+            self._live()
         th = rt.thunk
         start = th.host_now()
         deadline = None if timeout_ns is None else start + timeout_ns * 1000
@@ -268,17 +287,20 @@ class Signal:
                 condition=cond.name,
                 compare=compare_value,
             )
+        view = self._value
         while True:
-            value = self.load()
-            rt.poll_async()
-            if cond.test(value, compare_value):
+            if self.destroyed or rt.closed:  # a queue's error callback may have ended either
+                self._live()
+            value = int(view[0])  # hsa_signal_load_scacquire, as `load` does
+            acted = rt.poll_async()
+            if value < compare_value if cond is _LT else cond.test(value, compare_value):
                 if tracing:
                     rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
-                return value
+                return value, acted
             now = th.host_now()
             if deadline is not None and now >= deadline:
                 rt.trace("rocr", "wait times out", value=value)
-                return value
+                return value, acted
             # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the whole
             # milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with less than 1 ms
             # left it calls it with 0 and polls the value until the deadline: a spin here.
@@ -361,9 +383,13 @@ class DoorbellSignal:
         # hardware_doorbell_ptr shares the value slot
         m.store_u64(self._off + AMD_SIGNAL_VALUE_OFFSET, self.doorbell_address)
         self.last_value: int | None = None
+        self._store_ps: int | None = None  # the host cost, asked once (fixed per machine)
 
     def store(self, value: int) -> None:
-        self.rt.thunk.host_elapse(self.rt.host_cost("doorbell_store_ps"))
+        ps = self._store_ps
+        if ps is None:
+            ps = self._store_ps = self.rt.host_cost("doorbell_store_ps")
+        self.rt.thunk.host_elapse(ps)
         self._db.store_u64(self._db_off, value)
         self.last_value = value
 

@@ -203,6 +203,17 @@ def dispatch_limits(agent: Any) -> tuple[int, tuple, int, tuple, str]:
     return limits
 
 
+def plain_dims(grid: Any, workgroup: Any) -> bool:
+    """Whether `grid` and `workgroup` are tuples of exactly int: a geometry that may key a
+    cache of checked ones (a bool or float hashes like an int but is refused)."""
+    return (
+        type(grid) is tuple
+        and type(workgroup) is tuple
+        and all(type(v) is int for v in grid)
+        and all(type(v) is int for v in workgroup)
+    )
+
+
 def dispatch_geometry(
     grid: Any, workgroup: Any, agent: Any = None
 ) -> tuple[tuple[int, int, int], tuple[int, int, int], int]:
@@ -210,12 +221,7 @@ def dispatch_geometry(
     against the packet's field widths and the agent's HSA_AGENT_INFO_* limits."""
     # A program dispatches a few shapes many times: geometry given as plain ints (exactly
     # int: a bool or float hashes like one but is refused) is checked once per agent.
-    plain = (type(grid) is int and type(workgroup) is int) or (
-        type(grid) is tuple
-        and type(workgroup) is tuple
-        and all(type(v) is int for v in grid)
-        and all(type(v) is int for v in workgroup)
-    )
+    plain = (type(grid) is int and type(workgroup) is int) or plain_dims(grid, workgroup)
     key = (grid, workgroup) if plain else None
     if key is not None:
         cache = getattr(agent, "_geometry_cache", None)

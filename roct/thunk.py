@@ -214,8 +214,15 @@ class Thunk:
     VA_START = 0x1_0000_0000
     SCRATCH_SIZE = 64 * 1024  # part of the user heap used for ioctl arrays
 
+    # The host clock (hsaKmt has none: the process's own time), asked several times per packet:
+    # the transport's bound methods themselves, so a call costs one frame, not two.
+    host_elapse: Callable[[int], int]  # spend `ps` of host time; returns the new host time
+    host_now: Callable[[], int]  # host time in ps
+
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self.host_elapse = transport.host_elapse
+        self.host_now = transport.host_now
         self.allocations: dict[int, Allocation] = {}
         self._next_va = self.VA_START
         self.nodes: list[NodeProperties] = []
@@ -714,12 +721,6 @@ class Thunk:
             io.AMDKFD_IOC_GET_CLOCK_COUNTERS,
             io.GetClockCountersArgs.fast(gpu_id=self._gpu_id(node)),
         )
-
-    def host_elapse(self, ps: int) -> int:
-        return self.transport.host_elapse(ps)
-
-    def host_now(self) -> int:
-        return self.transport.host_now()
 
     def host_cost(self, name: str) -> int:
         return self.transport.host_cost(name)

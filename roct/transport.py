@@ -9,6 +9,7 @@ Python process; a socket transport to a shared KFD service can implement the sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class InProcess:
         # strings, dicts; five per dispatch) only while the machine's trace is on. Optional
         # in a transport: without it every marker is sent.
         self.trace_switch = self.system.tracer
+        # Asked on every packet and every wait: the machine's own methods, one call each.
+        self.host_elapse: Callable[[int], int] = self.system.host_advance
+        self.host_step: Callable[[int | None], bool] = self.system.host_step
 
     def ioctl(self, request: int, buf: bytearray) -> int:
         return self.process.ioctl(request, buf)
@@ -70,18 +74,12 @@ class InProcess:
     def read_sysfs(self, path: str) -> str:
         return self.kfd.read_sysfs(path)
 
-    def host_elapse(self, ps: int) -> int:
-        return self.system.host_advance(ps)
-
     def host_now(self) -> int:
         return self.system.host_now
 
     def host_cost(self, name: str) -> int:
         """Modeled host time of a named action (HostCosts field, e.g. 'doorbell_store_ps')."""
         return int(getattr(self.system.spec.host, name))
-
-    def host_step(self, limit_ps: int | None) -> bool:
-        return self.system.host_step(limit_ps)
 
     def wait_events_async(self, event_ids: list[int], wake: Any) -> None:
         """AMDKFD_IOC_WAIT_EVENTS from a second thread of this process (ROCr's async events
