@@ -453,7 +453,7 @@ class PacketProcessor:
         self.read_index = idx + 1
         self.packets_processed += 1
         acquire = (header >> aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & 3
-        latency = gpu.spec.cp_packet_latency_ps + gpu.fence_ps(acquire, acquire=True)
+        latency = gpu.spec.cp_packet_latency_ps + gpu.acquire_fence_ps[acquire]
         # Not a real event: the packet's processing occupies the packet processor.
         self._processing = True
         self._fetch_event = gpu.engine.schedule(latency, self._process, idx, raw, priority=3)
@@ -1000,7 +1000,7 @@ class PacketProcessor:
         now = gpu.engine.now
         while self.inflight and self.inflight[0].done:
             e = self.inflight.popleft()
-            at = max(now, self._retire_at) + gpu.fence_ps(e.release, acquire=False)
+            at = max(now, self._retire_at) + gpu.release_fence_ps[e.release]
             at += gpu.spec.cp_retire_latency_ps
             self._retire_at = at
             gpu.engine.schedule(at - now, self._retire, e, priority=2)

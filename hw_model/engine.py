@@ -27,6 +27,7 @@ PS_PER_US = 1_000_000
 PS_PER_MS = 1_000_000_000
 PS_PER_S = 1_000_000_000_000
 _NEVER = 1 << 62  # event count no run reaches: no slice hook
+_NO_LIMIT = 1 << 126  # a tick past every event's (run_while without a limit)
 
 
 def _cancelled() -> None:
@@ -197,14 +198,21 @@ class Engine:
         """
         heap = self._heap
         pop = heapq.heappop
+        last = _NO_LIMIT if limit is None else limit
+        # The head is read once and popped only when it fires: a host waits through this
+        # loop for every packet.
         while pred():
-            while heap and heap[0][3].fn is _cancelled:
-                pop(heap)
-            if not heap or (limit is not None and heap[0][0] > limit):
+            if not heap:
                 return False
-            if pause_housekeeping and heap[0][3].housekeeping:
+            t, _, _, ev = heap[0]
+            if ev.fn is _cancelled:
+                pop(heap)
+                continue
+            if t > last:
+                return False
+            if pause_housekeeping and ev.housekeeping:
                 return True
-            t, _, _, ev = pop(heap)
+            pop(heap)
             self.now = t
             self.events_fired += 1
             ev.fn(*ev.args)

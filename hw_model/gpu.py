@@ -16,6 +16,7 @@ from hw_model.command_processor import Mqd, PacketProcessor
 from hw_model.compute_unit import ComputeUnit, MemoryChannel
 from hw_model.config import GpuSpec
 from hw_model.dispatcher import Dispatcher
+from hw_model.engine import PS_PER_S as _PS_PER_S
 from hw_model.memory import VM_FAULT_CLIENT_CP, BufferObject, MemoryFault
 from hw_model.scheduler import HwScheduler
 from hw_model.sdma import HostLink, SdmaEngine, SdmaQueue
@@ -67,6 +68,10 @@ class Gpu:
         # rocprofv3-style kernel records, newest kept (a bounded ring, like the trace)
         self.kernel_records: RingLog = RingLog(DEFAULT_KERNEL_RECORDS)
         self.stats_kernels = 0
+        # `fence_ps` by scope (none, agent, system; 3 is reserved), for the CP: each packet
+        # has an acquire and a release.
+        self.acquire_fence_ps = (0, spec.acquire_fence_agent_ps, spec.acquire_fence_system_ps, 0)
+        self.release_fence_ps = (0, spec.release_fence_agent_ps, spec.release_fence_system_ps, 0)
 
     # -- queues ----------------------------------------------------------------------------
     def register_queue(self, mqd: Mqd) -> PacketProcessor:
@@ -133,7 +138,7 @@ class Gpu:
 
     def timestamp(self, tick_ps: int) -> int:
         """GPU timestamp counter value at `tick_ps`."""
-        return tick_ps * self.spec.timestamp_frequency_hz // 1_000_000_000_000
+        return tick_ps * self.spec.timestamp_frequency_hz // _PS_PER_S
 
     def _trace_completion(self, track: str, handle: int, old: int) -> None:
         self.tracer.instant(
@@ -154,8 +159,9 @@ class Gpu:
         if hit is not None:
             bo, off = hit
             data = bo.data
-            _U64.pack_into(data, off + AMD_SIGNAL_START_TS_OFFSET, self.timestamp(start) & _M64)
-            _U64.pack_into(data, off + AMD_SIGNAL_END_TS_OFFSET, self.timestamp(end) & _M64)
+            hz = self.spec.timestamp_frequency_hz  # `timestamp`, inline: once per packet
+            _U64.pack_into(data, off + AMD_SIGNAL_START_TS_OFFSET, start * hz // _PS_PER_S & _M64)
+            _U64.pack_into(data, off + AMD_SIGNAL_END_TS_OFFSET, end * hz // _PS_PER_S & _M64)
             old = _I64.unpack_from(data, off + AMD_SIGNAL_VALUE_OFFSET)[0]
             _U64.pack_into(data, off + AMD_SIGNAL_VALUE_OFFSET, (old - 1) & _M64)
             mem.store_epoch += 3
