@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hw_model.config import GpuSpec
@@ -63,11 +63,28 @@ class WaveTiming:
     # where a bad pointer faults (docs/architecture.md, "Fault handling").
     first_access_ps: float = 0.0
     host_bytes_per_item: int = 0  # of bytes_per_item, those over the host link
+    # Largest share of the CU one wave can use (it waits for itself the rest): busy / alone,
+    # computed once (each workgroup's group on a CU reads it).
+    cap: float = field(init=False, repr=False, compare=False)
+    # waves -> (rate, ticks): a workgroup of that many waves alone on an idle CU, its rate
+    # and compute time (`ComputeUnit.begin`); filled as asked.
+    solo: dict[int, tuple[float, int]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
-    @property
-    def cap(self) -> float:
-        """Largest share of the CU one wave can use (it waits for itself the rest)."""
-        return self.busy_ps / self.alone_ps
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cap", self.busy_ps / self.alone_ps)
+
+    def solo_for(self, waves: int) -> tuple[float, int]:
+        """`solo[waves]`, computed as `ComputeUnit._alone` would for a group of one run of
+        `waves` waves that has done no work yet."""
+        fair = 1.0 / waves
+        share = self.cap if self.cap < fair else fair
+        busy = self.busy_ps
+        rate = share / busy if busy else 1.0 / self.alone_ps
+        dt = 1.0 / rate  # (its run's work, 1.0 from v = 0.0: `_alone`'s (1.0 - 0.0) / rate)
+        hit = self.solo[waves] = (rate, math.ceil(dt) if dt > 0 else 0)
+        return hit
 
 
 def wave_timing(spec: GpuSpec, cost: CostProfile) -> WaveTiming:
@@ -109,7 +126,7 @@ class WgRun:
         "launch",
         "cu",
         "index",
-        "coords",
+        "_coords",
         "items",
         "req",
         "simds",
@@ -128,17 +145,19 @@ class WgRun:
         launch: Any,
         cu: ComputeUnit,
         index: int,
-        coords: tuple[int, int, int],
+        coords: tuple[int, int, int] | None,
         items: int,
         req: WgRequirements,
         simds: list[int],
         start: int,
         timing: WaveTiming | None = None,
+        key: Any = None,
     ) -> None:
         self.launch = launch  # the KernelLaunch (a dispatcher object)
         self.cu = cu
         self.index = index
-        self.coords = coords
+        # None: from the launch's grid when asked (only traces and faults ask)
+        self._coords = coords
         self.items = items
         self.req = req
         self.simds = simds  # waves placed on each SIMD
@@ -147,18 +166,22 @@ class WgRun:
         # What stops it at its first global access, if anything: the MemoryFault its bad
         # access raises, or the message of the illegal instruction its code reached.
         self.fault: Any = None
-        t = self.timing = timing if timing is not None else getattr(launch, "timing", None)
         # Workgroups of one kernel with one timing progress alike: one group on a CU. A
         # launch that keeps `group_keys` hands every run of a timing the same key, hashed by
-        # identity: the CU looks its group up twice per workgroup.
-        keys = getattr(launch, "group_keys", None)
-        if keys is None:
-            self.key = (launch, t)
+        # identity: the CU looks its group up twice per workgroup. `key`: that key (and
+        # `timing` its timing), from a caller that already holds it.
+        if key is not None:
+            self.timing = timing
         else:
-            key = keys.get(id(t))
-            if key is None:
-                key = keys[id(t)] = _GroupKey((launch, t))
-            self.key = key
+            t = self.timing = timing if timing is not None else getattr(launch, "timing", None)
+            keys = getattr(launch, "group_keys", None)
+            if keys is None:
+                key = (launch, t)
+            else:
+                key = keys.get(id(t))
+                if key is None:
+                    key = keys[id(t)] = _GroupKey((launch, t))
+        self.key = key
         # Workgroups it stands for: one on this CU and one on each CU of its class, CUs whose
         # timelines are identical (the dispatcher's batched model); 1 in the reference model.
         self.mult = 1
@@ -166,6 +189,14 @@ class WgRun:
         # unwatched`: one event, `event`, at the later of its compute end and its last byte)
         self.phase = 0
         self.event: Any = None
+
+    @property
+    def coords(self) -> tuple[int, int, int]:
+        """The workgroup's (x, y, z) id in the grid."""
+        c = self._coords
+        if c is None:
+            c = self._coords = self.launch.wg_coords(self.index)
+        return c
 
 
 class _GroupKey(tuple):
@@ -184,14 +215,20 @@ class _Group:
 
     __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo", "unwatched")
 
-    def __init__(self, timing: WaveTiming) -> None:
+    def __init__(
+        self,
+        timing: WaveTiming,
+        waves: int = 0,
+        rate: float = 0.0,
+        first: tuple[float, WgRun] | None = None,
+    ) -> None:
         self.timing = timing
         self.cap = timing.cap
-        self.waves = 0
+        self.waves = waves
         self.v = 0.0  # work done by each resident wave since the group formed
-        self.rate = 0.0  # work per ps of each wave
+        self.rate = rate  # work per ps of each wave
         # (v at which it finishes, run); equal work and equal rates keep arrival order
-        self.fifo: deque[tuple[float, WgRun]] = deque()
+        self.fifo: deque[tuple[float, WgRun]] = deque() if first is None else deque((first,))
         # Its runs' compute ends are known at their start (`begin_unwatched`): the CU keeps no
         # event for them; each leaves the group at its own event (`end_unwatched`).
         self.unwatched = False
@@ -228,6 +265,9 @@ class ComputeUnit:
         self._groups: dict[Any, _Group] = {}
         self._t = 0  # tick the groups' progress was last brought up to
         self._event: Event | None = None
+        if n != 4:  # `allocate` and `release` are unrolled for four SIMDs
+            self.allocate = self._any_simds(-1)  # type: ignore[method-assign]
+            self.release = self._any_simds(1)  # type: ignore[method-assign]
 
     def attach(self, engine: Engine, on_compute_done: Callable[[WgRun], None]) -> None:
         """Connect the CU to the clock and to whoever retires its workgroups."""
@@ -252,14 +292,14 @@ class ComputeUnit:
             return None
         if req.scratch and self.free_scratch_slots < w:
             return None
-        rv, rs = req.vgprs, req.sgprs
         # The spread is a pure function of the request and the free room per SIMD, and a CU
         # running one kernel sees the same few states over and over: remembered, a lookup
         # costs a seventh of computing it.
-        key = (w, rv, rs, *self.free_slots, *self.free_vgprs, *self.free_sgprs)
+        key = (w, req.vgprs, req.sgprs, *self.free_slots, *self.free_vgprs, *self.free_sgprs)
         known = _PLACED.get(key)
         if known is not None:
             return list(known) if known else None
+        rv, rs = req.vgprs, req.sgprs
         room = [
             min(s, v // rv, g // rs)
             for s, v, g in zip(self.free_slots, self.free_vgprs, self.free_sgprs, strict=True)
@@ -285,46 +325,145 @@ class ComputeUnit:
         return counts
 
     def allocate(self, req: WgRequirements, counts: list[int], now: int) -> None:
-        if self.resident_wgs == 0:
+        resident = self.resident_wgs
+        if not resident:
             self._busy_since = now
-        slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
-        rv, rs = req.vgprs, req.sgprs
-        for i, c in enumerate(counts):
-            if c:
-                slots[i] -= c
-                vg[i] -= c * rv
-                sg[i] -= c * rs
+        self.resident_wgs = resident + 1
+        # Four SIMDs (every GCN/CDNA CU; `_any_simds` otherwise), unrolled: a spread
+        # usually leaves most of them untouched; a one-wave workgroup uses one.
+        if req.waves == 1:
+            i = counts.index(1)
+            self.free_slots[i] -= 1
+            self.free_vgprs[i] -= req.vgprs
+            self.free_sgprs[i] -= req.sgprs
+            self.free_wave_slots -= 1
+            if req.lds:
+                self.free_lds -= req.lds
+            if req.barrier:
+                self.free_barriers -= 1
+            if req.scratch:
+                self.free_scratch_slots -= 1
+            return
+        c0, c1, c2, c3 = counts
+        if c0:
+            self.free_slots[0] -= c0
+            self.free_vgprs[0] -= c0 * req.vgprs
+            self.free_sgprs[0] -= c0 * req.sgprs
+        if c1:
+            self.free_slots[1] -= c1
+            self.free_vgprs[1] -= c1 * req.vgprs
+            self.free_sgprs[1] -= c1 * req.sgprs
+        if c2:
+            self.free_slots[2] -= c2
+            self.free_vgprs[2] -= c2 * req.vgprs
+            self.free_sgprs[2] -= c2 * req.sgprs
+        if c3:
+            self.free_slots[3] -= c3
+            self.free_vgprs[3] -= c3 * req.vgprs
+            self.free_sgprs[3] -= c3 * req.sgprs
         self.free_wave_slots -= req.waves
-        self.free_lds -= req.lds
+        if req.lds:
+            self.free_lds -= req.lds
         if req.barrier:
             self.free_barriers -= 1
         if req.scratch:
             self.free_scratch_slots -= req.waves
-        self.resident_wgs += 1
 
     def release(self, req: WgRequirements, counts: list[int], now: int) -> None:
-        slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
-        rv, rs = req.vgprs, req.sgprs
-        for i, c in enumerate(counts):
-            if c:
-                slots[i] += c
-                vg[i] += c * rv
-                sg[i] += c * rs
+        if req.waves == 1:  # (as in `allocate`)
+            i = counts.index(1)
+            self.free_slots[i] += 1
+            self.free_vgprs[i] += req.vgprs
+            self.free_sgprs[i] += req.sgprs
+            self.free_wave_slots += 1
+            if req.lds:
+                self.free_lds += req.lds
+            if req.barrier:
+                self.free_barriers += 1
+            if req.scratch:
+                self.free_scratch_slots += 1
+            left = self.resident_wgs = self.resident_wgs - 1
+            self.wgs_run += 1
+            if not left:
+                self.busy_ps += now - self._busy_since
+            return
+        c0, c1, c2, c3 = counts  # (unrolled as in `allocate`)
+        if c0:
+            self.free_slots[0] += c0
+            self.free_vgprs[0] += c0 * req.vgprs
+            self.free_sgprs[0] += c0 * req.sgprs
+        if c1:
+            self.free_slots[1] += c1
+            self.free_vgprs[1] += c1 * req.vgprs
+            self.free_sgprs[1] += c1 * req.sgprs
+        if c2:
+            self.free_slots[2] += c2
+            self.free_vgprs[2] += c2 * req.vgprs
+            self.free_sgprs[2] += c2 * req.sgprs
+        if c3:
+            self.free_slots[3] += c3
+            self.free_vgprs[3] += c3 * req.vgprs
+            self.free_sgprs[3] += c3 * req.sgprs
         self.free_wave_slots += req.waves
-        self.free_lds += req.lds
+        if req.lds:
+            self.free_lds += req.lds
         if req.barrier:
             self.free_barriers += 1
         if req.scratch:
             self.free_scratch_slots += req.waves
-        self.resident_wgs -= 1
+        left = self.resident_wgs = self.resident_wgs - 1
         self.wgs_run += 1
-        if self.resident_wgs == 0:
+        if not left:
             self.busy_ps += now - self._busy_since
+
+    def _any_simds(self, sign: int) -> Callable[[WgRequirements, list[int], int], None]:
+        """`allocate` (sign -1) or `release` (+1) for a CU of any number of SIMDs, the
+        per-SIMD part looped."""
+
+        def apply(req: WgRequirements, counts: list[int], now: int) -> None:
+            if sign < 0 and not self.resident_wgs:
+                self._busy_since = now
+            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
+            rv, rs = req.vgprs, req.sgprs
+            for i, c in enumerate(counts):
+                if c:
+                    slots[i] += sign * c
+                    vg[i] += sign * c * rv
+                    sg[i] += sign * c * rs
+            self.free_wave_slots += sign * req.waves
+            self.free_lds += sign * req.lds
+            if req.barrier:
+                self.free_barriers += sign
+            if req.scratch:
+                self.free_scratch_slots += sign * req.waves
+            self.resident_wgs -= sign
+            if sign > 0:
+                self.wgs_run += 1
+                if not self.resident_wgs:
+                    self.busy_ps += now - self._busy_since
+
+        return apply
 
     # -- timing ----------------------------------------------------------------------------
     def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:
         """`run`'s waves start issuing: it joins its kernel's group and shares the CU."""
         groups = self._groups
+        if not groups:  # an idle CU: no progress to bring up, the group alone
+            self._t = now
+            # `_alone` for that group, its rate and end known per wave count
+            waves = run.req.waves
+            solo = timing.solo.get(waves)
+            if solo is None:
+                solo = timing.solo_for(waves)
+            groups[run.key] = _Group(timing, waves, solo[0], (1.0, run))  # (its v is 0.0)
+            best = now + solo[1]
+            ev = self._event
+            if ev is not None:
+                if ev.tick == best:
+                    return
+                ev.cancel()
+            self._event = self._engine.schedule_at(best, self._fire, priority=1)  # type: ignore[union-attr]
+            return
         dt = now - self._t
         if dt:  # `_advance`, inline: twice per workgroup
             for g in groups.values():
@@ -497,12 +636,37 @@ class ComputeUnit:
         self._event = None
         now = self._engine.now  # type: ignore[union-attr]
         groups = self._groups
+        if len(groups) == 1:  # the loop below over one group (a kernel alone on the CU)
+            (g,) = groups.values()
+            fifo = g.fifo
+            # `_advance` (the same sum; with nothing elapsed, v + 0.0 is v) ...
+            v = g.v + g.rate * (now - self._t)
+            if len(fifo) == 1 and fifo[0][0] <= v + _EPS:
+                # ... kept by no one when the group's last run is done: the group goes
+                groups.clear()
+                self._on_compute_done(fifo[0][1])  # type: ignore[misc]
+                return
+            g.v = v
+            self._t = now
+            v += _EPS
+            done: list[WgRun] = []
+            while fifo and fifo[0][0] <= v:
+                run = fifo.popleft()[1]
+                g.waves -= run.req.waves
+                done.append(run)
+            if fifo:
+                self._alone(g, now)
+            else:
+                groups.clear()
+            for run in done:
+                self._on_compute_done(run)  # type: ignore[misc]
+            return
         dt = now - self._t
         if dt:  # `_advance`, inline
             for g in groups.values():
                 g.v += g.rate * dt
             self._t = now
-        done: list[WgRun] = []
+        done = []
         for key in list(groups):
             g = groups[key]
             fifo = g.fifo

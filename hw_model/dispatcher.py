@@ -57,8 +57,9 @@ import bisect
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from hw_model.compute_unit import (
@@ -67,6 +68,7 @@ from hw_model.compute_unit import (
     WgRequirements,
     WgRun,
     _Group,
+    _GroupKey,
     wave_timing,
 )
 from hw_model.execution import BuiltinCode, KernelCode
@@ -78,12 +80,41 @@ if TYPE_CHECKING:
     from hw_model.gpu import Gpu
 
 
+# Read-only and empty: what a launch's containers read until it first writes one.
+_EMPTY: Mapping = MappingProxyType({})
+
+# (grid, workgroup) -> (workgroups per dimension, workgroups, work-items per workgroup,
+# whether the grid ends mid-workgroup): a loop of one kernel asks the same again and again.
+# Bounded: cleared when full (a size chosen, not measured).
+_GEOMETRY: dict[tuple, tuple[tuple[int, int, int], int, int, bool]] = {}
+_GEOMETRY_MAX = 1024
+
+
+def _geometry(
+    grid: tuple[int, int, int], workgroup: tuple[int, int, int]
+) -> tuple[tuple[int, int, int], int, int, bool]:
+    (gx, gy, gz), (wx, wy, wz) = grid, workgroup  # 3-D, padded with 1s by the CP
+    counts = (-(-gx // wx), -(-gy // wy), -(-gz // wz))
+    geo = (
+        counts,
+        counts[0] * counts[1] * counts[2],
+        wx * wy * wz,
+        bool(gx % wx or gy % wy or gz % wz),
+    )
+    if len(_GEOMETRY) >= _GEOMETRY_MAX:
+        _GEOMETRY.clear()
+    _GEOMETRY[(grid, workgroup)] = geo
+    return geo
+
+
 class KernelLaunch:
     """One kernel dispatch packet in execution."""
 
     # What a launch starts with and keeps unless something happens to it: class defaults,
     # which a dispatch (a few a round trip) does not pay to store.
     timing: WaveTiming | None = None  # set by the dispatcher for its GPU
+    # The declared cost (built-ins); None when only running the code tells (compiled).
+    cost: CostProfile | None = None
     host_share = 0.0  # share of its global bytes in host memory (set at launch)
     next_wg = 0  # workgroups placed so far
     # Placement stops before `limit`: the workgroup after the one whose code faulted or hit
@@ -100,6 +131,14 @@ class KernelLaunch:
     # counters when the classes formed (`class_base`: the other CUs catch up from the
     # representative's).
     clones: dict[int, list[ComputeUnit]] | None = None
+    # Made when the classes form (`Dispatcher._set_classes`); until then these read empty
+    # and refuse writes, so a launch that never forms classes (most do not) makes none.
+    class_runs: set[WgRun] | frozenset = frozenset()
+    se_rep: Mapping[int, int] = _EMPTY
+    class_base: Mapping[int, tuple[float, int]] = _EMPTY
+    # What the code reported executing, summed over batches (a dict from the first report).
+    exec_stats: Mapping = _EMPTY
+    _edge_reqs: Mapping[int, WgRequirements] = _EMPTY  # partial workgroups' (`req_for`)
     max_mult = 1
     done_wgs = 0
     aborted = False  # stopped by a fault or an eviction: no more workgroups placed
@@ -129,10 +168,13 @@ class KernelLaunch:
         code: KernelCode | None = None,
         on_illegal: Callable[[KernelLaunch, str], None] | None = None,
     ) -> None:
-        if code is None:
-            if kernel is None:
-                raise ValueError(f"kernel launch {name!r} has neither a kernel nor code")
-            code = BuiltinCode(kernel)
+        if kernel is not None:
+            # (`KernelSpec.cost_for` without its call when the cost takes no arguments)
+            self.cost = kernel.cost if kernel.cost_fn is None else kernel.cost_for(kernarg)
+            if code is None:
+                code = BuiltinCode(kernel)
+        elif code is None:
+            raise ValueError(f"kernel launch {name!r} has neither a kernel nor code")
         self.name = name
         self.pasid = pasid
         self.queue_id = queue_id
@@ -140,27 +182,28 @@ class KernelLaunch:
         self.kernel = kernel
         self.grid = grid
         self.workgroup = workgroup
-        (gx, gy, gz), (wx, wy, wz) = grid, workgroup  # 3-D, padded with 1s by the CP
-        self.counts = (-(-gx // wx), -(-gy // wy), -(-gz // wz))
-        self.total_wgs = self.counts[0] * self.counts[1] * self.counts[2]
-        self.wg_items = wx * wy * wz
-        self.ragged = bool(gx % wx or gy % wy or gz % wz)
+        geo = _GEOMETRY.get((grid, workgroup))
+        if geo is None:
+            geo = _geometry(grid, workgroup)
+        self.counts, self.total_wgs, self.wg_items, self.ragged = geo
+        self.limit = geo[1]
         self.req = req
         self.kernarg = kernarg
         self.code = code
-        # The declared cost (built-ins); None when only running the code tells (compiled).
-        self.cost: CostProfile | None = None if kernel is None else kernel.cost_for(kernarg)
-        self.limit = self.total_wgs
-        self.exec_stats: dict = {}  # what the code reported executing, summed over batches
-        self.class_runs: set[WgRun] = set()
-        self.se_rep: dict[int, int] = {}
-        self.class_base: dict[int, tuple[float, int]] = {}
         self.on_dispatched = on_dispatched
         self.on_complete = on_complete
         self.on_fault = on_fault
         self.on_illegal = on_illegal
-        self._edge_reqs: dict[int, WgRequirements] = {}
         self.group_keys: dict[int, tuple] = {}  # id(timing) -> its runs' key on a CU (WgRun)
+
+    def group_key(self, timing: WaveTiming | None) -> tuple:
+        """The key of this launch's runs of `timing` on a CU (`WgRun.key`): one object per
+        timing, hashed and compared by identity."""
+        keys = self.group_keys
+        key = keys.get(id(timing))
+        if key is None:
+            key = keys[id(timing)] = _GroupKey((self, timing))
+        return key
 
     def wg_coords(self, index: int) -> tuple[int, int, int]:
         nx, ny, _ = self.counts
@@ -180,7 +223,9 @@ class KernelLaunch:
         waves = -(-items // wavefront_size)
         r = self._edge_reqs.get(waves)
         if r is None:
-            r = self._edge_reqs[waves] = replace(self.req, waves=waves, barrier=waves > 1)
+            if self._edge_reqs is _EMPTY:
+                self._edge_reqs = {}
+            r = self._edge_reqs[waves] = replace(self.req, waves=waves, barrier=waves > 1)  # type: ignore[index]
         return r
 
     @property
@@ -228,16 +273,22 @@ class RoundRobinPlacement(PlacementPolicy):
         super().__init__(cus)
         self._next = 0
 
-    def place(self, launch, req, active, candidates):
-        return self._scan(launch, req, candidates, None)
-
-    def _scan(self, launch, req, candidates, allowed):
+    def _scan(self, launch, req, active, candidates, allowed=None):
         cus = self.cus
         n = len(cus)
         mask = launch.cu_mask
         nxt = self._next
         if candidates is None:
-            order = itertools.chain(range(nxt, n), range(nxt))
+            if mask is None and allowed is None:
+                # the CU at the pointer first (it usually takes it), before building the order
+                cu = cus[nxt]
+                p = cu.try_place(req)
+                if p is not None:
+                    self._next = (nxt + 1) % n
+                    return cu, p
+                order = itertools.chain(range(nxt + 1, n), range(nxt))
+            else:
+                order = itertools.chain(range(nxt, n), range(nxt))
         elif len(candidates) == 1:
             order = candidates
         else:
@@ -251,9 +302,11 @@ class RoundRobinPlacement(PlacementPolicy):
             cu = cus[i]
             p = cu.try_place(req)
             if p is not None:
-                self._next = i + 1 if i + 1 < n else 0
+                self._next = (i + 1) % n
                 return cu, p
         return None
+
+    place = _scan  # `allowed` None: every CU (within the launch's CU mask)
 
 
 class GreedyPlacement(PlacementPolicy):
@@ -282,7 +335,7 @@ class PartitionPlacement(RoundRobinPlacement):
     name = "partition"
 
     def place(self, launch, req, active, candidates):
-        return self._scan(launch, req, candidates, self.allowed(launch, active))
+        return self._scan(launch, req, active, candidates, self.allowed(launch, active))
 
     def allowed(self, launch, active):
         if launch.cu_mask is not None:
@@ -372,25 +425,31 @@ class Dispatcher:
         for other in self.active:
             if other.clones is not None:
                 self._unbatch(other)  # kernels sharing the GPU: one run per workgroup
-        if k.cost is not None:
-            k.timing = self._timing(k.cost)
-        k.host_share = self._host_share(k)
+        cost = k.cost
+        if cost is not None:  # (`_timing`'s last-profile hit, inline)
+            k.timing = self._last_timing if cost is self._last_cost else self._timing(cost)
+        kernel = k.kernel
+        if kernel is not None and kernel.streams:  # (without streams: none, the default)
+            k.host_share = self._host_share(k)
         gpu = self.gpu
         if k.code.always_execute or (gpu.functional and gpu.memory is not None):
             # Run the code a GPU-full of workgroups at a time: few calls, and memory written
             # at most that far ahead of the workgroups' start.
             req = k.req
             if req is self._last_req:  # (the CP hands one requirements object per shape)
-                full = self._last_full
+                k.batch = self._last_full
             else:
-                full = len(self.cus) * workgroups_per_cu(self.spec, req)
+                # (at least one; `_execute` runs no more than the workgroups left)
+                full = max(1, len(self.cus) * workgroups_per_cu(self.spec, req))
                 self._last_req, self._last_full = req, full
-            k.batch = max(1, min(k.total_wgs, full))
+                k.batch = full
         else:
             k.exec_end = k.total_wgs  # declared cost, nothing to run
         self.active.append(k)
         self._blocked = False
-        self.kick()
+        if not self._pending_kick:  # (`kick`, inline)
+            self._pending_kick = True
+            gpu.engine.schedule(0, self._dispatch, priority=5)
 
     def _host_share(self, k: KernelLaunch) -> float:
         """Share of the kernel's global bytes that live in host (system) memory, from the
@@ -420,27 +479,81 @@ class Dispatcher:
 
     def _dispatch(self) -> None:
         self._pending_kick = False
-        if not self.active:
+        active = self.active
+        if not active:
             return
         engine = self.gpu.engine
         now = engine.now
-        wave = self.spec.wavefront_size
         launch_ps = self.spec.wg_dispatch_latency_ps
         se_free = self._se_free
         place = self.policy.place
-        active = self.active
         candidates = self._dirty if self._blocked else None
         self._dirty = set()
         waiting = False
         for k in list(active):
             first_pass = None
-            if k.start_ps is None and self.batching and len(active) == 1 and self._batchable(k):
+            if (
+                k.total_wgs >= len(self.cus)  # (`_batchable`'s first test, inline)
+                and k.start_ps is None
+                and self.batching
+                and len(active) == 1
+                and self._batchable(k)
+            ):
                 if self._first_pass_round_robin(k, now):
                     waiting = k.next_wg < k.limit
                     continue
                 first_pass = []  # its runs, held back until its CU classes are known
             if k.clones is not None and candidates is None:
                 self._unbatch(k)  # a pass over every CU: each must have its own counters
+            if first_pass is None and k.clones is None and not k.ragged:
+                # The loop below without what cannot apply here (no CU classes, which form
+                # only in a first pass; no partial workgroups; runs scheduled as placed).
+                # What only running the code changes (`_execute`) is read again after it.
+                req = k.req
+                items = k.wg_items
+                total = k.total_wgs
+                first = index = k.next_wg
+                limit = k.limit
+                exec_end = k.exec_end
+                key = None  # the runs' group key (WgRun) while the kernel has one timing
+                while index < limit and not k.aborted:
+                    if index >= exec_end:
+                        self._execute(k, index)
+                        limit, exec_end, key = k.limit, k.exec_end, None
+                    placed = place(k, req, active, candidates)
+                    if placed is None:
+                        waiting = True
+                        break
+                    cu, simds = placed
+                    k.next_wg = index + 1
+                    if k.start_ps is None:
+                        k.start_ps = now
+                    cu.allocate(req, simds, now)
+                    se = cu.shader_engine
+                    start = se_free[se]
+                    start = (now if now > start else start) + launch_ps
+                    se_free[se] = start
+                    timings = k._timings
+                    if timings is None:
+                        timing = k.timing
+                        if key is None:  # (`KernelLaunch.group_key`, inline)
+                            key = k.group_keys.get(id(timing))
+                            if key is None:
+                                key = k.group_keys[id(timing)] = _GroupKey((k, timing))
+                        run = WgRun(k, cu, index, None, items, req, simds, start, timing, key)
+                    else:
+                        timing = timings[index - k._timings_first]
+                        run = WgRun(k, cu, index, None, items, req, simds, start, timing)
+                    if index == k.stop_wg:
+                        run.fault = k.stop_cause
+                    engine.schedule_at(start, self._wg_start, run, priority=1)
+                    index += 1
+                    if index == total:
+                        k.dispatched_ps = now
+                        k.on_dispatched(k)
+                self.wgs_dispatched += index - first
+                continue
+            wave = self.spec.wavefront_size
             while not k.aborted and k.next_wg < k.limit:
                 index = k.next_wg
                 if index >= k.exec_end:
@@ -468,8 +581,6 @@ class Dispatcher:
                     waiting = True
                     break
                 cu, simds = placed
-                if coords is None:
-                    coords = k.wg_coords(index)
                 mult = 1
                 if k.clones is not None:
                     clones = k.clones.get(cu.index)
@@ -536,7 +647,7 @@ class Dispatcher:
             self.wgs_dispatched += mult
             start = (now if now > se_free[se] else se_free[se]) + launch_ps
             se_free[se] = start
-            run = WgRun(k, cu, index, k.wg_coords(index), k.wg_items, req, simds, start, k.timing)
+            run = WgRun(k, cu, index, None, k.wg_items, req, simds, start, k.timing)
             run.mult = mult
             k.class_runs.add(run)
             self.gpu.engine.schedule_at(start, self._wg_start, run, priority=1)
@@ -687,7 +798,7 @@ class Dispatcher:
             for s in range(count[p]):
                 index = s * a + p
                 start = base[e] + launch_ps * (s * per_se[e] + rank[p] + 1)
-                run = WgRun(k, cu, index, k.wg_coords(index), items, req, steps[s], start, timing)
+                run = WgRun(k, cu, index, None, items, req, steps[s], start, timing)
                 if clones:
                     run.mult = 1 + len(clones)
                     k.class_runs.add(run)
@@ -708,6 +819,7 @@ class Dispatcher:
             r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
             reps[r] = [cus[c] for c in m if c != r]
         k.clones = reps
+        k.class_runs = set()
         k.se_rep = se_rep
         # Latency-bound: each wave at its cap even with every wave slot of a CU taken, so no
         # workgroup's arrival or departure changes another's rate (ComputeUnit._set_rates).
@@ -789,8 +901,8 @@ class Dispatcher:
             mine = []
             for j, c in enumerate(clones, 1):
                 i = run.index + j
-                new = WgRun(k, c, i, k.wg_coords(i), run.items, run.req, list(run.simds),
-                            run.start, run.timing)  # fmt: skip
+                new = WgRun(k, c, i, None, run.items, run.req, list(run.simds), run.start,
+                            run.timing, run.key)  # fmt: skip
                 new.mem_done = run.mem_done
                 new.phase = run.phase
                 if run.phase == 0:
@@ -848,20 +960,30 @@ class Dispatcher:
         gpu = self.gpu
         ex = k.code.execute(k, gpu.memory, gpu.node, first, count)
         end = first + count
-        stop = None
-        if ex.illegal is not None and ex.illegal_wg is not None:
-            stop = (ex.illegal_wg, ex.illegal)
-        fault_wg = ex.fault_wg
-        if ex.fault is not None and fault_wg is not None and (stop is None or fault_wg < stop[0]):
-            stop = (fault_wg, ex.fault)
-        if stop is not None:
-            k.stop_wg, k.stop_cause = stop
-            k.limit = end = stop[0] + 1
+        if ex.illegal is not None or ex.fault is not None:
+            stop = None
+            if ex.illegal is not None and ex.illegal_wg is not None:
+                stop = (ex.illegal_wg, ex.illegal)
+            fault_wg = ex.fault_wg
+            if (
+                ex.fault is not None
+                and fault_wg is not None
+                and (stop is None or fault_wg < stop[0])
+            ):
+                stop = (fault_wg, ex.fault)
+            if stop is not None:
+                k.stop_wg, k.stop_cause = stop
+                k.limit = end = stop[0] + 1
         if ex.stats:
-            _add_stats(k.exec_stats, ex.stats)
+            if k.exec_stats is _EMPTY:
+                k.exec_stats = {}
+            _add_stats(k.exec_stats, ex.stats)  # type: ignore[arg-type]
         costs = ex.costs
+        if costs is self._last_cost:  # one profile, the last one timed (`_timing`, inline)
+            k._timings = None
+            k.timing = self._last_timing
         # (a list, or one profile: both tested by type before the ABC's slower check)
-        if type(costs) is list or (
+        elif type(costs) is list or (
             not isinstance(costs, CostProfile) and isinstance(costs, Sequence)
         ):
             k._timings = [self._timing(c) for c in costs]
@@ -876,8 +998,7 @@ class Dispatcher:
         workgroup whose code faulted (or hit an illegal instruction) stops at its first global
         access, where the hardware would raise the fault."""
         k = run.launch
-        engine = self.gpu.engine
-        now = engine.now
+        now = self.gpu.engine.now
         timing: WaveTiming = run.timing
         if k.aborted:
             # Its kernel was stopped (a fault, an eviction) after this workgroup was placed:
@@ -887,7 +1008,7 @@ class Dispatcher:
         if run.fault is not None:
             run.cu.begin(run, timing, now)
             at = now + max(1, math.ceil(timing.first_access_ps))
-            engine.schedule_at(at, self._wg_fault, run, priority=1)
+            self.gpu.engine.schedule_at(at, self._wg_fault, run, priority=1)
             return
         nbytes = timing.bytes_per_item * run.items
         run.phase = 1
@@ -904,7 +1025,7 @@ class Dispatcher:
                     end = run.cu.begin_unwatched(run, timing, now)
                     if end >= 0:
                         at = end if end > run.mem_done else run.mem_done
-                        run.event = engine.schedule_at(at, self._wg_end, run, priority=1)
+                        run.event = self.gpu.engine.schedule_at(at, self._wg_end, run, priority=1)
                 else:
                     run.cu.begin(run, timing, now)
                 return
@@ -994,7 +1115,6 @@ class Dispatcher:
         cu = run.cu
         now = self.gpu.engine.now
         cu.release(run.req, run.simds, now)
-        self._dirty.add(cu.index)
         tracer = self.gpu.tracer
         if tracer.enabled:
             args = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
@@ -1011,21 +1131,31 @@ class Dispatcher:
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
             if k.clones is not None:
                 self._unbatch(k)  # the other CUs of each class catch up
-            if k in self.active:
-                self.active.remove(k)
+            active = self.active
+            if k in active:
+                active.remove(k)
                 # Shares of the partition policy change with the set of kernels: look at all
                 # CUs in the next pass.
                 self._blocked = False
-                self._dispatch()
+                if active:
+                    self._dispatch()
+                else:  # what the pass does with no kernel
+                    self._pending_kick = False
+            else:
+                self._dirty.add(cu.index)
             if not k.aborted:
                 k.end_ps = now
                 k.on_complete(k)
-        elif self._blocked:
-            # The SPI sees freed resources at once: place waiting workgroups in this event.
-            if k.clones is not None and len(self._dirty) == 1 and len(self.active) == 1:
-                self._refill(k, cu, now)
-            else:
-                self._dispatch()
+        else:
+            # (The branch above need not note the CU: with `_blocked` off, the next pass
+            # looks at every CU and drops the notes.)
+            self._dirty.add(cu.index)
+            if self._blocked:
+                # The SPI sees freed resources at once: place waiting workgroups now.
+                if k.clones is not None and len(self._dirty) == 1 and len(self.active) == 1:
+                    self._refill(k, cu, now)
+                else:
+                    self._dispatch()
 
     def _abort(self, k: KernelLaunch, fault: MemoryFault, run: WgRun) -> None:
         """A wave faulted: the kernel stops issuing workgroups; its queue hears of it."""

@@ -232,7 +232,7 @@ class GridContext:
         "first",
         "count",
         "view",
-        "linear_range",
+        "_lr",
         "_ids",
     )
 
@@ -252,9 +252,19 @@ class GridContext:
         self.count = count
         self.view = view
         self._ids: tuple | None = None
-        wx, wy, wz = workgroup_size
-        gx, gy, gz = grid_size
-        end = first + count
+        self._lr: tuple[int, int] | None | bool = False  # False: not worked out yet
+
+    @property
+    def linear_range(self) -> tuple[int, int] | None:
+        """(lo, hi) of the batch's global linear ids when they are one contiguous run,
+        else None; worked out on first use (a body that never asks pays nothing)."""
+        lr = self._lr
+        if lr is not False:
+            return lr  # type: ignore[return-value]
+        wx, wy, wz = self.workgroup_size
+        gx, gy, gz = self.grid_size
+        first = self.first
+        end = first + self.count
         lr = None
         if gy == 1 and gz == 1:  # 1-D: consecutive workgroups hold consecutive items
             lr = (first * wx, min(end * wx, gx))
@@ -267,7 +277,8 @@ class GridContext:
             by, bz = (end - 1) % ny, (end - 1) // ny
             y_last, z_last = min((by + 1) * wy, gy) - 1, min((bz + 1) * wz, gz) - 1
             lr = (lo, z_last * gx * gy + y_last * gx + gx)
-        self.linear_range = lr
+        self._lr = lr
+        return lr
 
     def _build(self) -> tuple:
         """(global x, y, z ids, local x, y, z ids, group x, y, z ids) over the batch."""
