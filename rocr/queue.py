@@ -89,6 +89,11 @@ def kmt_priority(priority: int) -> int:
     )
 
 
+_PACKET_SIZE = aql.PACKET_SIZE
+_READ_WORD = AMD_QUEUE_READ_DISPATCH_ID_OFFSET // 8  # read_dispatch_id in Queue._qwords
+assert AMD_QUEUE_READ_DISPATCH_ID_OFFSET % 8 == 0
+
+
 def status_for_error_code(code: int) -> tuple[Status, str]:
     for bit, status, what in ERROR_BITS:
         if code & bit:
@@ -119,7 +124,8 @@ class Queue:
         # Ring: GPU-mapped system memory, every header INVALID (ROCr fills the ring so).
         self._ring = th.alloc_memory(0, size * aql.PACKET_SIZE, aql_queue=True)
         th.map_memory_to_gpu(self._ring.address, [agent.node])
-        ring = self._ring.mapping.array[: size * aql.PACKET_SIZE].view(np.uint16)
+        self._ring_bytes = self._ring.mapping.array  # the packets' bytes, written in place
+        ring = self._ring_bytes[: size * aql.PACKET_SIZE].view(np.uint16)
         ring[:: aql.PACKET_SIZE // 2] = PacketType.INVALID
         self.base_address = self._ring.address
         # amd_queue_t (256 bytes, 64-byte aligned: a page of its own here)
@@ -157,11 +163,14 @@ class Queue:
             queue_inactive_signal=self.inactive_signal.handle,
         )
         self._q.write(0, amd.to_bytes()[:AMD_QUEUE_SIZE])
+        # amd_queue_t as 8-byte words, a live view of the CPU mapping: the read index the CP
+        # advances is a plain load (as `Signal._value` is), once per packet.
+        self._qwords = self._q.array[:AMD_QUEUE_SIZE].view(np.uint64)
         self.queue_id = self.resource.QueueId  # the KFD's queue id
         # Checked dispatches by their arguments (Runtime._dispatch): a program sends a few
         # kernels in a few shapes to a queue many times.
         self._plans: dict[tuple, tuple] = {}
-        self._packet_write_ps: int | None = None  # the host cost, asked once (fixed per machine)
+        self._packet_write_ps = rt.host_cost("packet_write_ps")  # fixed per machine
 
     def __repr__(self) -> str:
         return f"Queue(id={self.id}, kfd queue {self.queue_id}, size={self.size})"
@@ -183,7 +192,7 @@ class Queue:
         rt = self.rt
         if rt.closed or self.destroyed:
             self._live()
-        acted = rt.poll_async()
+        acted = rt._async_pending and rt.poll_async()
         if self.error is not None and self.callback is None:
             raise self.error
         return acted
@@ -253,34 +262,34 @@ class Queue:
         self._check()
         self._write_raw(index, raw)
 
-    def _write_raw(self, index: int, raw: bytes) -> None:
-        """write_packet for a checked index and 64 checked bytes, on a checked queue."""
-        read = self._q.load_u64(AMD_QUEUE_READ_DISPATCH_ID_OFFSET)
-        if index < read or index >= read + self.size:
+    def _write_raw(self, index: int, raw: bytes, kernarg: int = -1) -> None:
+        """write_packet for a checked index and 64 checked bytes, on a checked queue.
+        `kernarg`: the kernarg_address of a kernel dispatch packet, when the caller knows it
+        (0: none); -1: read from `raw` if it is one."""
+        read = int(self._qwords[_READ_WORD])
+        size = self.size
+        if index < read or index >= read + size:
             raise HsaError(
                 Status.ERROR_INVALID_ARGUMENT,
                 f"slot for packet {index} is not free: the CP has retired up to "
                 f"{read} and the ring holds {self.size} packets (valid indices "
                 f"{read}..{read + self.size - 1})",
             )
-        base = (index % self.size) * aql.PACKET_SIZE
-        ring = self._ring.mapping
-        memoryview(ring.array)[base + 4 : base + aql.PACKET_SIZE] = raw[4:]
+        base = (index % size) * _PACKET_SIZE
+        memoryview(self._ring_bytes)[base + 4 : base + _PACKET_SIZE] = raw[4:]
         # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
-        ring.write(base, bytes(raw[:4]))
+        self._ring.mapping.write(base, bytes(raw[:4]))
         rt = self.rt
-        ps = self._packet_write_ps
-        if ps is None:
-            ps = self._packet_write_ps = rt.host_cost("packet_write_ps")
-        rt.thunk.host_elapse(ps)
-        ptype = raw[0]
-        if ptype == PacketType.KERNEL_DISPATCH:
-            ka = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
-            kernarg = int.from_bytes(raw[ka : ka + 8], "little")
-            if kernarg:  # no kernarg chunk holds address 0
-                rt._note_packet(self, index, kernarg)
+        rt.thunk.host_elapse(self._packet_write_ps)
+        if kernarg < 0:
+            kernarg = 0
+            if raw[0] == PacketType.KERNEL_DISPATCH:
+                ka = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
+                kernarg = int.from_bytes(raw[ka : ka + 8], "little")
+        if kernarg:  # no kernarg chunk holds address 0
+            rt._note_packet(self, index, kernarg)
         if rt._trace_switch.enabled:
-            rt.trace("rocr", f"write packet {index}", type=_type_name(ptype), queue=self.id)
+            rt.trace("rocr", f"write packet {index}", type=_type_name(raw[0]), queue=self.id)
 
     def packet_bytes(self, index: int) -> bytes:
         index = as_u64(index, "index", why="a packet index is a uint64_t")
@@ -311,9 +320,10 @@ class Queue:
                 doorbell=hex(self.doorbell_signal.doorbell_address),
             )
         self.doorbell_signal.store(index)
-        rt.poll_async()
+        if rt._async_pending:
+            rt.poll_async()
 
-    def _publish(self, raw: bytes, recheck: bool) -> int:
+    def _publish(self, raw: bytes, recheck: bool, kernarg: int = -1) -> int:
         """add_write_index(1), write_packet and ring_doorbell of a checked packet, on a queue
         `_check`ed since the device last ran (else `recheck`). The queue is checked and the
         async events polled again only where the device may have run since the last check
@@ -322,10 +332,14 @@ class Queue:
         if recheck:
             self._check()
         i = self._q.atomic_add_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, 1)
-        self._write_raw(i, raw)
-        if not 0 <= i <= I64_MAX:
+        self._write_raw(i, raw, kernarg)
+        if i >> 63:  # not 0 <= i <= I64_MAX (negative: -1)
             as_int(i, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t")
-        self._check()  # the packet write took host time: the device ran meanwhile
+        # The packet write took host time: the device ran meanwhile. Only a poll with
+        # something to look at can have run callbacks (which may end the queue or the
+        # runtime, or set its error): without one the check before still stands.
+        if self.rt._async_pending:
+            self._check()
         self._doorbell(i)
         return i
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -56,8 +57,16 @@ class _TraceAlways:
 
 
 _TRACE_ALWAYS = _TraceAlways()
+_new_object = object.__new__
+_NO_ARGS = ()  # queue.dispatch's default (the empty tuple is one object)
+_SYSTEM = FenceScope.SYSTEM
+_LT, _BLOCKED = Condition.LT, WaitState.BLOCKED
 _DISPATCH_FIELDS = tuple(name for name, _ in aql.KernelDispatchPacket.LAYOUT)
 _DISPATCH_STRUCT = aql.KernelDispatchPacket.STRUCT
+# hsa_kernel_dispatch_packet_t up to kernel_object, and the three 8-byte fields after it.
+_HEAD_STRUCT = struct.Struct(_DISPATCH_STRUCT.format[:-3])
+_TAIL_STRUCT = struct.Struct("<QQQ")
+assert _HEAD_STRUCT.size + _TAIL_STRUCT.size == aql.PACKET_SIZE
 
 
 # Dispatch plans kept per queue (Runtime._dispatch): more shapes than a program cycles through,
@@ -136,7 +145,8 @@ class DispatchHandle:
 
     def __del__(self) -> None:
         rt = self._recycle
-        if rt is not None and not rt.closed and not self.signal.destroyed:
+        # (A closed runtime's pool is never drawn from again: no need to test for it.)
+        if rt is not None and not self.signal.destroyed:
             rt._spare_signals.append(self.signal)
 
     def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
@@ -155,7 +165,7 @@ class DispatchHandle:
             if timeout_ns is not None:
                 sig._live()
                 limit = wait_timeout(timeout_ns)
-            v, acted = sig._wait(Condition.LT, 1, limit, WaitState.BLOCKED)
+            v, acted = sig._wait(_LT, 1, limit, _BLOCKED)
             err = self._queue_error() if acted else self.queue.error
         else:
             v = sig.wait(Condition.LT, 1, timeout_ns)
@@ -229,6 +239,10 @@ class Runtime:
         # transport without that thread makes every poll look at every queue instead.
         self._woken: list[Queue] = []
         self._scan_queues = False
+        # Whether a poll has anything to look at: set by whatever can give it something (a
+        # woken queue, the fault event's data, a scan), so a poll with nothing to do (five a
+        # dispatch) tests one attribute. Cleared by the poll that finds nothing left.
+        self._async_pending = False
         self.agent_list: list[Agent] = []
         for node, props in enumerate(self.thunk.nodes):
             agent = Agent(self, node, props)
@@ -251,7 +265,7 @@ class Runtime:
                 )
             except HsaKmtError as e:
                 raise HsaError(Status.ERROR, f"hsa_init: no VM fault event: {e.message}") from e
-            self.thunk.wait_on_multiple_events_async([self._vm_fault_event], _async_thread_woke)
+            self.thunk.wait_on_multiple_events_async([self._vm_fault_event], self._async_woke)
         self.trace("rocr", "hsa_init", agents=len(self.agent_list))
         for hook in list(INIT_HOOKS):
             hook(self)
@@ -773,7 +787,8 @@ class Runtime:
         """queue.dispatch(): everything it is given is checked before anything is allocated or
         written (a refused dispatch leaves no signal, kernarg or reserved slot behind), then
         the packet is written and the doorbell rung."""
-        self._check()
+        if self.closed or self._async_pending:  # else _check has nothing to raise or poll
+            self._check()
         if (type(q) is not Queue and not isinstance(q, Queue)) or q.rt is not self:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"{show(q)} is not a queue of this runtime")
         # A poll that had something to look at may have run callbacks (anything at all):
@@ -789,20 +804,23 @@ class Runtime:
         # checks of a (kernel, geometry, LDS size, barrier, fences) make of them is kept per
         # queue (the queue's agent fixes every limit). Only arguments of exactly these types
         # make a key, as values of others can hash alike (True == 1 == 1.0) and be refused.
+        # (`x is False or x is True` is `type(x) is bool`; the default fence scope is tested
+        # by identity first.)
         tg = type(grid)
-        plan = key = None
         if (
             type(kernel) is KernelSymbol
             and (tg is int or tg is tuple)
             and type(workgroup) is tg
             and (group_segment_size is None or type(group_segment_size) is int)
-            and type(barrier) is bool
-            and type(acquire) in _SCOPE_TYPES
-            and type(release) in _SCOPE_TYPES
+            and (barrier is False or barrier is True)
+            and (acquire is _SYSTEM or type(acquire) in _SCOPE_TYPES)
+            and (release is _SYSTEM or type(release) in _SCOPE_TYPES)
             and (tg is int or plain_dims(grid, workgroup))
         ):
             key = (kernel, grid, workgroup, group_segment_size, barrier, acquire, release)
             plan = q._plans.get(key)
+        else:
+            plan = key = None
         if plan is None:
             mine = isinstance(kernel, KernelSymbol) and kernel.rt is self
             k_agent = kernel.agent if mine else None
@@ -828,16 +846,19 @@ class Runtime:
             geo = {k: f[k] for k in ("grid", "workgroup", "dims", "group_segment_size")}
             # A kernel without arguments has the same kernarg bytes every time.
             data = None if kernel.args else self._kernarg_bytes(kernel, geo, (), q)
-            plan = (_packet_head(kernel, f), data, geo)
+            # The packet's first 40 bytes are the plan's; kernarg_address, reserved2 and
+            # completion_signal follow per dispatch.
+            plan = (_HEAD_STRUCT.pack(*_packet_head(kernel, f)), data, geo)
             if key is not None:
                 if len(q._plans) >= _PLANS_PER_QUEUE:
                     q._plans.clear()
                 q._plans[key] = plan
         else:
-            # The checks a kept plan does not stand for, in _dispatch_fields' order.
-            if type(args) is tuple and not args and not kernel.args:
-                values = ()
-            else:
+            # The checks a kept plan does not stand for, in _dispatch_fields' order. A kernel
+            # without arguments given none (the default) needs no values: its kernarg bytes
+            # are in the plan.
+            values = ()
+            if args is not _NO_ARGS or kernel.args:
                 values = kernel.check_args(args, self)
             if completion is not None:
                 self._own_signal(completion, "completion_signal")
@@ -846,8 +867,14 @@ class Runtime:
         if self._trace_switch.enabled:
             self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
         if completion is None:
-            sig, new = self._completion_signal()
-            ran = ran or new
+            # _completion_signal's pooled case inline: a retired signal re-armed, no ioctl.
+            spare = self._spare_signals
+            if spare and not (sig := spare[0]).destroyed and sig._value[0] < 1:
+                spare.popleft()
+                sig._rearm(1)
+            else:
+                sig, new = self._completion_signal()
+                ran = ran or new
         else:
             sig = completion
         head, data, geo = plan
@@ -861,10 +888,16 @@ class Runtime:
             kernarg = 0
         # Every field was checked above: pack the 64 bytes directly (the pydantic packet is
         # for callers who build packets themselves).
-        raw = _DISPATCH_STRUCT.pack(*head, kernarg, 0, sig.handle)
+        raw = head + _TAIL_STRUCT.pack(kernarg, 0, sig.handle)
         # The queue was checked above; again if an ioctl or a callback since let the device run.
-        i = q._publish(raw, ran)
-        return DispatchHandle(q, i, sig, completion is None)
+        i = q._publish(raw, ran, kernarg)
+        # DispatchHandle(q, i, sig, completion is None) without the call: q is a Queue of
+        # this runtime, the one the signal goes back to.
+        h = _new_object(DispatchHandle)
+        h.queue, h.index, h.signal = q, i, sig
+        if completion is None:
+            h._recycle = self
+        return h
 
     def _completion_signal(self) -> tuple[Signal, bool]:
         """A completion signal at 1 for a dispatch: a retired one from the pool, else new;
@@ -891,6 +924,8 @@ class Runtime:
         Returns whether there was anything to look at: if not, no callback ran, and a poll
         made before the device next runs would find nothing either (the device runs only
         while the host spends time, sleeps or calls into the KFD)."""
+        if not self._async_pending:
+            return False
         acted = False
         if self._vm_fault is None:
             ev = self._vm_fault_event
@@ -908,9 +943,21 @@ class Runtime:
                 if not q._error_reported and not q.destroyed:
                     self._watch_queue(q)  # set without an error code: keep listening
             acted = True
+        # What the callbacks may have left (they run user code): looked at by the next poll.
+        self._async_pending = self._scan_queues or self._vm_fault is not None or bool(self._woken)
         if self._vm_fault is not None:
             raise HsaError(self._vm_fault.status, self._vm_fault.message)
         return acted
+
+    def _async_woke(self, _ev: HsaEvent | None = None) -> None:
+        """The async events thread's wait returned (the thunk stored the fault, if any, in the
+        event): the process's next call polls (Runtime.poll_async). User callbacks must not
+        run inside the device's event loop."""
+        self._async_pending = True
+
+    def _queue_woke(self, q: Queue) -> None:
+        self._woken.append(q)
+        self._async_pending = True
 
     def _watch_queue(self, q: Queue) -> None:
         """ROCr's async events thread waits on each queue's inactive-signal event (AqlQueue
@@ -918,13 +965,16 @@ class Runtime:
         queue is looked at once the event is set."""
         ev = q.inactive_signal.event
         if ev is None or not self.thunk.wait_on_multiple_events_async(
-            [ev], lambda _ev, q=q: self._woken.append(q)
+            [ev], lambda _ev, q=q: self._queue_woke(q)
         ):
             self._scan_queues = True
+            self._async_pending = True
 
     def async_events(self) -> list:
         """The KFD events the async events thread waits on: each queue's inactive-signal event
-        and the VM fault event. A host wait includes them, so a fault wakes it."""
+        and the VM fault event. A host wait includes them, so a fault wakes it: the wait may
+        store a fault in the VM fault event's data, so the next poll looks."""
+        self._async_pending = True
         events = [
             q.inactive_signal.event
             for q in self._queues
@@ -1246,12 +1296,6 @@ def _service_transport(kfd: str, name: str) -> Any:
         return SocketTransport(kfd, name=name)
     except KfdError as e:
         raise HsaError(Status.ERROR, f"hsa_init: HSAEMU_KFD={kfd}: {e.message}") from None
-
-
-def _async_thread_woke(event: HsaEvent) -> None:
-    """The async events thread's wait returned; the thunk stored the fault in the event.
-    VMFaultHandler runs at the process's next call (Runtime.poll_async): user callbacks must
-    not run inside the device's event loop."""
 
 
 def init(

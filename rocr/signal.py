@@ -77,6 +77,9 @@ class WaitState(IntEnum):
     ACTIVE = 1
 
 
+_ACTIVE = WaitState.ACTIVE
+
+
 def _condition(value: object) -> Condition:
     """An hsa_signal_condition_t, or HsaError(INVALID_ARGUMENT) naming it."""
     if isinstance(value, Condition):
@@ -144,6 +147,8 @@ class Signal:
         self.destroyed = False
         # The value as a live int64 view of the CPU mapping: loads are plain memory reads.
         self._value = m.array[self._off + AMD_SIGNAL_VALUE_OFFSET :][:8].view(np.int64)
+        # start_ts and end_ts, plain bytes of the same mapping (cleared by _rearm)
+        self._stamps = m.array[self._off + AMD_SIGNAL_START_TS_OFFSET :][:16]
 
     def __repr__(self) -> str:
         kind = "interrupt" if self.event is not None else "user"
@@ -288,43 +293,45 @@ class Signal:
                 compare=compare_value,
             )
         view = self._value
+        lt = cond is _LT
+        sleep = self.event is not None and wait_state is not _ACTIVE
         while True:
-            if self.destroyed or rt.closed:  # a queue's error callback may have ended either
-                self._live()
             value = int(view[0])  # hsa_signal_load_scacquire, as `load` does
-            acted = rt.poll_async()
-            if value < compare_value if cond is _LT else cond.test(value, compare_value):
+            acted = rt._async_pending and rt.poll_async()
+            if value < compare_value if lt else cond.test(value, compare_value):
                 if tracing:
                     rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
                 return value, acted
             now = th.host_now()
-            if deadline is not None and now >= deadline:
+            if deadline is None:
+                remaining = INFINITE_MS
+            elif now >= deadline:
                 rt.trace("rocr", "wait times out", value=value)
                 return value, acted
-            # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the whole
-            # milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with less than 1 ms
-            # left it calls it with 0 and polls the value until the deadline: a spin here.
-            remaining = (
-                INFINITE_MS
-                if deadline is None
-                else min((deadline - now) // 1_000_000_000, INFINITE_MS - 1)
-            )
-            sleep = self.event is not None and wait_state != WaitState.ACTIVE
+            else:
+                # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the whole
+                # milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with less than
+                # 1 ms left it calls it with 0 and polls the value until the deadline: a spin.
+                remaining = min((deadline - now) // 1_000_000_000, INFINITE_MS - 1)
             if not sleep or now < spin_end or remaining == 0:
                 limit = spin_end if sleep and now < spin_end else None
                 if deadline is not None:
                     limit = deadline if limit is None else min(limit, deadline)
                 if not th.host_step(limit):
                     raise rt.stuck_wait(self, cond, compare_value, value)
-                continue
-            from roct import HsaKmtError, HsaKmtStatus
+            else:
+                from roct import HsaKmtError, HsaKmtStatus
 
-            try:
-                th.wait_on_multiple_events([self.event, *rt.async_events()], False, remaining)
-            except HsaKmtError as e:
-                if e.status == HsaKmtStatus.WAIT_FAILURE:
-                    raise rt.stuck_wait(self, cond, compare_value, self.load()) from None
-                raise
+                try:
+                    th.wait_on_multiple_events([self.event, *rt.async_events()], False, remaining)
+                except HsaKmtError as e:
+                    if e.status == HsaKmtStatus.WAIT_FAILURE:
+                        raise rt.stuck_wait(self, cond, compare_value, self.load()) from None
+                    raise
+            # The device ran, and a poll may have run callbacks: either may have ended the
+            # signal or the runtime (checked on entry for the first look).
+            if self.destroyed or rt.closed:
+                self._live()
 
     # -- profiling ---------------------------------------------------------------------------
     def dispatch_time(self) -> tuple[float, float]:
@@ -346,10 +353,9 @@ class Signal:
     def _rearm(self, value: int) -> None:
         """Reuse a retired completion signal: value back to `value`, timestamps cleared. No
         host-side waiter can be parked on a pooled signal, so no event is set."""
-        m, off = self._map, self._off
-        m.store_i64(off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._map.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
         # Plain stores: nothing watches the timestamps (the CP writes them at retire).
-        _TWO_U64.pack_into(m.array, off + AMD_SIGNAL_START_TS_OFFSET, 0, 0)
+        _TWO_U64.pack_into(self._stamps, 0, 0, 0)
 
     def destroy(self) -> None:
         if self.destroyed:
@@ -383,13 +389,11 @@ class DoorbellSignal:
         # hardware_doorbell_ptr shares the value slot
         m.store_u64(self._off + AMD_SIGNAL_VALUE_OFFSET, self.doorbell_address)
         self.last_value: int | None = None
-        self._store_ps: int | None = None  # the host cost, asked once (fixed per machine)
+        self._store_ps = rt.host_cost("doorbell_store_ps")  # fixed per machine
+        self._thunk = rt.thunk
 
     def store(self, value: int) -> None:
-        ps = self._store_ps
-        if ps is None:
-            ps = self._store_ps = self.rt.host_cost("doorbell_store_ps")
-        self.rt.thunk.host_elapse(ps)
+        self._thunk.host_elapse(self._store_ps)
         self._db.store_u64(self._db_off, value)
         self.last_value = value
 

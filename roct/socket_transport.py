@@ -269,7 +269,7 @@ class SocketTransport:
             self._costs[name] = ps
         return ps
 
-    def host_step(self, limit_ps: int | None) -> bool:
+    def host_step(self, limit_ps: int | None = None) -> bool:
         limit = None if limit_ps is None else int(limit_ps)
         return bool(self._json(P.OP_HOST_STEP, {"limit": limit})["ok"])
 

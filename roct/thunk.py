@@ -218,11 +218,14 @@ class Thunk:
     # the transport's bound methods themselves, so a call costs one frame, not two.
     host_elapse: Callable[[int], int]  # spend `ps` of host time; returns the new host time
     host_now: Callable[[], int]  # host time in ps
+    # spin until memory the host could poll changes, or until a host time (ps); False: never
+    host_step: Callable[[int | None], bool]
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.host_elapse = transport.host_elapse
         self.host_now = transport.host_now
+        self.host_step = transport.host_step
         self.allocations: dict[int, Allocation] = {}
         self._next_va = self.VA_START
         self.nodes: list[NodeProperties] = []
@@ -724,9 +727,6 @@ class Thunk:
 
     def host_cost(self, name: str) -> int:
         return self.transport.host_cost(name)
-
-    def host_step(self, limit_ps: int | None = None) -> bool:
-        return self.transport.host_step(limit_ps)
 
     def read_debugfs(self, name: str) -> str:
         """The KFD's debugfs file /sys/kernel/debug/kfd/<name> (rls, hqds, mqds): runlist and
