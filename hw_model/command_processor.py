@@ -61,6 +61,15 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _BARRIER_BIT = 1 << aql.HSA_PACKET_HEADER_BARRIER
+# The header fields and packet words every packet reads, as module constants (one global load
+# each instead of a module attribute lookup).
+_PKT = aql.PACKET_SIZE
+_ACQUIRE_SHIFT = aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE
+_RELEASE_SHIFT = aql.HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE
+_COMPLETION_OFFSET = aql.COMPLETION_SIGNAL_OFFSET
+_SYSTEM_SCOPE = int(aql.FenceScope.SYSTEM)
+_INVALID = int(PacketType.INVALID)
+_KERNEL_DISPATCH = int(PacketType.KERNEL_DISPATCH)
 # ROCr amd_aql_queue.cpp ExecutePM4: the vendor packet format of a PM4 indirect-buffer jump, and
 # the PM4 type-3 opcodes (gfx9 pm4 headers, ROCr amd_blit_shaders / pm4 defs) it may carry.
 AMD_AQL_FORMAT_PM4_IB = 0x1
@@ -168,6 +177,7 @@ class PacketProcessor:
         self.acct_state = "unmapped"
         self.acct_slot: int | None = None
         self.acct_since = gpu.engine.now
+        self.occ_since = gpu.engine.now  # since when acct_slot has held it
         self._processing = False  # a fetched packet is in its processing delay
         self._head_watch: _Barrier | None = None  # unmapped: watches the head barrier's deps
         self._hdr_watch: int | None = None  # address of an INVALID header being watched
@@ -220,7 +230,12 @@ class PacketProcessor:
             return "unmapped"
         if self.blocked_barrier is not None:
             return "blocked-on-barrier"
-        if self.inflight or self._processing or (self.has_unfetched and not self.stalled_invalid):
+        # (has_unfetched inline: the HW scheduler asks twice a packet)
+        if (
+            self.inflight
+            or self._processing
+            or (self.doorbell_value >= self.read_index and not self.stalled_invalid)
+        ):
             return "mapped-running"
         return "mapped-idle"
 
@@ -375,16 +390,15 @@ class PacketProcessor:
 
     # -- doorbell --------------------------------------------------------------------------
     def ring(self, value: int) -> None:
-        tr = self.gpu.tracer
-        now = self.gpu.engine.now
         if value > self.doorbell_value:
             self.doorbell_value = value
         self.stalled_invalid = False
+        tr = self.gpu.tracer
         if tr.enabled:
             tr.instant(
                 self._track,
                 "doorbell",
-                now,
+                self.gpu.engine.now,
                 {"value": value, "mapped": self.slot is not None},
                 cat="doorbell",
             )
@@ -414,20 +428,20 @@ class PacketProcessor:
             return
         if self.dispatching is not None or self.blocked_barrier is not None:
             return
-        if not self.has_unfetched:
+        idx = self.read_index
+        if self.doorbell_value < idx:  # nothing unfetched
             return
         gpu = self.gpu
         mqd = self.mqd
-        idx = self.read_index
-        slot_va = mqd.ring_base + (idx % mqd.ring_packets) * aql.PACKET_SIZE
+        slot_va = mqd.ring_base + (idx % (mqd.ring_size // _PKT)) * _PKT
         try:
-            raw = gpu.memory.gpu_view(mqd.pasid, gpu.node, slot_va, aql.PACKET_SIZE).tobytes()
+            raw = gpu.memory.gpu_view(mqd.pasid, gpu.node, slot_va, _PKT).tobytes()
         except MemoryFault as f:
             self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"ring fetch faulted: {f}")
             return
         header = _U16.unpack_from(raw, 0)[0]
         ptype = header & 0xFF
-        if ptype == PacketType.INVALID:
+        if ptype == _INVALID:
             # The producer has not published this slot yet: stall here, watching the header.
             self.stalled_invalid = True
             self._watch_header(idx)
@@ -452,13 +466,15 @@ class PacketProcessor:
             )
         self.read_index = idx + 1
         self.packets_processed += 1
-        acquire = (header >> aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & 3
-        latency = gpu.spec.cp_packet_latency_ps + gpu.acquire_fence_ps[acquire]
+        latency = gpu.fetch_ps[(header >> _ACQUIRE_SHIFT) & 3]
         # Not a real event: the packet's processing occupies the packet processor.
         self._processing = True
-        self._fetch_event = gpu.engine.schedule(latency, self._process, idx, raw, priority=3)
+        self._fetch_event = gpu.engine.schedule(
+            latency, self._process, idx, raw, header, priority=3
+        )
 
-    def _process(self, idx: int, raw: bytes) -> None:
+    def _process(self, idx: int, raw: bytes, header: int) -> None:
+        """The fetched packet `raw` (its `header` as fetched) after its processing delay."""
         self._fetch_event = None
         self._processing = False
         if self.error is not None or self.destroyed:
@@ -471,18 +487,16 @@ class PacketProcessor:
             self._watch_head()
             self.gpu.scheduler.queue_changed(self)
             return
-        header = _U16.unpack_from(raw, 0)[0]
         ptype = header & 0xFF
-        release = (header >> aql.HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE) & 3
-        completion = _U64.unpack_from(raw, aql.COMPLETION_SIGNAL_OFFSET)[0]
+        release = (header >> _RELEASE_SHIFT) & 3
+        completion = _U64.unpack_from(raw, _COMPLETION_OFFSET)[0]
         gpu = self.gpu
-        if (header >> aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE) & 3 == aql.FenceScope.SYSTEM:
+        if gpu.memory._l2 and (header >> _ACQUIRE_SHIFT) & 3 == _SYSTEM_SCOPE:
             # The acquire fence: the L2 drops clean lines of coarse-grained memory, so what
-            # the host stored before this packet is seen (docs/memory.md, "Coherence").
+            # the host stored before this packet is seen (docs/memory.md, "Coherence"). With
+            # nothing cached (VRAM and fine-grained memory only) there is nothing to drop.
             gpu.memory.l2_acquire_system(gpu.node)
-        now = gpu.engine.now
-        tr = gpu.tracer
-        if ptype == PacketType.KERNEL_DISPATCH:
+        if ptype == _KERNEL_DISPATCH:
             entry = _InFlight(idx, "kernel", completion, release)
             self._dispatch(idx, raw, entry)
         elif ptype in (PacketType.BARRIER_AND, PacketType.BARRIER_OR):
@@ -535,8 +549,12 @@ class PacketProcessor:
                 "(0 vendor, 2 kernel dispatch, 3 barrier-AND, 4 agent dispatch, 5 barrier-OR)",
             )
             return
+        # (the clock has not moved: nothing here fires an event)
+        tr = gpu.tracer
         if tr.enabled and self.error is None:
-            tr.instant(self._track, f"packet {idx}: {entry.name}", now, {"index": idx}, cat="cp")
+            tr.instant(
+                self._track, f"packet {idx}: {entry.name}", gpu.engine.now, {"index": idx}, cat="cp"
+            )
 
     def _run_pm4_ib(self, idx: int, raw: bytes) -> bool:
         """ROCr's AqlQueue::ExecutePM4 on gfx9+: a vendor packet (AMD_AQL_FORMAT_PM4_IB) whose
@@ -591,26 +609,31 @@ class PacketProcessor:
             # The packet's and the descriptor's bytes as a built-in launch that passed every
             # check had them: launch again without the checks (a fault reading them: the
             # checks in order below, which report it).
-            mem = gpu.memory
-            pasid = self.mqd.pasid
+            # One check for the descriptor and the entry token when both lie in one BO (the
+            # loader puts them in the code object's); otherwise the checked path reads them.
             try:
-                kd_raw = mem.gpu_view(pasid, gpu.node, ko, KERNEL_DESCRIPTOR_SIZE).tobytes()
-                kd = _KD_CACHE.get(kd_raw)
-                token = (
-                    mem.gpu_view(
-                        pasid, gpu.node, ko + kd.kernel_code_entry_byte_offset, ENTRY_TOKEN_SIZE
-                    ).tobytes()
-                    if kd is not None
-                    else None
-                )
+                bo, off = gpu.memory.locate(self.mqd.pasid, ko, KERNEL_DESCRIPTOR_SIZE, gpu.node)
             except MemoryFault:
-                token = None
+                bo = None
+            token = None
+            if bo is not None:
+                data = bo.data
+                kd_raw = data[off : off + KERNEL_DESCRIPTOR_SIZE].tobytes()
+                kd = _KD_CACHE.get(kd_raw)
+                if kd is not None:
+                    t = off + kd.kernel_code_entry_byte_offset
+                    if 0 <= t <= bo.size - ENTRY_TOKEN_SIZE:
+                        token = data[t : t + ENTRY_TOKEN_SIZE].tobytes()
             if token is not None:
                 hit = _LAUNCH_CACHE.get((raw[2:40], kd_raw, token, id(gpu.spec)))
                 # (a kernel registered again under its name since: checked again)
                 if hit is not None and hit[0] is gpu.spec and BUILTINS.get(hit[1].name) is hit[1]:
                     _, kernel, grid, wg, req = hit
-                    kernarg = self._kernarg(idx, kd, _U64.unpack_from(raw, 40)[0])
+                    kernarg = (
+                        self._kernarg(idx, kd, _U64.unpack_from(raw, 40)[0])
+                        if kd.kernarg_size
+                        else b""
+                    )
                     if kernarg is not None:
                         self._launch(idx, entry, kernel.name, kernel, None, grid, wg, req, kernarg)
                     return
@@ -820,7 +843,8 @@ class PacketProcessor:
             on_fault=self._on_fault,
             on_illegal=self._on_illegal,
         )
-        launch.cu_mask = self.cu_mask
+        if self.cu_mask is not None:  # (the class default is None)
+            launch.cu_mask = self.cu_mask
         entry.name = kname
         entry.start = gpu.engine.now
         self.inflight.append(entry)
@@ -894,7 +918,8 @@ class PacketProcessor:
     def _on_dispatched(self, k: KernelLaunch) -> None:
         if self.dispatching is k:
             self.dispatching = None
-            self.kick()
+            if self.doorbell_value >= self.read_index:  # `kick`'s first test, before the call
+                self.kick()
 
     def _kernel_done(self, k: KernelLaunch, entry: _InFlight) -> None:
         gpu = self.gpu
@@ -998,10 +1023,13 @@ class PacketProcessor:
         entry.done = True
         gpu = self.gpu
         now = gpu.engine.now
-        while self.inflight and self.inflight[0].done:
-            e = self.inflight.popleft()
-            at = max(now, self._retire_at) + gpu.release_fence_ps[e.release]
-            at += gpu.spec.cp_retire_latency_ps
+        inflight = self.inflight
+        while inflight and inflight[0].done:
+            e = inflight.popleft()
+            at = self._retire_at
+            if at < now:
+                at = now
+            at += gpu.retire_ps[e.release]
             self._retire_at = at
             gpu.engine.schedule(at - now, self._retire, e, priority=2)
 
@@ -1013,19 +1041,20 @@ class PacketProcessor:
         mqd = self.mqd
         now = gpu.engine.now
         pasid, node = mqd.pasid, gpu.node
-        if e.release == aql.FenceScope.SYSTEM:
+        if mem._l2 and e.release == _SYSTEM_SCOPE:
             # The release fence before the completion signal: the L2 writes its dirty bytes
             # of coarse-grained memory back, so a host woken by the signal reads them. An
-            # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence").
+            # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence"). With
+            # nothing cached there is nothing to write back.
             mem.l2_release_system(node)
-        slot_va = mqd.ring_base + (e.dispatch_id % mqd.ring_packets) * aql.PACKET_SIZE
+        slot_va = mqd.ring_base + (e.dispatch_id % (mqd.ring_size // _PKT)) * _PKT
         ring = mem.plain(pasid, slot_va, 2, node)
         rptr = mem.plain(pasid, mqd.rptr_addr, 8, node) if ring is not None else None
         if rptr is not None:
             # No hook or monitor on either word: the same two stores without the checked calls.
             bo, off = ring
-            header = _U16.unpack_from(bo.data, off)[0]
-            _U16.pack_into(bo.data, off, (header & 0xFF00) | PacketType.INVALID)
+            # The packet type is the header's low byte (little endian): only it changes.
+            bo.data[off] = _INVALID
             self.retired = e.dispatch_id + 1
             bo, off = rptr
             _U64.pack_into(bo.data, off, self.retired)
@@ -1054,7 +1083,8 @@ class PacketProcessor:
             gpu.signal_completion(pasid, e.completion_signal, e.start, now, track)
         if self.waiting_barrier_bit and self.retired >= self.read_index:
             self.waiting_barrier_bit = False
-        self.kick()
+        if self.doorbell_value >= self.read_index:  # `kick`'s first test, before the call
+            self.kick()
         gpu.scheduler.queue_progress(self)
 
     # -- errors ----------------------------------------------------------------------------

@@ -19,7 +19,9 @@ a thread, and to cancel it. The hot path compares one counter per event.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Collection
+from operator import itemgetter
 from typing import Any
 
 PS_PER_NS = 1_000
@@ -34,26 +36,32 @@ def _cancelled() -> None:
     """What a cancelled event calls instead of its function: nothing."""
 
 
-class Event:
-    """A scheduled callback; `cancel()` makes it a no-op when its time comes."""
+class Event(list):
+    """A scheduled callback; `cancel()` makes it a no-op when its time comes.
 
-    # Three slots: an event is made for every step of every packet, and a cancelled event is
-    # one whose function is `_cancelled` (housekeeping is the subclass's class attribute).
-    __slots__ = ("tick", "fn", "args")
+    The event is its own heap entry, `[tick, priority, sequence, fn, args]`: made in one C
+    call, no Python `__init__`, for every step of every packet. Entries compare by their
+    first three items, the sequence number unique, so `fn` is never compared. A cancelled
+    event is one whose function is `_cancelled` (housekeeping is the subclass's class
+    attribute)."""
+
+    __slots__ = ()
     housekeeping = False
-
-    def __init__(self, tick: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.tick = tick
-        self.fn = fn
-        self.args = args
+    tick = property(itemgetter(0))
+    fn = property(itemgetter(3))
+    args = property(itemgetter(4))
 
     def cancel(self) -> None:
-        self.fn = _cancelled
-        self.args = ()
+        self[3] = _cancelled
+        self[4] = ()
 
     @property
     def cancelled(self) -> bool:
-        return self.fn is _cancelled
+        return self[3] is _cancelled
+
+
+_push = heapq.heappush
+_pop = heapq.heappop
 
 
 class HousekeepingEvent(Event):
@@ -68,12 +76,25 @@ class Engine:
 
     def __init__(self) -> None:
         self.now: int = 0
-        self._heap: list[tuple[int, int, int, Event]] = []
-        self._seq = 0
+        self._heap: list[Event] = []
+        self._seq = itertools.count(1)  # ties at a (tick, priority) fire in schedule order
         self.events_fired = 0
         self._slice_hook: Callable[[], None] | None = None
         self._slice_events = 0
         self._check_at = _NEVER
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A checkpoint holds the next sequence number, not the counter (itertools objects
+        # are not to be pickled from Python 3.14 on).
+        state = self.__dict__.copy()
+        n = next(self._seq)
+        self._seq = itertools.count(n)
+        state["_seq"] = n
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._seq = itertools.count(state["_seq"])
 
     def set_slice_hook(self, hook: Callable[[], None] | None, every: int = 0) -> None:
         """Call `hook()` between two events every `every` events (None: no hook). The hook may
@@ -101,10 +122,10 @@ class Engine:
         if delay_ps < 0:
             raise ValueError(f"cannot schedule into the past (delay {delay_ps} ps)")
         # schedule_at inlined: a handful of events per packet go through here
-        tick = self.now + int(delay_ps)
-        ev = HousekeepingEvent(tick, fn, args) if housekeeping else Event(tick, fn, args)
-        self._seq += 1
-        heapq.heappush(self._heap, (tick, priority, self._seq, ev))
+        ev = (HousekeepingEvent if housekeeping else Event)(
+            (self.now + int(delay_ps), priority, next(self._seq), fn, args)
+        )
+        _push(self._heap, ev)
         return ev
 
     def schedule_at(
@@ -117,15 +138,16 @@ class Engine:
     ) -> Event:
         if tick < self.now:
             raise ValueError(f"cannot schedule at tick {tick} before now ({self.now})")
-        ev = HousekeepingEvent(tick, fn, args) if housekeeping else Event(tick, fn, args)
-        self._seq += 1
-        heapq.heappush(self._heap, (tick, priority, self._seq, ev))
+        ev = (HousekeepingEvent if housekeeping else Event)(
+            (tick, priority, next(self._seq), fn, args)
+        )
+        _push(self._heap, ev)
         return ev
 
     def peek(self) -> int | None:
         """Tick of the next live event, or None when nothing is pending."""
         heap = self._heap
-        while heap and heap[0][3].fn is _cancelled:
+        while heap and heap[0][3] is _cancelled:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -135,7 +157,7 @@ class Engine:
 
     def only_housekeeping(self) -> bool:
         """Nothing pending but housekeeping (true when idle too): no pending event does work."""
-        return all(e[3].fn is _cancelled or e[3].housekeeping for e in self._heap)
+        return all(e[3] is _cancelled or e.housekeeping for e in self._heap)
 
     def quiet(self, max_pending: int, brief: Collection[Callable[..., Any]] = ()) -> bool:
         """At most `max_pending` events pending, none of which does work: each is housekeeping
@@ -144,11 +166,11 @@ class Engine:
         heap = self._heap
         if len(heap) > max_pending:
             return False
-        for entry in heap:
-            ev = entry[3]
-            if ev.fn is _cancelled or ev.housekeeping:
+        for ev in heap:
+            fn = ev[3]
+            if fn is _cancelled or ev.housekeeping:
                 continue
-            if getattr(ev.fn, "__func__", ev.fn) not in brief:
+            if getattr(fn, "__func__", fn) not in brief:
                 return False
         return True
 
@@ -156,12 +178,12 @@ class Engine:
         """Fire the next live event. False when none is pending."""
         heap = self._heap
         while heap:
-            tick, _, _, ev = heapq.heappop(heap)
-            if ev.fn is _cancelled:
+            tick, _, _, fn, args = heapq.heappop(heap)
+            if fn is _cancelled:
                 continue
             self.now = tick
             self.events_fired += 1
-            ev.fn(*ev.args)
+            fn(*args)
             if self.events_fired >= self._check_at:
                 self._slice_end()
             return True
@@ -170,14 +192,13 @@ class Engine:
     def run_until(self, tick: int) -> None:
         """Fire every event due at or before `tick`, then set the clock to `tick`."""
         heap = self._heap
-        pop = heapq.heappop
         while heap and heap[0][0] <= tick:
-            t, _, _, ev = pop(heap)
-            if ev.fn is _cancelled:
+            t, _, _, fn, args = _pop(heap)
+            if fn is _cancelled:
                 continue
             self.now = t
             self.events_fired += 1
-            ev.fn(*ev.args)
+            fn(*args)
             if self.events_fired >= self._check_at:
                 self._slice_end()
         if tick > self.now:
@@ -204,8 +225,9 @@ class Engine:
         while pred():
             if not heap:
                 return False
-            t, _, _, ev = heap[0]
-            if ev.fn is _cancelled:
+            ev = heap[0]
+            t, _, _, fn, args = ev
+            if fn is _cancelled:
                 pop(heap)
                 continue
             if t > last:
@@ -215,10 +237,33 @@ class Engine:
             pop(heap)
             self.now = t
             self.events_fired += 1
-            ev.fn(*ev.args)
+            fn(*args)
             if self.events_fired >= self._check_at:
                 self._slice_end()
         return True
 
+    def run_while_epoch(self, mem: Any, epoch: int, limit: int) -> bool:
+        """`run_while(lambda: mem.store_epoch == epoch, limit)` without a call per event: a
+        spinning host's wait for any checked store (System.host_step), once per packet."""
+        if self._slice_hook is not None:
+            return self.run_while(lambda: mem.store_epoch == epoch, limit)
+        # No slice hook: no count to compare after each event. The head is popped at once
+        # and pushed back in the one case it must stay (past the limit): the same order.
+        heap = self._heap
+        pop = heapq.heappop
+        while mem.store_epoch == epoch:
+            if not heap:
+                return False
+            t, _, _, fn, args = ev = pop(heap)
+            if fn is _cancelled:
+                continue
+            if t > limit:
+                _push(heap, ev)
+                return False
+            self.now = t
+            self.events_fired += 1
+            fn(*args)
+        return True
+
     def pending(self) -> int:
-        return sum(1 for e in self._heap if e[3].fn is not _cancelled)
+        return sum(1 for e in self._heap if e[3] is not _cancelled)

@@ -72,6 +72,10 @@ class Gpu:
         # has an acquire and a release.
         self.acquire_fence_ps = (0, spec.acquire_fence_agent_ps, spec.acquire_fence_system_ps, 0)
         self.release_fence_ps = (0, spec.release_fence_agent_ps, spec.release_fence_system_ps, 0)
+        # By the same scope: a packet's fetch-to-process delay (processing plus its acquire
+        # fence), and what its retirement adds (its release fence plus the retire latency).
+        self.fetch_ps = tuple(spec.cp_packet_latency_ps + f for f in self.acquire_fence_ps)
+        self.retire_ps = tuple(f + spec.cp_retire_latency_ps for f in self.release_fence_ps)
 
     # -- queues ----------------------------------------------------------------------------
     def register_queue(self, mqd: Mqd) -> PacketProcessor:
@@ -168,9 +172,34 @@ class Gpu:
             if self.tracer.enabled:
                 self._trace_completion(track, handle, old)
             mailbox = _U64.unpack_from(data, off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET)[0]
-            if mailbox:
-                event_id = _U32.unpack_from(data, off + AMD_SIGNAL_EVENT_ID_OFFSET)[0]
+            if not mailbox:
+                return
+            event_id = _U32.unpack_from(data, off + AMD_SIGNAL_EVENT_ID_OFFSET)[0]
+            # `_post_signal_event` inline, the mailbox store unchecked when nothing hooks or
+            # monitors it (the KFD's event page): once per packet with an event.
+            box = mem.plain(pasid, mailbox, 8, node)
+            if box is None:
                 self._post_signal_event(pasid, mailbox, event_id)
+                return
+            _U64.pack_into(box[0].data, box[1], event_id)
+            mem.store_epoch += 1
+            if self.tracer.enabled:
+                self.tracer.instant(
+                    "CP",
+                    f"interrupt {IRQ_SIGNAL_EVENT}",
+                    self.engine.now,
+                    {"pasid": pasid, "event_id": event_id},
+                    cat="irq",
+                )
+            self.engine.schedule(
+                self.spec.interrupt_latency_ps,
+                self.system.deliver_interrupt,
+                node,
+                IRQ_SIGNAL_EVENT,
+                pasid,
+                {"event_id": event_id},
+                priority=2,
+            )
             return
         try:
             mem.store_u64(pasid, handle + AMD_SIGNAL_START_TS_OFFSET, self.timestamp(start), node)

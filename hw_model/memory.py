@@ -218,6 +218,11 @@ class Memory:
         # look again after one of these, not after every device event.
         self.store_epoch = 0
         self._imported: set[int] = set()  # handles of BOs made by alias()
+        # (pasid, VA) -> BO of recent checked accesses: signals, queue indices, ring slots and
+        # descriptors are reached at the same few addresses on every packet. One lookup, no
+        # address space first. Dropped whenever any mapping changes (a VM made or destroyed,
+        # a BO allocated, imported or freed); access rights are checked on every hit.
+        self._hits: dict[tuple[int, int], BufferObject] = {}
         # Each GPU's L2 holding coarse-grained system memory (docs/memory.md, "Coherence"):
         # (GPU node, BO handle) -> [BO, what the L2 holds, what it filled from memory]. Bytes
         # where the two differ are the dirty bytes a system-scope release writes back.
@@ -230,12 +235,14 @@ class Memory:
     def create_vm(self, pasid: int) -> AddressSpace:
         vm = AddressSpace(pasid)
         self.vms[pasid] = vm
+        self._hits.clear()
         return vm
 
     def destroy_vm(self, pasid: int) -> None:
         vm = self.vms.pop(pasid, None)
         if vm is None:
             return
+        self._hits.clear()
         for bo in vm:
             self._release(bo)
 
@@ -285,6 +292,7 @@ class Memory:
             data=None if backing is None else backing[:size],
         )
         vm.insert(bo)
+        self._hits.clear()
         self._next_handle += 1
         self.bos[bo.handle] = bo
         if accounted:
@@ -312,6 +320,7 @@ class Memory:
             data=src.data,
         )
         self.vms[pasid].insert(bo)
+        self._hits.clear()
         self._next_handle += 1
         self.bos[bo.handle] = bo
         if src.shared is None:
@@ -325,6 +334,7 @@ class Memory:
         vm = self.vms.get(bo.pasid)
         if vm is not None:
             vm.remove(bo)
+        self._hits.clear()
         self._release(bo)
 
     def _release(self, bo: BufferObject) -> None:
@@ -355,6 +365,10 @@ class Memory:
         bo = vm.find(va) if vm is not None else None
         if bo is None:
             raise MemoryFault(va, size, f"no buffer object is mapped there (pasid {pasid})")
+        hits = self._hits
+        if len(hits) >= 4096:  # bounded, as each address space's own cache
+            hits.clear()
+        hits[(pasid, va)] = bo
         off = va - bo.va
         if off + size > bo.size:
             raise MemoryFault(
@@ -366,6 +380,11 @@ class Memory:
 
     def gpu_view(self, pasid: int, node: int, va: int, size: int) -> np.ndarray:
         """Bytes [va, va+size) as the GPU `node` sees them through process `pasid`'s VM."""
+        bo = self._hits.get((pasid, va))
+        if bo is not None:  # `_access`'s cache hit, inline (packets, descriptors: per packet)
+            off = va - bo.va
+            if off + size <= bo.size and node in bo.gpu_nodes:
+                return bo.data[off : off + size]
         bo, off = self._access(pasid, va, size, node)
         return bo.data[off : off + size]
 
@@ -572,16 +591,12 @@ class Memory:
         """The BO and offset of an `n`-byte access by the host (node None) or GPU `node`,
         with the checks of `host_view` / `gpu_view`."""
         # The words every packet touches (signals, queue indices) were found before: the
-        # address space's VA cache gives the BO; range and access are checked here.
-        vm = self.vms.get(pasid)
-        if vm is not None:
-            bo = vm._hits.get(va)
-            if bo is not None:
-                off = va - bo.va
-                if off + n <= bo.size and (
-                    bo.host_access if node is None else node in bo.gpu_nodes
-                ):
-                    return bo, off
+        # VA cache gives the BO; range and access are checked here.
+        bo = self._hits.get((pasid, va))
+        if bo is not None:
+            off = va - bo.va
+            if off + n <= bo.size and (bo.host_access if node is None else node in bo.gpu_nodes):
+                return bo, off
         bo, off = self._resolve(pasid, va, n)
         if node is None:
             if not bo.host_access:
@@ -590,11 +605,25 @@ class Memory:
             raise MemoryFault(va, n, f"not mapped for GPU node {node}: {bo.describe()}")
         return bo, off
 
+    # Public name: a caller reading several words of one BO (a kernel descriptor and the
+    # entry it points at) checks the access once and slices `bo.data` itself; the page tables
+    # map a BO for a GPU whole or not at all.
+    locate = _access
+
     def write(self, pasid: int, va: int, data: bytes | np.ndarray, node: int | None = None) -> None:
         """A store by the host (node None) or a GPU; MMIO BOs see it through their hook."""
         n = len(data)
-        bo, off = self._access(pasid, va, n, node)
-        if isinstance(data, bytes | bytearray):
+        bo = self._hits.get((pasid, va))
+        # `_access`'s cache hit, inline (a packet's body, once per packet)
+        if (
+            bo is not None
+            and va + n <= bo.va + bo.size
+            and (bo.host_access if node is None else node in bo.gpu_nodes)
+        ):
+            off = va - bo.va
+        else:
+            bo, off = self._access(pasid, va, n, node)
+        if isinstance(data, (bytes, bytearray)):  # a constant tuple: no union built per store
             memoryview(bo.data)[off : off + n] = data  # no intermediate array
         else:
             bo.data[off : off + n] = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -651,7 +680,16 @@ class Memory:
         return _I64.unpack_from(bo.data, off)[0]
 
     def store_u64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
-        bo, off = self._access(pasid, va, 8, node)
+        bo = self._hits.get((pasid, va))
+        # `_access`'s cache hit, inline (signals, doorbells: several stores per packet)
+        if (
+            bo is not None
+            and va + 8 <= bo.va + bo.size
+            and (bo.host_access if node is None else node in bo.gpu_nodes)
+        ):
+            off = va - bo.va
+        else:
+            bo, off = self._access(pasid, va, 8, node)
         _U64.pack_into(bo.data, off, value & 0xFFFFFFFFFFFFFFFF)
         self.store_epoch += 1
         if bo.on_write is not None:
@@ -664,8 +702,17 @@ class Memory:
 
     def atomic_add_i64(self, pasid: int, va: int, delta: int, node: int | None = None) -> int:
         """Add `delta` to the int64 at `va`; returns the old value."""
-        # One checked access for the load and the store (the write index, twice a packet).
-        bo, off = self._access(pasid, va, 8, node)
+        # One checked access for the load and the store (the write index, twice a packet);
+        # `_access`'s cache hit inline.
+        bo = self._hits.get((pasid, va))
+        if (
+            bo is not None
+            and va + 8 <= bo.va + bo.size
+            and (bo.host_access if node is None else node in bo.gpu_nodes)
+        ):
+            off = va - bo.va
+        else:
+            bo, off = self._access(pasid, va, 8, node)
         old = _I64.unpack_from(bo.data, off)[0]
         _U64.pack_into(bo.data, off, (old + delta) & 0xFFFFFFFFFFFFFFFF)
         self.store_epoch += 1
@@ -681,11 +728,18 @@ class Memory:
         """The BO and offset of [va, va+n) if an access by `node` passes the checks and its
         stores need no hook (MMIO) nor monitor: the caller may then pack and unpack words
         there itself, adding one to `store_epoch` per store. None: use the checked calls."""
+        if self._watchers:
+            return None
+        bo = self._hits.get((pasid, va))
+        if bo is not None:  # `_access`'s cache hit, inline (three per packet)
+            off = va - bo.va
+            if off + n <= bo.size and (bo.host_access if node is None else node in bo.gpu_nodes):
+                return None if bo.on_write is not None else (bo, off)
         try:
             bo, off = self._access(pasid, va, n, node)
         except MemoryFault:
             return None
-        if bo.on_write is not None or self._watchers:
+        if bo.on_write is not None:
             return None
         return bo, off
 

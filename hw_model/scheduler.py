@@ -513,32 +513,59 @@ class HwScheduler:
 
     # -- statistics ------------------------------------------------------------------------
     def _acct(self, pp: PacketProcessor) -> None:
-        """Close the time interval `pp` spent in its last recorded state; record the new one."""
+        """Close the time interval `pp` spent in its last recorded state; record the new one.
+        The same state in the same slot keeps the interval open (the totals are the same:
+        `_close_interval` closes it for every reader of them)."""
+        state = pp.state
+        slot = pp.slot
+        if slot is None:
+            if state == "unmapped" and pp.active and pp.runnable:
+                state = "unmapped-runnable"
+            if (
+                pp.active
+                and pp.error is None
+                and (pp.doorbell_value + 1 > pp.retired or pp.inflight)
+            ):
+                self._wanting.add(pp)
+            else:
+                self._wanting.discard(pp)
+        elif self._wanting:
+            self._wanting.discard(pp)
+        st = pp.acct_state
+        old = pp.acct_slot
+        if state == st and slot == old:
+            return
         now = self.engine.now
         dt = now - pp.acct_since
         if dt:
+            t = pp.time_in_state
+            t[st] = t.get(st, 0) + dt
+            if st in RUNNING_STATES and old is not None:
+                self.slot_running_ps[old] += dt
+        pp.acct_state = state
+        pp.acct_since = now
+        if slot != old:
+            # A slot's occupancy is one interval per stay of the queue in it, not one per
+            # state: a queue turning idle and running again in its slot adds nothing here.
+            if old is not None:
+                self.slot_occupied_ps[old] += now - pp.occ_since
+            pp.occ_since = now
+            pp.acct_slot = slot
+
+    def _close_interval(self, pp: PacketProcessor) -> None:
+        """End the intervals `_acct` left open (its state and slot stay recorded): for readers."""
+        now = self.engine.now
+        dt = now - pp.acct_since
+        old = pp.acct_slot
+        if dt:
             st = pp.acct_state
             pp.time_in_state[st] = pp.time_in_state.get(st, 0) + dt
-            slot = pp.acct_slot
-            if slot is not None and slot < len(self.slots):
-                self.slot_occupied_ps[slot] += dt
-                if st in RUNNING_STATES:
-                    self.slot_running_ps[slot] += dt
-        state = pp.state
-        if state == "unmapped" and pp.active and pp.runnable:
-            state = "unmapped-runnable"
-        pp.acct_state = state
-        pp.acct_slot = pp.slot
+            if st in RUNNING_STATES and old is not None:
+                self.slot_running_ps[old] += dt
         pp.acct_since = now
-        if (
-            pp.slot is None
-            and pp.active
-            and pp.error is None
-            and (pp.doorbell_value + 1 > pp.retired or pp.inflight)
-        ):
-            self._wanting.add(pp)
-        else:
-            self._wanting.discard(pp)
+        if old is not None:
+            self.slot_occupied_ps[old] += now - pp.occ_since
+        pp.occ_since = now
 
     def _update_oversub(self) -> None:
         now = self.engine.now
@@ -552,6 +579,7 @@ class HwScheduler:
     def queue_stats(self, pp: PacketProcessor) -> dict:
         """Per-queue figures up to now (ps)."""
         self._acct(pp)
+        self._close_interval(pp)
         t = pp.time_in_state
         return {
             "mapped_ps": sum(v for k, v in t.items() if k in MAPPED_STATES),
@@ -568,6 +596,7 @@ class HwScheduler:
         now = self.engine.now
         for q in self.queues:
             self._acct(q)
+            self._close_interval(q)
         elapsed = max(now - self._t0, 1)
         over = self.oversubscribed_ps
         if self._oversub_since is not None:

@@ -82,9 +82,9 @@ class System:
 
     def host_advance(self, cost_ps: int) -> int:
         """The host spends `cost_ps`; the device runs alongside. Returns the new host time."""
-        self.host_now += int(cost_ps)
-        self.engine.run_until(self.host_now)
-        return self.host_now
+        now = self.host_now = self.host_now + int(cost_ps)
+        self.engine.run_until(now)
+        return now
 
     def host_wait(
         self, pred: Callable[[], bool], timeout_ps: int | None, wakeup_ps: int = 0
@@ -143,7 +143,7 @@ class System:
                 self.host_now = max(self.host_now, eng.now)
                 return False
         else:
-            eng.run_while(lambda: mem.store_epoch == epoch, limit_ps)
+            eng.run_while_epoch(mem, epoch, limit_ps)
         if mem.store_epoch == epoch and limit_ps is not None:
             self.host_now = max(self.host_now, limit_ps)
         else:
