@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 from enum import IntFlag
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
@@ -420,7 +421,7 @@ class PacketProcessor:
         if self.doorbell_value < self.read_index:  # not has_unfetched (inline: 3 per packet)
             return
         if self._fetch_event is None and self.slot is not None and self.error is None:
-            self._fetch_event = self.gpu.engine.schedule(delay, self._fetch, priority=3)
+            self._fetch_event = self.gpu.engine.post(delay, 3, self._fetch)
 
     def _fetch(self) -> None:
         self._fetch_event = None
@@ -469,9 +470,7 @@ class PacketProcessor:
         latency = gpu.fetch_ps[(header >> _ACQUIRE_SHIFT) & 3]
         # Not a real event: the packet's processing occupies the packet processor.
         self._processing = True
-        self._fetch_event = gpu.engine.schedule(
-            latency, self._process, idx, raw, header, priority=3
-        )
+        self._fetch_event = gpu.engine.post(latency, 3, self._process, idx, raw, header)
 
     def _process(self, idx: int, raw: bytes, header: int) -> None:
         """The fetched packet `raw` (its `header` as fetched) after its processing delay."""
@@ -839,7 +838,7 @@ class PacketProcessor:
             req=req,
             kernarg=kernarg,
             on_dispatched=self._on_dispatched,
-            on_complete=lambda k, e=entry: self._kernel_done(k, e),
+            on_complete=partial(self._kernel_done, entry),  # (no Python frame of its own)
             on_fault=self._on_fault,
             on_illegal=self._on_illegal,
         )
@@ -921,7 +920,7 @@ class PacketProcessor:
             if self.doorbell_value >= self.read_index:  # `kick`'s first test, before the call
                 self.kick()
 
-    def _kernel_done(self, k: KernelLaunch, entry: _InFlight) -> None:
+    def _kernel_done(self, entry: _InFlight, k: KernelLaunch) -> None:
         gpu = self.gpu
         if gpu.tracer.enabled and k.start_ps is not None:
             gpu.tracer.complete(
@@ -933,24 +932,25 @@ class PacketProcessor:
                 cat="kernel",
             )
         entry.start = k.start_ps or entry.start
-        gpu.kernel_records.append(
-            {
-                "name": k.name,
-                "queue_id": k.queue_id,
-                "pasid": k.pasid,
-                "dispatch_id": k.dispatch_id,
-                "grid": k.grid,
-                "workgroup": k.workgroup,
-                "start_ps": k.start_ps,
-                "end_ps": gpu.engine.now,
-                "vgprs": k.req.vgprs,
-                "sgprs": k.req.sgprs,
-                "lds": k.req.lds,
-                # Compiled kernels: waves, instruction issues and lane-instructions executed,
-                # by class (the gfx9 interpreter's counts).
-                **({"execution": k.exec_stats} if k.exec_stats else {}),
-            }
-        )
+        req = k.req
+        record = {
+            "name": k.name,
+            "queue_id": k.queue_id,
+            "pasid": k.pasid,
+            "dispatch_id": k.dispatch_id,
+            "grid": k.grid,
+            "workgroup": k.workgroup,
+            "start_ps": k.start_ps,
+            "end_ps": gpu.engine.now,
+            "vgprs": req.vgprs,
+            "sgprs": req.sgprs,
+            "lds": req.lds,
+        }
+        if k.exec_stats:
+            # Compiled kernels: waves, instruction issues and lane-instructions executed, by
+            # class (the gfx9 interpreter's counts).
+            record["execution"] = k.exec_stats
+        gpu.kernel_records.append(record)
         self._complete(entry)
 
     def _on_fault(self, k: KernelLaunch, fault: MemoryFault) -> None:
@@ -1031,7 +1031,7 @@ class PacketProcessor:
                 at = now
             at += gpu.retire_ps[e.release]
             self._retire_at = at
-            gpu.engine.schedule(at - now, self._retire, e, priority=2)
+            gpu.engine.post(at - now, 2, self._retire, e)
 
     def _retire(self, e: _InFlight) -> None:
         if self.destroyed:

@@ -16,7 +16,8 @@ memory pipes are shared by the four SIMDs), and T, the time it takes alone (one 
 4 clocks per instruction plus the memory latency of each dependent round trip). The waves
 resident on a CU share its pipes max-min fairly: each progresses at min(1/T, s/B) with
 sum(s * waves) <= 1 over the CU. Rates change only when a workgroup arrives or finishes, so the
-CU recomputes them then and schedules one event: its next workgroup to finish computing. A
+CU recomputes them then and schedules one event: its next workgroup to finish computing (a
+workgroup alone on an idle CU gets its group only when something else needs it). A
 workgroup's global bytes go through `MemoryChannel`, the DRAM bandwidth shared by all CUs,
 and it finishes when both its compute and its last byte (plus latency) are done.
 """
@@ -119,26 +120,42 @@ def wave_timing(spec: GpuSpec, cost: CostProfile) -> WaveTiming:
     )
 
 
+class _LazyKey:
+    """`WgRun.key` of a run placed with `LAZY_KEY`: its launch's key for its timing
+    (`KernelLaunch.group_key`), worked out when first read and kept in the run, whose own
+    attribute hides this descriptor from then on. A workgroup alone on its CU from start to
+    end (an empty kernel's) never needs it."""
+
+    def __get__(self, run: WgRun | None, owner: type | None = None) -> Any:
+        if run is None:
+            return self
+        key = run.__dict__["key"] = run.launch.group_key(run.timing)
+        return key
+
+
+# `WgRun`'s `key` argument for "work it out if asked" (`_LazyKey`).
+LAZY_KEY: Any = object()
+
+
 class WgRun:
     """One workgroup from placement to completion."""
 
-    __slots__ = (
-        "launch",
-        "cu",
-        "index",
-        "_coords",
-        "items",
-        "req",
-        "simds",
-        "start",
-        "mem_done",
-        "fault",
-        "timing",
-        "key",
-        "mult",
-        "phase",
-        "event",
-    )
+    # What a run starts with and mostly keeps: class defaults, which placing a workgroup does
+    # not pay to store. `mem_done`: the tick its last byte is done (0: no bytes, nothing to
+    # wait for). `fault`: what stops it at its first global access, if anything: the
+    # MemoryFault its bad access raises, or the message of the illegal instruction its code
+    # reached. `mult`: workgroups it stands for, one on this CU and one on each CU of its
+    # class, CUs whose timelines are identical (the dispatcher's batched model); 1 in the
+    # reference model. `phase`: 0 placed, 1 computing, 2 waiting for its last byte, 3
+    # computing unwatched (`begin_unwatched`: one event, `event`, at the later of its compute
+    # end and its last byte). `_coords`: None until asked (only traces and faults ask).
+    mem_done = 0
+    fault: Any = None
+    mult = 1
+    phase = 0
+    event: Any = None
+    _coords: tuple[int, int, int] | None = None
+    key: Any = _LazyKey()
 
     def __init__(
         self,
@@ -156,23 +173,18 @@ class WgRun:
         self.launch = launch  # the KernelLaunch (a dispatcher object)
         self.cu = cu
         self.index = index
-        # None: from the launch's grid when asked (only traces and faults ask)
-        self._coords = coords
+        if coords is not None:
+            self._coords = coords
         self.items = items
         self.req = req
         self.simds = simds  # waves placed on each SIMD
         self.start = start
-        self.mem_done = start
-        # What stops it at its first global access, if anything: the MemoryFault its bad
-        # access raises, or the message of the illegal instruction its code reached.
-        self.fault: Any = None
         # Workgroups of one kernel with one timing progress alike: one group on a CU. A
         # launch that keeps `group_keys` hands every run of a timing the same key, hashed by
         # identity: the CU looks its group up twice per workgroup. `key`: that key (and
-        # `timing` its timing), from a caller that already holds it.
-        if key is not None:
-            self.timing = timing
-        else:
+        # `timing` its timing), from a caller that already holds it; `LAZY_KEY` (with the
+        # timing) from a launch's caller that may never need it.
+        if key is None:
             t = self.timing = timing if timing is not None else getattr(launch, "timing", None)
             keys = getattr(launch, "group_keys", None)
             if keys is None:
@@ -181,14 +193,11 @@ class WgRun:
                 key = keys.get(id(t))
                 if key is None:
                     key = keys[id(t)] = _GroupKey((launch, t))
-        self.key = key
-        # Workgroups it stands for: one on this CU and one on each CU of its class, CUs whose
-        # timelines are identical (the dispatcher's batched model); 1 in the reference model.
-        self.mult = 1
-        # 0 placed, 1 computing, 2 waiting for its last byte, 3 computing unwatched (`begin_
-        # unwatched`: one event, `event`, at the later of its compute end and its last byte)
-        self.phase = 0
-        self.event: Any = None
+            self.key = key
+        else:
+            self.timing = timing
+            if key is not LAZY_KEY:
+                self.key = key
 
     @property
     def coords(self) -> tuple[int, int, int]:
@@ -242,6 +251,13 @@ _PLACED_MAX = 4096
 
 class ComputeUnit:
     """Resources and workgroup timing of one CU."""
+
+    # A workgroup computing alone on the CU and its timing: the group `begin` would make for
+    # it on an idle CU, not made until something else needs the CU's groups (`_group_lone`,
+    # which builds exactly that group: its v is still 0.0 and `_t` its start). A workgroup
+    # that arrives and leaves alone (an empty kernel's) never has one. While set, `_groups` is
+    # empty. (A class default: checkpoints of CUs from before it load without it.)
+    _lone: tuple[WgRun, WaveTiming] | None = None
 
     def __init__(self, spec: GpuSpec, index: int) -> None:
         self.spec = spec
@@ -448,22 +464,30 @@ class ComputeUnit:
     def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:
         """`run`'s waves start issuing: it joins its kernel's group and shares the CU."""
         groups = self._groups
-        if not groups:  # an idle CU: no progress to bring up, the group alone
-            self._t = now
-            # `_alone` for that group, its rate and end known per wave count
-            waves = run.req.waves
-            solo = timing.solo.get(waves)
-            if solo is None:
-                solo = timing.solo_for(waves)
-            groups[run.key] = _Group(timing, waves, solo[0], (1.0, run))  # (its v is 0.0)
-            best = now + solo[1]
-            ev = self._event
-            if ev is not None:
-                if ev.tick == best:
-                    return
-                ev.cancel()
-            self._event = self._engine.schedule_at(best, self._fire, priority=1)  # type: ignore[union-attr]
-            return
+        if not groups:
+            lone = self._lone
+            if lone is None:  # an idle CU: no progress to bring up, the workgroup alone
+                self._t = now
+                # `_alone` for its group, its end known per wave count
+                waves = run.req.waves
+                solo = timing.solo.get(waves)
+                if solo is None:
+                    solo = timing.solo_for(waves)
+                self._lone = (run, timing)
+                best = now + solo[1]
+                ev = self._event
+                if ev is not None:
+                    if ev.tick == best:
+                        return
+                    ev.cancel()
+                self._event = self._engine.schedule_at(best, self._fire, priority=1)  # type: ignore[union-attr]
+                return
+            # a second workgroup: the first gets its group now (`_group_lone`, inline)
+            self._lone = None
+            lr = lone[0]
+            w = lr.req.waves
+            t = lone[1]
+            groups[lr.key] = _Group(t, w, t.solo[w][0], (1.0, lr))
         dt = now - self._t
         if dt:  # `_advance`, inline: twice per workgroup
             for g in groups.values():
@@ -487,6 +511,8 @@ class ComputeUnit:
         `_fire` would find) and sets no event: the caller keeps one for it and calls
         `end_unwatched` then. `watch` turns the group back into an ordinary one. -1: the
         kernel's group on the CU is an ordinary one, which `run` joined (`begin`)."""
+        if self._lone is not None:
+            self._group_lone()
         groups = self._groups
         dt = now - self._t
         if dt:
@@ -570,7 +596,16 @@ class ComputeUnit:
         self._set_rates()
         self._reschedule(now)
 
+    def _group_lone(self) -> None:
+        """The lone workgroup's group, as `begin` made it on the idle CU (v 0.0 at `_t`)."""
+        run, timing = self._lone  # type: ignore[misc]
+        self._lone = None
+        waves = run.req.waves
+        self._groups[run.key] = _Group(timing, waves, timing.solo[waves][0], (1.0, run))
+
     def _advance(self, now: int) -> None:
+        if self._lone is not None:
+            self._group_lone()
         dt = now - self._t
         if dt:
             for g in self._groups.values():
@@ -634,6 +669,13 @@ class ComputeUnit:
 
     def _fire(self) -> None:
         self._event = None
+        lone = self._lone
+        if lone is not None:
+            # Its group's one run done (at its event, v = rate * ceil(1 / rate) >= 1 - 1e-15,
+            # within `_EPS` of its end): the group would go, the CU idle again.
+            self._lone = None
+            self._on_compute_done(lone[0])  # type: ignore[misc]
+            return
         now = self._engine.now  # type: ignore[union-attr]
         groups = self._groups
         if len(groups) == 1:  # the loop below over one group (a kernel alone on the CU)
@@ -686,6 +728,8 @@ class ComputeUnit:
             self._on_compute_done(run)  # type: ignore[misc]
 
     def state(self) -> dict:
+        if self._lone is not None:
+            self._group_lone()
         return {
             "index": self.index,
             "shader_engine": self.shader_engine,

@@ -18,7 +18,10 @@ i mod engines, the order in which the KFD's CU masks interleave engines.
 
 Cost: a pass runs only when something changed (a launch, a workgroup done), and after a pass
 that left workgroups waiting, the next one looks only at CUs that freed resources since. So the
-model's work grows with the number of workgroups, not with simulated time.
+model's work grows with the number of workgroups, not with simulated time. A kernel of one
+workgroup (a round trip's empty kernel) is placed without the pass's loop; its run's group
+key is worked out only if its CU ever needs one, and round-robin placement remembers the
+spread an idle CU gives a workgroup (every idle CU of the GPU gives the same).
 
 Batched model: a kernel alone on an idle GPU, its workgroups all alike (one wave timing, no
 partial workgroup, no bytes over the host link, no per-workgroup trace) has its first pass
@@ -63,6 +66,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from hw_model.compute_unit import (
+    LAZY_KEY,
     ComputeUnit,
     WaveTiming,
     WgRequirements,
@@ -71,7 +75,7 @@ from hw_model.compute_unit import (
     _GroupKey,
     wave_timing,
 )
-from hw_model.execution import BuiltinCode, KernelCode
+from hw_model.execution import BuiltinCode, KernelCode, ran_clean
 from hw_model.kernels.base import CostProfile, KernelSpec
 from hw_model.memory import MemKind, MemoryFault
 from hw_model.occupancy import workgroups_per_cu
@@ -83,21 +87,24 @@ if TYPE_CHECKING:
 # Read-only and empty: what a launch's containers read until it first writes one.
 _EMPTY: Mapping = MappingProxyType({})
 
-# (grid, workgroup) -> (workgroups per dimension, workgroups, work-items per workgroup,
-# whether the grid ends mid-workgroup): a loop of one kernel asks the same again and again.
-# Bounded: cleared when full (a size chosen, not measured).
-_GEOMETRY: dict[tuple, tuple[tuple[int, int, int], int, int, bool]] = {}
+# (grid, workgroup) -> (workgroups per dimension, workgroups, workgroups again (a launch's
+# first `limit`), work-items per workgroup, whether the grid ends mid-workgroup): a loop of one
+# kernel asks the same again and again. Bounded: cleared when full (a size chosen, not
+# measured).
+_GEOMETRY: dict[tuple, tuple[tuple[int, int, int], int, int, int, bool]] = {}
 _GEOMETRY_MAX = 1024
 
 
 def _geometry(
     grid: tuple[int, int, int], workgroup: tuple[int, int, int]
-) -> tuple[tuple[int, int, int], int, int, bool]:
+) -> tuple[tuple[int, int, int], int, int, int, bool]:
     (gx, gy, gz), (wx, wy, wz) = grid, workgroup  # 3-D, padded with 1s by the CP
     counts = (-(-gx // wx), -(-gy // wy), -(-gz // wz))
+    total = counts[0] * counts[1] * counts[2]
     geo = (
         counts,
-        counts[0] * counts[1] * counts[2],
+        total,
+        total,
         wx * wy * wz,
         bool(gx % wx or gy % wy or gz % wz),
     )
@@ -185,8 +192,7 @@ class KernelLaunch:
         geo = _GEOMETRY.get((grid, workgroup))
         if geo is None:
             geo = _geometry(grid, workgroup)
-        self.counts, self.total_wgs, self.wg_items, self.ragged = geo
-        self.limit = geo[1]
+        self.counts, self.total_wgs, self.limit, self.wg_items, self.ragged = geo
         self.req = req
         self.kernarg = kernarg
         self.code = code
@@ -268,6 +274,13 @@ class RoundRobinPlacement(PlacementPolicy):
     """gem5's dispatcher: try CUs in turn, starting after the last one used."""
 
     name = "round_robin"
+    # The spread `try_place` last gave a workgroup needing `_idle_req` (the CP hands one
+    # requirements object per shape) on an idle CU. An idle CU has all its resources free:
+    # the dispatcher releases what it allocates, and its CUs share one spec. So any idle CU
+    # gives that workgroup the same spread, found without looking at its free room (an empty
+    # kernel's round trip places its one workgroup on the idle CU at the pointer).
+    _idle_req: WgRequirements | None = None
+    _idle_fit: tuple[int, ...] = ()
 
     def __init__(self, cus: list[ComputeUnit]) -> None:
         super().__init__(cus)
@@ -282,7 +295,14 @@ class RoundRobinPlacement(PlacementPolicy):
             if mask is None and allowed is None:
                 # the CU at the pointer first (it usually takes it), before building the order
                 cu = cus[nxt]
-                p = cu.try_place(req)
+                if cu.resident_wgs:
+                    p = cu.try_place(req)
+                elif req is self._idle_req:
+                    p = list(self._idle_fit)
+                else:
+                    p = cu.try_place(req)
+                    if p is not None:
+                        self._idle_req, self._idle_fit = req, tuple(p)
                 if p is not None:
                     self._next = (nxt + 1) % n
                     return cu, p
@@ -432,7 +452,7 @@ class Dispatcher:
         if kernel is not None and kernel.streams:  # (without streams: none, the default)
             k.host_share = self._host_share(k)
         gpu = self.gpu
-        if k.code.always_execute or (gpu.functional and gpu.memory is not None):
+        if (gpu.functional and gpu.memory is not None) or k.code.always_execute:
             # Run the code a GPU-full of workgroups at a time: few calls, and memory written
             # at most that far ahead of the workgroups' start.
             req = k.req
@@ -506,6 +526,37 @@ class Dispatcher:
             if k.clones is not None and candidates is None:
                 self._unbatch(k)  # a pass over every CU: each must have its own counters
             if first_pass is None and k.clones is None and not k.ragged:
+                if k.total_wgs == 1:
+                    # One workgroup (an empty kernel's round trip): the loop below once,
+                    # without its bookkeeping. Its run's group key is worked out only if its
+                    # CU ever needs one (it does not while the workgroup is alone there).
+                    if k.next_wg or k.aborted:
+                        continue
+                    req = k.req
+                    if not k.exec_end:
+                        self._execute(k, 0)  # (its limit stays 1, even when it stops)
+                    placed = place(k, req, active, candidates)
+                    if placed is None:
+                        waiting = True
+                        continue
+                    cu, simds = placed
+                    k.next_wg = 1
+                    k.start_ps = now  # (None until its one workgroup is placed)
+                    cu.allocate(req, simds, now)
+                    se = cu.shader_engine
+                    start = se_free[se]
+                    start = (now if now > start else start) + launch_ps
+                    se_free[se] = start
+                    timings = k._timings  # (from the one batch there is, at 0)
+                    timing = k.timing if timings is None else timings[0]
+                    run = WgRun(k, cu, 0, None, k.wg_items, req, simds, start, timing, LAZY_KEY)
+                    if k.stop_wg == 0:
+                        run.fault = k.stop_cause
+                    engine.schedule_at(start, self._wg_start, run, priority=1)
+                    k.dispatched_ps = now
+                    k.on_dispatched(k)
+                    self.wgs_dispatched += 1
+                    continue
                 # The loop below without what cannot apply here (no CU classes, which form
                 # only in a first pass; no partial workgroups; runs scheduled as placed).
                 # What only running the code changes (`_execute`) is read again after it.
@@ -960,6 +1011,12 @@ class Dispatcher:
         gpu = self.gpu
         ex = k.code.execute(k, gpu.memory, gpu.node, first, count)
         end = first + count
+        if ex is ran_clean[0]:
+            # Built-in code that ran clean at the launch's declared cost: `launch` already
+            # gave it that cost's timing (the object `_timing` hands out for it), no per-
+            # workgroup timings, nothing to add to its stats.
+            k.exec_end = end
+            return
         if ex.illegal is not None or ex.fault is not None:
             stop = None
             if ex.illegal is not None and ex.illegal_wg is not None:
@@ -1132,8 +1189,11 @@ class Dispatcher:
             if k.clones is not None:
                 self._unbatch(k)  # the other CUs of each class catch up
             active = self.active
-            if k in active:
+            try:
                 active.remove(k)
+            except ValueError:  # (no longer served: stopped by an eviction)
+                self._dirty.add(cu.index)
+            else:
                 # Shares of the partition policy change with the set of kernels: look at all
                 # CUs in the next pass.
                 self._blocked = False
@@ -1141,8 +1201,6 @@ class Dispatcher:
                     self._dispatch()
                 else:  # what the pass does with no kernel
                     self._pending_kick = False
-            else:
-                self._dirty.add(cu.index)
             if not k.aborted:
                 k.end_ps = now
                 k.on_complete(k)

@@ -78,6 +78,7 @@ class Engine:
         self.now: int = 0
         self._heap: list[Event] = []
         self._seq = itertools.count(1)  # ties at a (tick, priority) fire in schedule order
+        self._next_seq = self._seq.__next__
         self.events_fired = 0
         self._slice_hook: Callable[[], None] | None = None
         self._slice_events = 0
@@ -89,12 +90,15 @@ class Engine:
         state = self.__dict__.copy()
         n = next(self._seq)
         self._seq = itertools.count(n)
+        self._next_seq = self._seq.__next__
         state["_seq"] = n
+        del state["_next_seq"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._seq = itertools.count(state["_seq"])
+        self._next_seq = self._seq.__next__
 
     def set_slice_hook(self, hook: Callable[[], None] | None, every: int = 0) -> None:
         """Call `hook()` between two events every `every` events (None: no hook). The hook may
@@ -123,8 +127,17 @@ class Engine:
             raise ValueError(f"cannot schedule into the past (delay {delay_ps} ps)")
         # schedule_at inlined: a handful of events per packet go through here
         ev = (HousekeepingEvent if housekeeping else Event)(
-            (self.now + int(delay_ps), priority, next(self._seq), fn, args)
+            (self.now + int(delay_ps), priority, self._next_seq(), fn, args)
         )
+        _push(self._heap, ev)
+        return ev
+
+    def post(self, delay_ps: int, priority: int, fn: Callable[..., Any], *args: Any) -> Event:
+        """`schedule(delay_ps, fn, *args, priority=priority)` for the command processor's and
+        interrupt path's own steps, each a few times per packet: the delay an int known to be
+        non-negative (a latency from the spec or a tick not before now), never housekeeping,
+        and the priority positional (no keyword handling per event)."""
+        ev = Event((self.now + delay_ps, priority, self._next_seq(), fn, args))
         _push(self._heap, ev)
         return ev
 
@@ -139,7 +152,7 @@ class Engine:
         if tick < self.now:
             raise ValueError(f"cannot schedule at tick {tick} before now ({self.now})")
         ev = (HousekeepingEvent if housekeeping else Event)(
-            (tick, priority, next(self._seq), fn, args)
+            (tick, priority, self._next_seq(), fn, args)
         )
         _push(self._heap, ev)
         return ev
@@ -249,21 +262,28 @@ class Engine:
             return self.run_while(lambda: mem.store_epoch == epoch, limit)
         # No slice hook: no count to compare after each event. The head is popped at once
         # and pushed back in the one case it must stay (past the limit): the same order.
+        # The count of fired events is kept in a local and stored back on every way out (an
+        # event that raises included): nothing an event does reads it.
         heap = self._heap
         pop = heapq.heappop
-        while mem.store_epoch == epoch:
-            if not heap:
-                return False
-            t, _, _, fn, args = ev = pop(heap)
-            if fn is _cancelled:
-                continue
-            if t > limit:
-                _push(heap, ev)
-                return False
-            self.now = t
-            self.events_fired += 1
-            fn(*args)
-        return True
+        fired = self.events_fired
+        try:
+            while mem.store_epoch == epoch:
+                try:
+                    t, _, _, fn, args = ev = pop(heap)
+                except IndexError:  # ran dry (no test of the heap per event)
+                    return False
+                if fn is _cancelled:
+                    continue
+                if t > limit:
+                    _push(heap, ev)
+                    return False
+                self.now = t
+                fired += 1
+                fn(*args)
+            return True
+        finally:
+            self.events_fired = fired
 
     def pending(self) -> int:
         return sum(1 for e in self._heap if e[3] is not _cancelled)

@@ -74,9 +74,10 @@ class KernelCode(Protocol):
         ...
 
 
-# The last "ran without fault" result, handed out again while the cost is the same (a loop of
-# one kernel): the dispatcher only reads an Execution.
-_ran: list[Execution | None] = [None]
+# The last "ran without fault" result of built-in code, handed out again while the cost is the
+# same (a loop of one kernel): the dispatcher only reads an Execution, and knows this one for
+# what it is (no fault, no stats, the launch's declared cost, whose timing it already holds).
+ran_clean: list[Execution | None] = [None]
 
 
 class BuiltinCode:
@@ -98,17 +99,19 @@ class BuiltinCode:
         # view(va, n): through the L2 (coherence model); a C-level call, no Python frame
         view = partial(memory.shader_view, launch.pasid, node)
         body = self.kernel.body
-        ka, wg, grid = launch.kernarg, launch.workgroup, launch.grid
-        cost = launch.cost
         try:
-            body(GridContext(ka, wg, grid, first, count, view))
-            ok = _ran[0]
-            if ok is None or ok.costs is not cost:
-                ok = _ran[0] = Execution(cost)
-            return ok
+            body(GridContext(launch.kernarg, launch.workgroup, launch.grid, first, count, view))
         except MemoryFault as f:
             if count == 1:
-                return Execution(cost, fault=f, fault_wg=first)
+                return Execution(launch.cost, fault=f, fault_wg=first)
+        else:
+            cost = launch.cost
+            ok = ran_clean[0]
+            if ok is None or ok.costs is not cost:
+                ok = ran_clean[0] = Execution(cost)
+            return ok
+        cost = launch.cost
+        ka, wg, grid = launch.kernarg, launch.workgroup, launch.grid
         for w in range(first, first + count):
             try:
                 body(GridContext(ka, wg, grid, w, 1, view))

@@ -32,6 +32,10 @@ from hw_model.trace import DEFAULT_KERNEL_RECORDS, RingLog
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")  # amd_signal_t.event_id
+# amd_signal_t's adjacent words read or written together: start_ts and end_ts (offsets 32,
+# 40); value, event_mailbox_ptr and event_id (offsets 8, 16, 24).
+_TS_PAIR = struct.Struct("<QQ")
+_VALUE_MAILBOX_ID = struct.Struct("<qQI")
 _M64 = 0xFFFFFFFFFFFFFFFF
 
 if TYPE_CHECKING:
@@ -164,17 +168,22 @@ class Gpu:
             bo, off = hit
             data = bo.data
             hz = self.spec.timestamp_frequency_hz  # `timestamp`, inline: once per packet
-            _U64.pack_into(data, off + AMD_SIGNAL_START_TS_OFFSET, start * hz // _PS_PER_S & _M64)
-            _U64.pack_into(data, off + AMD_SIGNAL_END_TS_OFFSET, end * hz // _PS_PER_S & _M64)
-            old = _I64.unpack_from(data, off + AMD_SIGNAL_VALUE_OFFSET)[0]
+            _TS_PAIR.pack_into(
+                data,
+                off + AMD_SIGNAL_START_TS_OFFSET,
+                start * hz // _PS_PER_S & _M64,
+                end * hz // _PS_PER_S & _M64,
+            )
+            # (the mailbox and event id as they are after the store: it does not touch them)
+            old, mailbox, event_id = _VALUE_MAILBOX_ID.unpack_from(
+                data, off + AMD_SIGNAL_VALUE_OFFSET
+            )
             _U64.pack_into(data, off + AMD_SIGNAL_VALUE_OFFSET, (old - 1) & _M64)
             mem.store_epoch += 3
             if self.tracer.enabled:
                 self._trace_completion(track, handle, old)
-            mailbox = _U64.unpack_from(data, off + AMD_SIGNAL_EVENT_MAILBOX_PTR_OFFSET)[0]
             if not mailbox:
                 return
-            event_id = _U32.unpack_from(data, off + AMD_SIGNAL_EVENT_ID_OFFSET)[0]
             # `_post_signal_event` inline, the mailbox store unchecked when nothing hooks or
             # monitors it (the KFD's event page): once per packet with an event.
             box = mem.plain(pasid, mailbox, 8, node)
@@ -191,14 +200,14 @@ class Gpu:
                     {"pasid": pasid, "event_id": event_id},
                     cat="irq",
                 )
-            self.engine.schedule(
+            self.engine.post(
                 self.spec.interrupt_latency_ps,
+                2,
                 self.system.deliver_interrupt,
                 node,
                 IRQ_SIGNAL_EVENT,
                 pasid,
                 {"event_id": event_id},
-                priority=2,
             )
             return
         try:

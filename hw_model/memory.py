@@ -615,13 +615,12 @@ class Memory:
         n = len(data)
         bo = self._hits.get((pasid, va))
         # `_access`'s cache hit, inline (a packet's body, once per packet)
+        # (the offset computed once, for the range test and the access)
         if (
-            bo is not None
-            and va + n <= bo.va + bo.size
-            and (bo.host_access if node is None else node in bo.gpu_nodes)
+            bo is None
+            or (off := va - bo.va) + n > bo.size
+            or not (bo.host_access if node is None else node in bo.gpu_nodes)
         ):
-            off = va - bo.va
-        else:
             bo, off = self._access(pasid, va, n, node)
         if isinstance(data, (bytes, bytearray)):  # a constant tuple: no union built per store
             memoryview(bo.data)[off : off + n] = data  # no intermediate array
@@ -682,13 +681,12 @@ class Memory:
     def store_u64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
         bo = self._hits.get((pasid, va))
         # `_access`'s cache hit, inline (signals, doorbells: several stores per packet)
+        # (the offset computed once, for the range test and the access)
         if (
-            bo is not None
-            and va + 8 <= bo.va + bo.size
-            and (bo.host_access if node is None else node in bo.gpu_nodes)
+            bo is None
+            or (off := va - bo.va) + 8 > bo.size
+            or not (bo.host_access if node is None else node in bo.gpu_nodes)
         ):
-            off = va - bo.va
-        else:
             bo, off = self._access(pasid, va, 8, node)
         _U64.pack_into(bo.data, off, value & 0xFFFFFFFFFFFFFFFF)
         self.store_epoch += 1
@@ -705,13 +703,12 @@ class Memory:
         # One checked access for the load and the store (the write index, twice a packet);
         # `_access`'s cache hit inline.
         bo = self._hits.get((pasid, va))
+        # (the offset computed once, for the range test and the access)
         if (
-            bo is not None
-            and va + 8 <= bo.va + bo.size
-            and (bo.host_access if node is None else node in bo.gpu_nodes)
+            bo is None
+            or (off := va - bo.va) + 8 > bo.size
+            or not (bo.host_access if node is None else node in bo.gpu_nodes)
         ):
-            off = va - bo.va
-        else:
             bo, off = self._access(pasid, va, 8, node)
         old = _I64.unpack_from(bo.data, off)[0]
         _U64.pack_into(bo.data, off, (old + delta) & 0xFFFFFFFFFFFFFFFF)

@@ -355,7 +355,36 @@ class HwScheduler:
     # -- notifications from packet processors ----------------------------------------------
     def queue_changed(self, pp: PacketProcessor) -> None:
         """Something about `pp` changed (doorbell, packet retired, blocked, unblocked, error)."""
-        self._acct(pp)
+        slot = pp.slot
+        if slot is not None and slot == pp.acct_slot and pp.error is None:
+            # `_acct` inline for a queue mapped in the slot its intervals are recorded for
+            # (twice a packet: running <-> idle): only the state can have moved, and the
+            # slot's occupancy goes on. `PacketProcessor.state`'s tests, inline.
+            if pp.blocked_barrier is not None:
+                state = "blocked-on-barrier"
+            elif (
+                pp.inflight
+                or pp._processing
+                or (pp.doorbell_value >= pp.read_index and not pp.stalled_invalid)
+            ):
+                state = "mapped-running"
+            else:
+                state = "mapped-idle"
+            if self._wanting:
+                self._wanting.discard(pp)
+            st = pp.acct_state
+            if state != st:
+                now = self.engine.now
+                dt = now - pp.acct_since
+                if dt:
+                    t = pp.time_in_state
+                    t[st] = t.get(st, 0) + dt
+                    if st in RUNNING_STATES:
+                        self.slot_running_ps[slot] += dt
+                pp.acct_state = state
+                pp.acct_since = now
+        else:
+            self._acct(pp)
         if self._n_mapped == len(self.queues) and self._oversub_since is None:
             # Every queue holds an HQD (so none waits for one, nor for a VMID): nothing to
             # fill, no oversubscription to close, no quantum to arm. Twice per packet.

@@ -1011,13 +1011,18 @@ class KfdProcess:
     # -- interrupts ------------------------------------------------------------------------
     def on_signal_interrupt(self, event_id: int) -> None:
         ev = self.events.get(event_id)
-        page = self.event_page
-        if ev is None or ev.slot is None or page is None:
+        if ev is None or (slot := ev.slot) is None or (page := self.event_page) is None:
             return
-        at = ev.slot * 8
-        if _U64.unpack_from(page.data, at)[0] != UNSIGNALED_EVENT_SLOT:
-            _U64.pack_into(page.data, at, UNSIGNALED_EVENT_SLOT)  # consumed
-            self.signal(ev)
+        data = page.data
+        at = slot * 8
+        if _U64.unpack_from(data, at)[0] != UNSIGNALED_EVENT_SLOT:
+            _U64.pack_into(data, at, UNSIGNALED_EVENT_SLOT)  # consumed
+            # `signal` when it has more to do than set the flag (a trace record, an async
+            # waiter to wake): once per completion signal with an event.
+            if event_id in self._async_ids or self.system.tracer.enabled:
+                self.signal(ev)
+            else:
+                ev.signaled = True
 
     def on_vm_fault(self, node: int, data: dict) -> None:
         """A UTCL2 page fault of this process on GPU `node`, as kfd_int_process_v9.c

@@ -10,6 +10,8 @@ a monitored address wakes whoever watches it).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -89,6 +91,24 @@ class HostMapping:
         if offset < 0 or offset + 8 > self.size:
             self._va(offset, 8)  # raises
         return self._memory.atomic_add_i64(self.pasid, self.address + offset, delta)
+
+    # A word stored to on every packet at one offset (a queue's write index, a signal's value,
+    # a doorbell): the memory model's own store of that word, bound with its address after
+    # `_va`'s bounds check, so a store runs no code of this layer. The model still runs the
+    # BO's MMIO hook (the doorbell) and tells the word's watchers, as store_u64 does.
+    def store_u64_at(self, offset: int) -> Callable[[int], None]:
+        """`store_u64(offset, value)` as `f(value)`; also `store_i64` (the same bits)."""
+        return partial(self._memory.store_u64, self.pasid, self._va(offset, 8))
+
+    def atomic_add_i64_at(self, offset: int) -> Callable[[int], int]:
+        """`atomic_add_i64(offset, delta)` as `f(delta)`."""
+        return partial(self._memory.atomic_add_i64, self.pasid, self._va(offset, 8))
+
+    def va_writer(self) -> Callable[[int, bytes], None]:
+        """`write(va - address, data)` as `f(va, data)`, for a caller whose stores stay inside
+        the mapping by construction (a ring's slots): the memory model's own store, which
+        still checks the range against the BO (a stray address faults, never spills over)."""
+        return partial(self._memory.write, self.pasid)
 
     def atomic_exchange_i64(self, offset: int, value: int) -> int:
         va = self._va(offset, 8)

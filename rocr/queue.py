@@ -125,6 +125,8 @@ class Queue:
         self._ring = th.alloc_memory(0, size * aql.PACKET_SIZE, aql_queue=True)
         th.map_memory_to_gpu(self._ring.address, [agent.node])
         self._ring_bytes = self._ring.mapping.array  # the packets' bytes, written in place
+        # The header store by address (every slot is inside the ring's mapping)
+        self._store_header = self._ring.mapping.va_writer()
         ring = self._ring_bytes[: size * aql.PACKET_SIZE].view(np.uint16)
         ring[:: aql.PACKET_SIZE // 2] = PacketType.INVALID
         self.base_address = self._ring.address
@@ -166,6 +168,8 @@ class Queue:
         # amd_queue_t as 8-byte words, a live view of the CPU mapping: the read index the CP
         # advances is a plain load (as `Signal._value` is), once per packet.
         self._qwords = self._q.array[:AMD_QUEUE_SIZE].view(np.uint64)
+        # write_dispatch_id's atomic add, bound once: a packet each.
+        self._add_write_index = self._q.atomic_add_i64_at(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET)
         self.queue_id = self.resource.QueueId  # the KFD's queue id
         # Checked dispatches by their arguments (Runtime._dispatch): a program sends a few
         # kernels in a few shapes to a queue many times.
@@ -278,7 +282,7 @@ class Queue:
         base = (index % size) * _PACKET_SIZE
         memoryview(self._ring_bytes)[base + 4 : base + _PACKET_SIZE] = raw[4:]
         # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
-        self._ring.mapping.write(base, bytes(raw[:4]))
+        self._store_header(self.base_address + base, raw[:4])
         rt = self.rt
         rt.thunk.host_elapse(self._packet_write_ps)
         if kernarg < 0:
@@ -331,7 +335,7 @@ class Queue:
         ROCr's async events thread have acted. Returns the packet index."""
         if recheck:
             self._check()
-        i = self._q.atomic_add_i64(AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET, 1)
+        i = self._add_write_index(1)
         self._write_raw(i, raw, kernarg)
         if i >> 63:  # not 0 <= i <= I64_MAX (negative: -1)
             as_int(i, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t")

@@ -25,7 +25,7 @@ from rocr.executable import Executable, KernelSymbol, load
 from rocr.loader import fill_hidden, hidden_values
 from rocr.memory import Buffer, MemoryPool
 from rocr.queue import Queue, status_for_error_code
-from rocr.signal import Condition, Signal, SignalPool, WaitState, wait_timeout
+from rocr.signal import _TWO_U64, Condition, Signal, SignalPool, WaitState, wait_timeout
 from rocr.status import Status
 from rocr.validate import (
     as_bool,
@@ -58,6 +58,7 @@ class _TraceAlways:
 
 _TRACE_ALWAYS = _TraceAlways()
 _new_object = object.__new__
+_clear_stamps = _TWO_U64.pack_into  # a re-armed signal's start_ts and end_ts (Signal._rearm)
 _NO_ARGS = ()  # queue.dispatch's default (the empty tuple is one object)
 _SYSTEM = FenceScope.SYSTEM
 _LT, _BLOCKED = Condition.LT, WaitState.BLOCKED
@@ -871,7 +872,8 @@ class Runtime:
             spare = self._spare_signals
             if spare and not (sig := spare[0]).destroyed and sig._value[0] < 1:
                 spare.popleft()
-                sig._rearm(1)
+                sig._store_value(1)  # sig._rearm(1), inline: value 1, timestamps cleared
+                _clear_stamps(sig._stamps, 0, 0, 0)
             else:
                 sig, new = self._completion_signal()
                 ran = ran or new

@@ -149,6 +149,8 @@ class Signal:
         self._value = m.array[self._off + AMD_SIGNAL_VALUE_OFFSET :][:8].view(np.int64)
         # start_ts and end_ts, plain bytes of the same mapping (cleared by _rearm)
         self._stamps = m.array[self._off + AMD_SIGNAL_START_TS_OFFSET :][:16]
+        # The value's store (store_i64 at its offset), bound once: a re-arm per dispatch.
+        self._store_value = m.store_u64_at(self._off + AMD_SIGNAL_VALUE_OFFSET)
 
     def __repr__(self) -> str:
         kind = "interrupt" if self.event is not None else "user"
@@ -303,31 +305,41 @@ class Signal:
                     rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
                 return value, acted
             now = th.host_now()
-            if deadline is None:
-                remaining = INFINITE_MS
-            elif now >= deadline:
-                rt.trace("rocr", "wait times out", value=value)
-                return value, acted
+            if deadline is None and now < spin_end:
+                # The spin of a wait without a deadline (a dispatch's round trip): the general
+                # case below with nothing to bound it but the end of the spin.
+                limit = spin_end if sleep else None
             else:
-                # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the whole
-                # milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with less than
-                # 1 ms left it calls it with 0 and polls the value until the deadline: a spin.
-                remaining = min((deadline - now) // 1_000_000_000, INFINITE_MS - 1)
-            if not sleep or now < spin_end or remaining == 0:
+                if deadline is None:
+                    remaining = INFINITE_MS
+                elif now >= deadline:
+                    rt.trace("rocr", "wait times out", value=value)
+                    return value, acted
+                else:
+                    # ROCr InterruptSignal::WaitRelaxed sleeps in hsaKmtWaitOnEvent for the
+                    # whole milliseconds left (capped below KFD's infinite 0xFFFFFFFF); with
+                    # less than 1 ms left it calls it with 0 and polls the value until the
+                    # deadline: a spin.
+                    remaining = min((deadline - now) // 1_000_000_000, INFINITE_MS - 1)
+                if sleep and now >= spin_end and remaining != 0:
+                    from roct import HsaKmtError, HsaKmtStatus
+
+                    try:
+                        th.wait_on_multiple_events(
+                            [self.event, *rt.async_events()], False, remaining
+                        )
+                    except HsaKmtError as e:
+                        if e.status == HsaKmtStatus.WAIT_FAILURE:
+                            raise rt.stuck_wait(self, cond, compare_value, self.load()) from None
+                        raise
+                    if self.destroyed or rt.closed:
+                        self._live()
+                    continue
                 limit = spin_end if sleep and now < spin_end else None
                 if deadline is not None:
                     limit = deadline if limit is None else min(limit, deadline)
-                if not th.host_step(limit):
-                    raise rt.stuck_wait(self, cond, compare_value, value)
-            else:
-                from roct import HsaKmtError, HsaKmtStatus
-
-                try:
-                    th.wait_on_multiple_events([self.event, *rt.async_events()], False, remaining)
-                except HsaKmtError as e:
-                    if e.status == HsaKmtStatus.WAIT_FAILURE:
-                        raise rt.stuck_wait(self, cond, compare_value, self.load()) from None
-                    raise
+            if not th.host_step(limit):
+                raise rt.stuck_wait(self, cond, compare_value, value)
             # The device ran, and a poll may have run callbacks: either may have ended the
             # signal or the runtime (checked on entry for the first look).
             if self.destroyed or rt.closed:
@@ -353,7 +365,7 @@ class Signal:
     def _rearm(self, value: int) -> None:
         """Reuse a retired completion signal: value back to `value`, timestamps cleared. No
         host-side waiter can be parked on a pooled signal, so no event is set."""
-        self._map.store_i64(self._off + AMD_SIGNAL_VALUE_OFFSET, value)
+        self._store_value(value)
         # Plain stores: nothing watches the timestamps (the CP writes them at retire).
         _TWO_U64.pack_into(self._stamps, 0, 0, 0)
 
@@ -378,8 +390,8 @@ class DoorbellSignal:
 
     def __init__(self, rt: Runtime, resource) -> None:
         self.rt = rt
-        self._db = resource.doorbell
-        self._db_off = resource.doorbell_offset
+        # The MMIO write of the doorbell word, bound once (the mapping checks it once)
+        self._store_db = resource.doorbell.store_u64_at(resource.doorbell_offset)
         self.doorbell_address = resource.Queue_DoorBell
         self._map, self._off = rt.signal_pool.take()
         self.handle = self._map.address + self._off
@@ -394,7 +406,7 @@ class DoorbellSignal:
 
     def store(self, value: int) -> None:
         self._thunk.host_elapse(self._store_ps)
-        self._db.store_u64(self._db_off, value)
+        self._store_db(value)
         self.last_value = value
 
     def release(self) -> None:

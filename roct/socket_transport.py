@@ -21,6 +21,8 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -118,6 +120,18 @@ class SocketMapping:
 
     def atomic_add_i64(self, offset: int, delta: int) -> int:
         return self._atomic(offset, "atomic_add_i64", delta)
+
+    def store_u64_at(self, offset: int) -> Callable[[int], None]:
+        """`store_u64(offset, value)` as `f(value)` (HostMapping.store_u64_at)."""
+        return partial(self.store_u64, self._off(offset, 8))
+
+    def atomic_add_i64_at(self, offset: int) -> Callable[[int], int]:
+        """`atomic_add_i64(offset, delta)` as `f(delta)` (HostMapping.atomic_add_i64_at)."""
+        return partial(self.atomic_add_i64, self._off(offset, 8))
+
+    def va_writer(self) -> Callable[[int, bytes], None]:
+        """`write(va - address, data)` as `f(va, data)` (HostMapping.va_writer)."""
+        return lambda va, data: self.write(va - self.address, data)
 
     def atomic_exchange_i64(self, offset: int, value: int) -> int:
         return self._atomic(offset, "atomic_exchange_i64", value)

@@ -225,16 +225,11 @@ class GridContext:
     and the dispatcher can rerun the batch one workgroup at a time to find which one faults.
     """
 
-    __slots__ = (
-        "kernarg",
-        "workgroup_size",
-        "grid_size",
-        "first",
-        "count",
-        "view",
-        "_lr",
-        "_ids",
-    )
+    # Worked out on first use, class defaults until then (a body that never asks pays
+    # nothing, not even their stores): the ids over the batch (`_build`), and `linear_range`
+    # (False: not worked out yet).
+    _ids: tuple | None = None
+    _lr: tuple[int, int] | None | bool = False
 
     def __init__(
         self,
@@ -251,8 +246,6 @@ class GridContext:
         self.first = first
         self.count = count
         self.view = view
-        self._ids: tuple | None = None
-        self._lr: tuple[int, int] | None | bool = False  # False: not worked out yet
 
     @property
     def linear_range(self) -> tuple[int, int] | None:
