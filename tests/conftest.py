@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,78 @@ import pytest
 
 import rocr
 from rocr import toolchain
+
+_REPO = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+class RoundTripWork:
+    """What `n` warm empty-kernel round trips (`q.dispatch(k, grid=64, workgroup=64).wait()`)
+    executed in this repository's code: bytecodes by file (relative path) and calls by file
+    and qualified name. Counted with sys.settrace, so the same on every machine and load."""
+
+    def __init__(self, n: int, ops: dict[str, int], calls: dict[tuple[str, str], int]) -> None:
+        self.n = n
+        self.ops = ops
+        self.calls = calls
+
+    def per_trip(self, *prefixes: str) -> float:
+        """Bytecodes per round trip in the files whose path starts with one of `prefixes`
+        (a package "rocr/" or a module "hw_model/engine.py")."""
+        return sum(v for f, v in self.ops.items() if f.startswith(prefixes)) / self.n
+
+    def calls_in(self, *prefixes: str) -> dict[str, int]:
+        """Calls over all `n` round trips, by qualified name, of the functions in those files."""
+        out: dict[str, int] = {}
+        for (f, name), v in self.calls.items():
+            if f.startswith(prefixes):
+                out[name] = out.get(name, 0) + v
+        return out
+
+
+@pytest.fixture
+def round_trip_work():
+    """`round_trip_work(n=10, warm=70, rt=None)`: a RoundTripWork of `n` round trips on a
+    gfx900 runtime of its own (or `rt`), after `warm` untimed ones (pooled signals, kept
+    plans, cached ring addresses)."""
+
+    def count(n: int = 10, warm: int = 70, rt=None) -> RoundTripWork:
+        own = rt is None
+        if own:
+            rt = rocr.init(preset="gfx900")
+        try:
+            k = rt.load_code_object("builtin:empty").kernel("empty")
+            q = rt.gpus[0].create_queue(64)
+            for _ in range(warm):
+                q.dispatch(k, grid=64, workgroup=64).wait()
+            ops: dict[str, int] = {}
+            calls: dict[tuple[str, str], int] = {}
+
+            def trace(frame, event, arg):
+                code = frame.f_code
+                f = code.co_filename
+                if not f.startswith(_REPO):
+                    return None
+                f = f[len(_REPO) :].replace(os.sep, "/")
+                if event == "call":
+                    key = (f, code.co_qualname)
+                    calls[key] = calls.get(key, 0) + 1
+                frame.f_trace_opcodes = True
+                if event == "opcode":
+                    ops[f] = ops.get(f, 0) + 1
+                return trace
+
+            sys.settrace(trace)
+            try:
+                for _ in range(n):
+                    q.dispatch(k, grid=64, workgroup=64).wait()
+            finally:
+                sys.settrace(None)
+            return RoundTripWork(n, ops, calls)
+        finally:
+            if own:
+                rt.shutdown()
+
+    return count
 
 
 def pytest_configure(config):

@@ -6,9 +6,7 @@ together. Each answer is the one the longer path gives."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
 
 import pytest
 
@@ -17,7 +15,6 @@ from hw_model.engine import Engine
 from hw_model.structs import AMD_SIGNAL_END_TS_OFFSET, AMD_SIGNAL_START_TS_OFFSET
 from hw_model.system import System
 
-HW = os.sep + "hw_model" + os.sep
 MODULES = (
     "command_processor.py",
     "engine.py",
@@ -28,43 +25,10 @@ MODULES = (
 )
 
 
-def _count_round_trips(n: int) -> tuple[float, dict[str, int]]:
-    """Bytecodes executed in the six device modules per empty-kernel round trip, and the
-    calls made into them (by qualified name) over `n` trips."""
-    rt = rocr.init(preset="gfx900")
-    try:
-        k = rt.load_code_object("builtin:empty").kernel("empty")
-        q = rt.gpus[0].create_queue(64)
-        for _ in range(70):  # warm: pooled signals, every ring slot's address cached
-            q.dispatch(k, grid=64, workgroup=64).wait()
-        ops = 0
-        calls: dict[str, int] = {}
-
-        def trace(frame, event, arg):
-            nonlocal ops
-            code = frame.f_code
-            if not (HW in code.co_filename and code.co_filename.endswith(MODULES)):
-                return None
-            if event == "call":
-                calls[code.co_qualname] = calls.get(code.co_qualname, 0) + 1
-            frame.f_trace_opcodes = True
-            if event == "opcode":
-                ops += 1
-            return trace
-
-        sys.settrace(trace)
-        try:
-            for _ in range(n):
-                q.dispatch(k, grid=64, workgroup=64).wait()
-        finally:
-            sys.settrace(None)
-        return ops / n, calls
-    finally:
-        rt.shutdown()
-
-
-def test_an_empty_kernel_round_trip_stays_within_its_device_budget():
-    per_trip, calls = _count_round_trips(10)
+def test_an_empty_kernel_round_trip_stays_within_its_device_budget(round_trip_work):
+    work = round_trip_work(10)
+    files = tuple("hw_model/" + m for m in MODULES)
+    per_trip, calls = work.per_trip(*files), work.calls_in(*files)
     # 2483 bytecodes in these modules before the scheduler's accounting, the engine's
     # positional post and the host step were trimmed; about 2320 after. The budget leaves
     # room for small changes, not for a return of the keyword calls or the state property.

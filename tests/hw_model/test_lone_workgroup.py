@@ -5,9 +5,7 @@ CU that made it at once."""
 
 from __future__ import annotations
 
-import os
 import random
-import sys
 
 import rocr
 from hw_model import dispatcher as dispatcher_mod
@@ -17,54 +15,22 @@ from hw_model.engine import Engine
 from hw_model.kernels.base import CostProfile
 from hw_model.occupancy import WgRequirements, wg_requirements
 
-HW = os.path.join("hw_model", "")
-MODULES = ("dispatcher.py", "compute_unit.py", "execution.py", os.path.join("kernels", "base.py"))
+MODULES = ("dispatcher.py", "compute_unit.py", "execution.py", "kernels/base.py")
 TEACHING = PRESETS["teaching"]
 
 
-def _round_trips(n: int) -> tuple[float, dict[str, int]]:
-    """Bytecodes per warm empty-kernel round trip on gfx900 in the dispatcher, CU, execution
-    and kernel-context modules, and the calls of each of their functions over `n` trips."""
-    rt = rocr.init(preset="gfx900")
-    try:
-        k = rt.load_code_object("builtin:empty").kernel("empty")
-        q = rt.gpus[0].create_queue(64)
-        for _ in range(5):
-            q.dispatch(k, grid=64, workgroup=64).wait()
-        ops = 0
-        calls: dict[str, int] = {}
-
-        def trace(frame, event, arg):
-            nonlocal ops
-            code = frame.f_code
-            if HW not in code.co_filename or not code.co_filename.endswith(MODULES):
-                return None
-            if event == "call":
-                calls[code.co_qualname] = calls.get(code.co_qualname, 0) + 1
-            frame.f_trace_opcodes = True
-            if event == "opcode":
-                ops += 1
-            return trace
-
-        sys.settrace(trace)
-        try:
-            for _ in range(n):
-                q.dispatch(k, grid=64, workgroup=64).wait()
-        finally:
-            sys.settrace(None)
-        return ops / n, calls
-    finally:
-        rt.shutdown()
-
-
-def test_an_empty_kernels_workgroup_makes_no_group_key_or_spread():
-    per_trip, calls = _round_trips(10)
+def test_an_empty_kernels_workgroup_makes_no_group_key_or_spread(round_trip_work):
+    work = round_trip_work(10)
+    files = tuple("hw_model/" + m for m in MODULES)
+    per_trip, calls = work.per_trip(*files), work.calls_in(*files)
     # 1211 before a lone workgroup went without its group and key, the one-workgroup pass
     # without the loop, the idle CU's spread without its free room; about 955 after.
     assert per_trip <= 1000, per_trip
     for skipped in ("_Group.__init__", "_LazyKey.__get__", "KernelLaunch.group_key"):
         assert skipped not in calls, (skipped, calls)
     assert "ComputeUnit.try_place" not in calls  # the idle CU's spread, remembered
+    # Coordinates are for traces and faults: an untraced run never works them out.
+    assert "KernelLaunch.wg_coords" not in calls
     assert calls["ComputeUnit.allocate"] == calls["ComputeUnit.release"] == 10
     assert calls["ComputeUnit._fire"] == calls["Dispatcher._wg_done"] == 10
 

@@ -5,11 +5,6 @@ the same memory, signals, statuses and waits."""
 
 from __future__ import annotations
 
-import os
-import sys
-from collections import Counter
-from pathlib import Path
-
 import pytest
 
 import rocr
@@ -17,46 +12,15 @@ import rocr.signal as rocr_signal
 from rocr import HsaError
 from rocr.queue import Queue
 
-ROOT = str(Path(__file__).resolve().parents[2]) + os.sep
 
-
-def _layer_bytecodes(rt, n: int = 20) -> Counter[str]:
-    """Bytecodes per warm empty-kernel round trip, by top-level package."""
-    k = rt.load_code_object("builtin:empty").kernel("empty")
-    q = rt.gpus[0].create_queue(64)
-    for _ in range(20):  # warm: the plan, the pooled completion signal
-        q.dispatch(k, grid=64, workgroup=64).wait()
-    ops: Counter[str] = Counter()
-
-    def trace(frame, event, arg):
-        frame.f_trace_opcodes = True
-        if event == "opcode":
-            f = frame.f_code.co_filename
-            if f.startswith(ROOT):
-                ops[f[len(ROOT) :].split(os.sep)[0]] += 1
-        return trace
-
-    sys.settrace(trace)
-    try:
-        for _ in range(n):
-            q.dispatch(k, grid=64, workgroup=64).wait()
-    finally:
-        sys.settrace(None)
-    return Counter({m: v / n for m, v in ops.items()})
-
-
-def test_a_round_trip_runs_no_mapping_code_for_its_word_stores():
+def test_a_round_trip_runs_no_mapping_code_for_its_word_stores(round_trip_work):
     """The write index, header, doorbell and re-arm stores go straight to the memory model,
     the wait's spin skips the deadline arithmetic, the KFD sets an event's flag without a
     call: 795 host bytecodes (rocr 590, rock_emu 197) per round trip before, about 650 after."""
-    rt = rocr.init(preset="gfx900")
-    try:
-        ops = _layer_bytecodes(rt)
-    finally:
-        rt.shutdown()
-    host = ops["rocr"] + ops["roct"] + ops["rock_emu"]
-    assert host <= 680, dict(ops)
-    assert ops["rock_emu"] <= 100, dict(ops)
+    work = round_trip_work(20)
+    host = work.per_trip("rocr/", "roct/", "rock_emu/")
+    assert host <= 680, work.ops
+    assert work.per_trip("rock_emu/") <= 100, work.ops
 
 
 @pytest.fixture
