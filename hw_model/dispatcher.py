@@ -368,6 +368,10 @@ class PartitionPlacement(RoundRobinPlacement):
         return range(lo, max(hi, lo + 1))
 
 
+def _run_index(run: WgRun) -> int:
+    return run.index
+
+
 def _resources(cu: ComputeUnit) -> tuple:
     return (
         list(cu.free_slots),
@@ -947,7 +951,9 @@ class Dispatcher:
             if k.clones is None:
                 k.unwatched = False
         copies: dict[WgRun, list[WgRun]] = {}
-        for run in runs:
+        # In workgroup order: a set of runs iterates by address, which differs from run to
+        # run, and copies starting at one tick reserve the DRAM channel in the order made.
+        for run in sorted(runs, key=_run_index):
             clones = clones_of[run.cu.index]
             mine = []
             for j, c in enumerate(clones, 1):

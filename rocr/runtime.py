@@ -285,7 +285,9 @@ class Runtime:
         self.trace("rocr", "hsa_shut_down")
         if self._copier is not None:
             self._copier.destroy()
-        for q in list(self._queues):
+        # In creation order: a set of queues iterates by address, which differs from run to
+        # run, and the HWS's unmaps and runlists follow the order the queues go.
+        for q in sorted(self._queues, key=lambda q: q.id):
             q.destroy()
         self.thunk.close()
         self.closed = True

@@ -144,3 +144,44 @@ def test_shutdown_releases_memory_and_later_calls_fail(rt):
         rt.create_signal(1)
     assert info.value.status == rocr.Status.ERROR_NOT_INITIALIZED
     del buf, q
+
+
+_TWO_PROCESSES = """
+import hashlib, rocr
+from hw_model.config import system_spec
+a = rocr.init(spec=system_spec("teaching"), trace=True)
+b = rocr.init(system=a.system)
+hs = []
+for rt in (a, b):
+    k = rt.load_code_object("builtin:empty").kernel("empty")
+    for _ in range(3):
+        q = rt.gpus[0].create_queue(64)
+        hs += [q.dispatch(k, grid=256, workgroup=64, barrier=True) for _ in range(2)]
+for h in hs:
+    h.wait()
+del hs
+b.shutdown()
+d = a.system.tracer.dumps()
+a.shutdown()
+print(hashlib.sha256(d.encode() if isinstance(d, str) else d).hexdigest())
+"""
+
+
+def test_the_same_program_gives_the_same_trace_in_every_run():
+    """Two processes oversubscribing the HQDs, one of them shutting down: its queues go in
+    creation order, not in the order a set of them iterates (their addresses, which differ
+    from one run of the interpreter to the next), so the HWS's unmaps and runlists match."""
+    import subprocess
+    import sys
+
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", _TWO_PROCESSES],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.strip()
+        for _ in range(3)
+    }
+    assert len(runs) == 1, runs
