@@ -68,6 +68,7 @@ _PKT = aql.PACKET_SIZE
 _ACQUIRE_SHIFT = aql.HSA_PACKET_HEADER_SCACQUIRE_FENCE_SCOPE
 _RELEASE_SHIFT = aql.HSA_PACKET_HEADER_SCRELEASE_FENCE_SCOPE
 _COMPLETION_OFFSET = aql.COMPLETION_SIGNAL_OFFSET
+_KERNARG_OFFSET = aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET
 _SYSTEM_SCOPE = int(aql.FenceScope.SYSTEM)
 _INVALID = int(PacketType.INVALID)
 _KERNEL_DISPATCH = int(PacketType.KERNEL_DISPATCH)
@@ -490,10 +491,9 @@ class PacketProcessor:
         release = (header >> _RELEASE_SHIFT) & 3
         completion = _U64.unpack_from(raw, _COMPLETION_OFFSET)[0]
         gpu = self.gpu
-        if gpu.memory._l2 and (header >> _ACQUIRE_SHIFT) & 3 == _SYSTEM_SCOPE:
+        if (header >> _ACQUIRE_SHIFT) & 3 == _SYSTEM_SCOPE:
             # The acquire fence: the L2 drops clean lines of coarse-grained memory, so what
-            # the host stored before this packet is seen (docs/memory.md, "Coherence"). With
-            # nothing cached (VRAM and fine-grained memory only) there is nothing to drop.
+            # the host stored before this packet is seen (docs/memory.md, "Coherence").
             gpu.memory.l2_acquire_system(gpu.node)
         if ptype == _KERNEL_DISPATCH:
             entry = _InFlight(idx, "kernel", completion, release)
@@ -628,11 +628,7 @@ class PacketProcessor:
                 # (a kernel registered again under its name since: checked again)
                 if hit is not None and hit[0] is gpu.spec and BUILTINS.get(hit[1].name) is hit[1]:
                     _, kernel, grid, wg, req = hit
-                    kernarg = (
-                        self._kernarg(idx, kd, _U64.unpack_from(raw, 40)[0])
-                        if kd.kernarg_size
-                        else b""
-                    )
+                    kernarg = self._kernarg(idx, kd, _U64.unpack_from(raw, _KERNARG_OFFSET)[0])
                     if kernarg is not None:
                         self._launch(idx, entry, kernel.name, kernel, None, grid, wg, req, kernarg)
                     return
@@ -1041,11 +1037,10 @@ class PacketProcessor:
         mqd = self.mqd
         now = gpu.engine.now
         pasid, node = mqd.pasid, gpu.node
-        if mem._l2 and e.release == _SYSTEM_SCOPE:
+        if e.release == _SYSTEM_SCOPE:
             # The release fence before the completion signal: the L2 writes its dirty bytes
             # of coarse-grained memory back, so a host woken by the signal reads them. An
-            # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence"). With
-            # nothing cached there is nothing to write back.
+            # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence").
             mem.l2_release_system(node)
         slot_va = mqd.ring_base + (e.dispatch_id % (mqd.ring_size // _PKT)) * _PKT
         ring = mem.plain(pasid, slot_va, 2, node)

@@ -281,9 +281,6 @@ class ComputeUnit:
         self._groups: dict[Any, _Group] = {}
         self._t = 0  # tick the groups' progress was last brought up to
         self._event: Event | None = None
-        if n != 4:  # `allocate` and `release` are unrolled for four SIMDs
-            self.allocate = self._any_simds(-1)  # type: ignore[method-assign]
-            self.release = self._any_simds(1)  # type: ignore[method-assign]
 
     def attach(self, engine: Engine, on_compute_done: Callable[[WgRun], None]) -> None:
         """Connect the CU to the clock and to whoever retires its workgroups."""
@@ -345,120 +342,54 @@ class ComputeUnit:
         if not resident:
             self._busy_since = now
         self.resident_wgs = resident + 1
-        # Four SIMDs (every GCN/CDNA CU; `_any_simds` otherwise), unrolled: a spread
-        # usually leaves most of them untouched; a one-wave workgroup uses one.
-        if req.waves == 1:
+        w = req.waves
+        if w == 1:  # one SIMD to charge (an empty kernel's workgroup): no walk over all
             i = counts.index(1)
             self.free_slots[i] -= 1
             self.free_vgprs[i] -= req.vgprs
             self.free_sgprs[i] -= req.sgprs
-            self.free_wave_slots -= 1
-            if req.lds:
-                self.free_lds -= req.lds
-            if req.barrier:
-                self.free_barriers -= 1
-            if req.scratch:
-                self.free_scratch_slots -= 1
-            return
-        c0, c1, c2, c3 = counts
-        if c0:
-            self.free_slots[0] -= c0
-            self.free_vgprs[0] -= c0 * req.vgprs
-            self.free_sgprs[0] -= c0 * req.sgprs
-        if c1:
-            self.free_slots[1] -= c1
-            self.free_vgprs[1] -= c1 * req.vgprs
-            self.free_sgprs[1] -= c1 * req.sgprs
-        if c2:
-            self.free_slots[2] -= c2
-            self.free_vgprs[2] -= c2 * req.vgprs
-            self.free_sgprs[2] -= c2 * req.sgprs
-        if c3:
-            self.free_slots[3] -= c3
-            self.free_vgprs[3] -= c3 * req.vgprs
-            self.free_sgprs[3] -= c3 * req.sgprs
-        self.free_wave_slots -= req.waves
+        else:
+            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
+            rv, rs = req.vgprs, req.sgprs
+            for i, c in enumerate(counts):
+                if c:
+                    slots[i] -= c
+                    vg[i] -= c * rv
+                    sg[i] -= c * rs
+        self.free_wave_slots -= w
         if req.lds:
             self.free_lds -= req.lds
         if req.barrier:
             self.free_barriers -= 1
         if req.scratch:
-            self.free_scratch_slots -= req.waves
+            self.free_scratch_slots -= w
 
     def release(self, req: WgRequirements, counts: list[int], now: int) -> None:
-        if req.waves == 1:  # (as in `allocate`)
+        w = req.waves
+        if w == 1:  # (as in `allocate`)
             i = counts.index(1)
             self.free_slots[i] += 1
             self.free_vgprs[i] += req.vgprs
             self.free_sgprs[i] += req.sgprs
-            self.free_wave_slots += 1
-            if req.lds:
-                self.free_lds += req.lds
-            if req.barrier:
-                self.free_barriers += 1
-            if req.scratch:
-                self.free_scratch_slots += 1
-            left = self.resident_wgs = self.resident_wgs - 1
-            self.wgs_run += 1
-            if not left:
-                self.busy_ps += now - self._busy_since
-            return
-        c0, c1, c2, c3 = counts  # (unrolled as in `allocate`)
-        if c0:
-            self.free_slots[0] += c0
-            self.free_vgprs[0] += c0 * req.vgprs
-            self.free_sgprs[0] += c0 * req.sgprs
-        if c1:
-            self.free_slots[1] += c1
-            self.free_vgprs[1] += c1 * req.vgprs
-            self.free_sgprs[1] += c1 * req.sgprs
-        if c2:
-            self.free_slots[2] += c2
-            self.free_vgprs[2] += c2 * req.vgprs
-            self.free_sgprs[2] += c2 * req.sgprs
-        if c3:
-            self.free_slots[3] += c3
-            self.free_vgprs[3] += c3 * req.vgprs
-            self.free_sgprs[3] += c3 * req.sgprs
-        self.free_wave_slots += req.waves
+        else:
+            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
+            rv, rs = req.vgprs, req.sgprs
+            for i, c in enumerate(counts):
+                if c:
+                    slots[i] += c
+                    vg[i] += c * rv
+                    sg[i] += c * rs
+        self.free_wave_slots += w
         if req.lds:
             self.free_lds += req.lds
         if req.barrier:
             self.free_barriers += 1
         if req.scratch:
-            self.free_scratch_slots += req.waves
+            self.free_scratch_slots += w
         left = self.resident_wgs = self.resident_wgs - 1
         self.wgs_run += 1
         if not left:
             self.busy_ps += now - self._busy_since
-
-    def _any_simds(self, sign: int) -> Callable[[WgRequirements, list[int], int], None]:
-        """`allocate` (sign -1) or `release` (+1) for a CU of any number of SIMDs, the
-        per-SIMD part looped."""
-
-        def apply(req: WgRequirements, counts: list[int], now: int) -> None:
-            if sign < 0 and not self.resident_wgs:
-                self._busy_since = now
-            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
-            rv, rs = req.vgprs, req.sgprs
-            for i, c in enumerate(counts):
-                if c:
-                    slots[i] += sign * c
-                    vg[i] += sign * c * rv
-                    sg[i] += sign * c * rs
-            self.free_wave_slots += sign * req.waves
-            self.free_lds += sign * req.lds
-            if req.barrier:
-                self.free_barriers += sign
-            if req.scratch:
-                self.free_scratch_slots += sign * req.waves
-            self.resident_wgs -= sign
-            if sign > 0:
-                self.wgs_run += 1
-                if not self.resident_wgs:
-                    self.busy_ps += now - self._busy_since
-
-        return apply
 
     # -- timing ----------------------------------------------------------------------------
     def begin(self, run: WgRun, timing: WaveTiming, now: int) -> None:

@@ -613,9 +613,8 @@ class Memory:
     def write(self, pasid: int, va: int, data: bytes | np.ndarray, node: int | None = None) -> None:
         """A store by the host (node None) or a GPU; MMIO BOs see it through their hook."""
         n = len(data)
-        bo = self._hits.get((pasid, va))
         # `_access`'s cache hit, inline (a packet's body, once per packet)
-        # (the offset computed once, for the range test and the access)
+        bo = self._hits.get((pasid, va))
         if (
             bo is None
             or (off := va - bo.va) + n > bo.size
@@ -679,9 +678,8 @@ class Memory:
         return _I64.unpack_from(bo.data, off)[0]
 
     def store_u64(self, pasid: int, va: int, value: int, node: int | None = None) -> None:
-        bo = self._hits.get((pasid, va))
         # `_access`'s cache hit, inline (signals, doorbells: several stores per packet)
-        # (the offset computed once, for the range test and the access)
+        bo = self._hits.get((pasid, va))
         if (
             bo is None
             or (off := va - bo.va) + 8 > bo.size
@@ -703,7 +701,6 @@ class Memory:
         # One checked access for the load and the store (the write index, twice a packet);
         # `_access`'s cache hit inline.
         bo = self._hits.get((pasid, va))
-        # (the offset computed once, for the range test and the access)
         if (
             bo is None
             or (off := va - bo.va) + 8 > bo.size

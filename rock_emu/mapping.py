@@ -18,7 +18,6 @@ import numpy as np
 from hw_model.memory import BufferObject, MemKind, Memory
 
 _U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
 
 
 class HostMapping:
@@ -56,15 +55,8 @@ class HostMapping:
     # itself, as the checked path would after its lookup; any other load takes the checked
     # path (and faults or raises as it does).
     def load_i64(self, offset: int) -> int:
-        bo = self._bo
-        if (
-            0 <= offset <= self.size - 8
-            and not self.is_mmio
-            and bo.host_access
-            and self._memory.bos.get(bo.handle) is bo
-        ):
-            return _I64.unpack_from(bo.data, offset)[0]
-        return self._memory.load_i64(self.pasid, self._va(offset, 8))
+        v = self.load_u64(offset)  # the same checks and bits, read as two's complement
+        return v - (1 << 64) if v >> 63 else v
 
     def load_u64(self, offset: int) -> int:
         bo = self._bo

@@ -34,11 +34,11 @@ def make_system(c):
     return f"/v1/systems/{d['id']}", {"Authorization": f"Bearer {d['token']}"}
 
 
-def test_light_calls_need_no_emulation_thread(one_thread):
-    url = one_thread.url
-    c = httpx.Client(base_url=url, timeout=JOIN_S)
+def busy_wait(server, c):
+    """A system whose wait on a kernel of hours holds the server's only emulation thread:
+    (its path, its auth header, the waiting thread, the dict its answer lands in), returned
+    once the wait is running."""
     busy, busy_auth = make_system(c)
-    quiet, auth = make_system(c)
     assert c.post(busy + "/executables", json={"source": "builtin:empty"}, headers=busy_auth)
     q = c.post(busy + "/queues", json={"agent": 1, "size": 64}, headers=busy_auth).json()
     d = c.post(
@@ -46,11 +46,11 @@ def test_light_calls_need_no_emulation_thread(one_thread):
         json={"kernel": "empty", "grid": HUGE, "workgroup": 1024},
         headers=busy_auth,
     ).json()
-    answer = {}
+    answer: dict = {}
 
     def wait():
         answer["r"] = httpx.post(
-            f"{url}{busy}/signals/{d['signal']}/wait",
+            f"{server.url}{busy}/signals/{d['signal']}/wait",
             json={"condition": "EQ", "compare_value": 0},
             headers=busy_auth,
             timeout=JOIN_S * 2,
@@ -58,9 +58,17 @@ def test_light_calls_need_no_emulation_thread(one_thread):
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    engine = one_thread.app.state.registry.get_admin(busy.rsplit("/", 1)[1]).rt.system.engine
+    engine = server.app.state.registry.get_admin(busy.rsplit("/", 1)[1]).rt.system.engine
     fired = engine.events_fired
     until(lambda: engine.events_fired > fired, "the wait never ran")
+    return busy, busy_auth, waiter, answer
+
+
+def test_light_calls_need_no_emulation_thread(one_thread):
+    url = one_thread.url
+    c = httpx.Client(base_url=url, timeout=JOIN_S)
+    busy, busy_auth, waiter, answer = busy_wait(one_thread, c)
+    quiet, auth = make_system(c)
     # The only emulation thread runs the busy system's wait; the other system's light calls
     # are served all the same, with the answers a thread would give.
     short = httpx.Client(base_url=url, timeout=20)
@@ -142,29 +150,7 @@ def test_a_small_loop_needs_no_emulation_thread(one_thread):
     does what a local one does (same result, same simulated time at the wait's return)."""
     url = one_thread.url
     c = httpx.Client(base_url=url, timeout=JOIN_S)
-    busy, busy_auth = make_system(c)
-    assert c.post(busy + "/executables", json={"source": "builtin:empty"}, headers=busy_auth)
-    q = c.post(busy + "/queues", json={"agent": 1, "size": 64}, headers=busy_auth).json()
-    d = c.post(
-        f"{busy}/queues/{q['id']}/dispatch",
-        json={"kernel": "empty", "grid": HUGE, "workgroup": 1024},
-        headers=busy_auth,
-    ).json()
-    answer = {}
-
-    def wait():
-        answer["r"] = httpx.post(
-            f"{url}{busy}/signals/{d['signal']}/wait",
-            json={"condition": "EQ", "compare_value": 0},
-            headers=busy_auth,
-            timeout=JOIN_S * 2,
-        )
-
-    waiter = threading.Thread(target=wait, daemon=True)
-    waiter.start()
-    engine = one_thread.app.state.registry.get_admin(busy.rsplit("/", 1)[1]).rt.system.engine
-    fired = engine.events_fired
-    until(lambda: engine.events_fired > fired, "the wait never ran")
+    busy, busy_auth, waiter, answer = busy_wait(one_thread, c)
 
     n = 4096
     x = np.arange(n, dtype=np.float32) / 7
