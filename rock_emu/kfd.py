@@ -68,6 +68,7 @@ _QUEUE_TYPE_NAMES = {
 }
 KFD_FIRST_NONSIGNAL_EVENT_ID = 0x80000000  # ids above the signal-event range (guess)
 EVENT_PAGE_SIZE = io.KFD_SIGNAL_EVENT_LIMIT * 8
+_SIGNAL_EVENT_LIMIT = io.KFD_SIGNAL_EVENT_LIMIT  # signal events' ids (slots) are below it
 DEBUGFS_ROOT = "/sys/kernel/debug/kfd"  # kfd_debugfs.c: mqds, hqds, rls
 # Where a process's ordinary (malloc) memory lives; the GPU cannot see it. Linux x86-64
 # heaps sit around 0x55.. (ASLR); any address below the 47-bit user limit would do.
@@ -161,6 +162,8 @@ class KfdProcess:
         self.queues: dict[int, Queue] = {}
         self.events: dict[int, Event] = {}
         self.event_page: BufferObject | None = None
+        # The event page as its 8-byte slots (kfd_events.c page_slots), read on each interrupt
+        self.event_slots = None
         self.doorbell_frames: dict[int, BufferObject] = {}  # gpu_id -> doorbell BO
         self.vm_faults: list[dict] = []
         self.evicted: set[int] = set()  # gpu_ids whose queues a VM fault evicted (qpd->evicted)
@@ -851,6 +854,7 @@ class KfdProcess:
                     f"than KFD_SIGNAL_EVENT_LIMIT * 8 = {EVENT_PAGE_SIZE}",
                 )
             self.event_page = bo
+            self.event_slots = bo.data[:EVENT_PAGE_SIZE].view("<u8")
             bo.data[:EVENT_PAGE_SIZE] = 0xFF  # every slot UNSIGNALED
         if a.event_type == io.KFD_IOC_EVENT_SIGNAL:
             if self.event_page is None:
@@ -1009,21 +1013,6 @@ class KfdProcess:
         self._user_write(a.events_ptr, bytes(out))
 
     # -- interrupts ------------------------------------------------------------------------
-    def on_signal_interrupt(self, event_id: int) -> None:
-        ev = self.events.get(event_id)
-        if ev is None or (slot := ev.slot) is None or (page := self.event_page) is None:
-            return
-        data = page.data
-        at = slot * 8
-        if _U64.unpack_from(data, at)[0] != UNSIGNALED_EVENT_SLOT:
-            _U64.pack_into(data, at, UNSIGNALED_EVENT_SLOT)  # consumed
-            # `signal` when it has more to do than set the flag (a trace record, an async
-            # waiter to wake): once per completion signal with an event.
-            if event_id in self._async_ids or self.system.tracer.enabled:
-                self.signal(ev)
-            else:
-                ev.signaled = True
-
     def on_vm_fault(self, node: int, data: dict) -> None:
         """A UTCL2 page fault of this process on GPU `node`, as kfd_int_process_v9.c
         event_interrupt_wq_v9 handles a VMC/UTCL2 client: kfd_smi_event_update_vmfault, then
@@ -1395,6 +1384,26 @@ class Kfd:
         if p is None:
             return
         if source == IRQ_SIGNAL_EVENT:
-            p.on_signal_interrupt(data["event_id"])
+            # kfd_signal_event_interrupt (kfd_events.c), here rather than in a method of the
+            # process as it runs once per completion signal with an event. A whole event id:
+            # lookup_signaled_event_by_partial_id's fast path, the slot first (a signal
+            # event's id is its slot; no other event has an id below the limit), then the
+            # event; set_event_from_interrupt: acknowledge_signal, then set_event.
+            event_id = data["event_id"]
+            slots = p.event_slots
+            if slots is None or event_id >= _SIGNAL_EVENT_LIMIT:
+                return
+            if slots[event_id] == UNSIGNALED_EVENT_SLOT:
+                return
+            ev = p.events.get(event_id)
+            if ev is None:
+                return
+            slots[event_id] = UNSIGNALED_EVENT_SLOT
+            # `signal` when it has more to do than set the flag (a trace record, an async
+            # waiter to wake).
+            if event_id in p._async_ids or self.system.tracer.enabled:
+                p.signal(ev)
+            else:
+                ev.signaled = True
         elif source == IRQ_VM_FAULT:
             p.on_vm_fault(node, data)

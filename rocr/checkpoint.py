@@ -45,7 +45,7 @@ from rocr.status import Status
 log = logging.getLogger("hsaemu.checkpoint")
 
 MAGIC = b"hsaemu-checkpoint\n"
-FORMAT = 3  # bumped when what a checkpoint holds changes
+FORMAT = 4  # bumped when what a checkpoint holds changes
 SUFFIX = ".ckpt"
 # The object graph is deep (engine event heaps, linked trace rings): pickle recurses per level.
 RECURSION_LIMIT = 100_000

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,15 +30,17 @@ from hw_model.structs import (
     HsaQueueFeature,
     HsaQueueType,
 )
+from rocr import signal as _signal
 from rocr.errors import HsaError
+from rocr.executable import KernelSymbol
+from rocr.signal import _TWO_U64, Condition, DoorbellSignal, Signal, WaitState, wait_timeout
 from rocr.status import Status, status_c_name
-from rocr.validate import I64_MAX, as_bytes, as_int, as_u64, cu_mask, show
+from rocr.validate import I64_MAX, as_bytes, as_int, as_u64, cu_mask, plain_dims, show
 from roct import HsaKmtError
 
 if TYPE_CHECKING:
     from rocr.agent import Agent
     from rocr.runtime import Runtime
-    from rocr.signal import DoorbellSignal, Signal
 
 Packet = (
     aql.KernelDispatchPacket
@@ -92,6 +94,49 @@ def kmt_priority(priority: int) -> int:
 _PACKET_SIZE = aql.PACKET_SIZE
 _READ_WORD = AMD_QUEUE_READ_DISPATCH_ID_OFFSET // 8  # read_dispatch_id in Queue._qwords
 assert AMD_QUEUE_READ_DISPATCH_ID_OFFSET % 8 == 0
+# A kernel dispatch packet after its header: the 36 bytes up to kernel_object (a dispatch
+# plan's), then kernarg_address, reserved2 and completion_signal.
+_pack_body = struct.Struct("<36sQQQ").pack_into
+# hsa_kernel_dispatch_packet_t up to kernel_object (a dispatch plan's: header, then the 36)
+_HEAD_STRUCT = struct.Struct(aql.KernelDispatchPacket.STRUCT.format[:-3])
+assert _HEAD_STRUCT.size == aql.KERNEL_DISPATCH_KERNARG_ADDRESS_OFFSET == 40
+_new_object = object.__new__
+_clear_stamps = _TWO_U64.pack_into  # a re-armed signal's start_ts and end_ts (Signal._rearm)
+_NO_ARGS = ()  # queue.dispatch's default (the empty tuple is one object)
+_SYSTEM = aql.FenceScope.SYSTEM
+_LT, _BLOCKED = Condition.LT, WaitState.BLOCKED
+
+# Dispatch plans kept per queue (Queue.dispatch): more shapes than a program cycles through,
+# few enough that a sweep over many shapes does not grow the dict without bound (a guess).
+_PLANS_PER_QUEUE = 64
+# The types of a fence scope a dispatch plan's key may hold: alike when equal (SYSTEM == 2).
+_SCOPE_TYPES = frozenset({aql.FenceScope, int})
+
+
+def _packet_head(kernel: KernelSymbol, f: dict[str, Any]) -> tuple[int, ...]:
+    """The fields of a kernel dispatch packet for checked fields `f`, in
+    hsa_kernel_dispatch_packet_t order, up to kernel_object (kernarg_address, reserved2 and
+    completion_signal follow)."""
+    g3, w3 = f["grid"], f["workgroup"]
+    return (
+        aql.make_header(
+            PacketType.KERNEL_DISPATCH,
+            barrier=f["barrier"],
+            acquire=f["acquire"],
+            release=f["release"],
+        ),
+        f["dims"],
+        w3[0],
+        w3[1],
+        w3[2],
+        0,
+        g3[0],
+        g3[1],
+        g3[2],
+        kernel.private_segment_size,
+        f["group_segment_size"],
+        kernel.kernel_object,
+    )
 
 
 def status_for_error_code(code: int) -> tuple[Status, str]:
@@ -145,8 +190,6 @@ class Queue:
             write_ptr=self.address + AMD_QUEUE_WRITE_DISPATCH_ID_OFFSET,
             priority=priority,
         )
-        from rocr.signal import DoorbellSignal
-
         self.doorbell_signal: DoorbellSignal = DoorbellSignal(rt, self.resource)
         amd = AmdQueue(
             hsa_queue=HsaQueue(
@@ -266,6 +309,15 @@ class Queue:
         self._check()
         self._write_raw(index, raw)
 
+    def _slot_taken(self, index: int, read: int) -> None:
+        """Packet `index` does not fit between the read index and the end of the ring."""
+        raise HsaError(
+            Status.ERROR_INVALID_ARGUMENT,
+            f"slot for packet {index} is not free: the CP has retired up to "
+            f"{read} and the ring holds {self.size} packets (valid indices "
+            f"{read}..{read + self.size - 1})",
+        )
+
     def _write_raw(self, index: int, raw: bytes, kernarg: int = -1) -> None:
         """write_packet for a checked index and 64 checked bytes, on a checked queue.
         `kernarg`: the kernarg_address of a kernel dispatch packet, when the caller knows it
@@ -273,12 +325,7 @@ class Queue:
         read = int(self._qwords[_READ_WORD])
         size = self.size
         if index < read or index >= read + size:
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"slot for packet {index} is not free: the CP has retired up to "
-                f"{read} and the ring holds {self.size} packets (valid indices "
-                f"{read}..{read + self.size - 1})",
-            )
+            self._slot_taken(index, read)
         base = (index % size) * _PACKET_SIZE
         memoryview(self._ring_bytes)[base + 4 : base + _PACKET_SIZE] = raw[4:]
         # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
@@ -327,26 +374,6 @@ class Queue:
         if rt._async_pending:
             rt.poll_async()
 
-    def _publish(self, raw: bytes, recheck: bool, kernarg: int = -1) -> int:
-        """add_write_index(1), write_packet and ring_doorbell of a checked packet, on a queue
-        `_check`ed since the device last ran (else `recheck`). The queue is checked and the
-        async events polled again only where the device may have run since the last check
-        (after the packet write's host time, after the doorbell store's), as only then can
-        ROCr's async events thread have acted. Returns the packet index."""
-        if recheck:
-            self._check()
-        i = self._add_write_index(1)
-        self._write_raw(i, raw, kernarg)
-        if i >> 63:  # not 0 <= i <= I64_MAX (negative: -1)
-            as_int(i, "index", 0, I64_MAX, why="the doorbell takes a packet index, an int64_t")
-        # The packet write took host time: the device ran meanwhile. Only a poll with
-        # something to look at can have run callbacks (which may end the queue or the
-        # runtime, or set its error): without one the check before still stands.
-        if self.rt._async_pending:
-            self._check()
-        self._doorbell(i)
-        return i
-
     @property
     def doorbell_value(self) -> int | None:
         return self.doorbell_signal.last_value
@@ -364,23 +391,172 @@ class Queue:
         barrier: bool = False,
         acquire: aql.FenceScope = aql.FenceScope.SYSTEM,
         release: aql.FenceScope = aql.FenceScope.SYSTEM,
-    ):
+    ) -> DispatchHandle:
         """Pack kernargs, write a kernel dispatch packet, ring the doorbell.
 
-        Returns a DispatchHandle whose `.wait()` waits for the completion signal.
+        Returns a DispatchHandle whose `.wait()` waits for the completion signal. Everything
+        it is given is checked before anything is allocated or written (a refused dispatch
+        leaves no signal, kernarg or reserved slot behind).
         """
-        return self.rt._dispatch(
-            self,
-            kernel,
-            grid,
-            workgroup,
-            args,
-            completion_signal,
-            group_segment_size,
-            barrier,
-            acquire,
-            release,
-        )
+        rt = self.rt
+        if "_dispatch" in rt.__dict__ and not rt._tool_dispatch:
+            # A tool watches the runtime's dispatches: it replaced `rt._dispatch` on the
+            # runtime (as HSA tools wrap the API table), and that runs this dispatch.
+            return rt._dispatch(
+                self,
+                kernel,
+                grid,
+                workgroup,
+                args,
+                completion_signal,
+                group_segment_size,
+                barrier,
+                acquire,
+                release,
+            )
+        # A poll that had something to look at may have run callbacks (anything at all):
+        # the queue is checked again before its slot is taken, as if the device had run.
+        if rt.closed or rt._async_pending:
+            rt._check()
+            ran = self._check()
+        else:  # nothing to raise or poll: _check only looks at the queue itself
+            ran = (self.destroyed or self.error is not None) and self._check()
+        if completion_signal is not None and not isinstance(completion_signal, Signal):
+            raise HsaError(
+                Status.ERROR_INVALID_ARGUMENT,
+                f"completion_signal must be a Signal (rt.create_signal(1)) or None, got "
+                f"{show(completion_signal)} ({type(completion_signal).__name__})",
+            )
+        # A program sends a few kernels in a few shapes to a queue many times: what the
+        # checks of a (kernel, geometry, LDS size, barrier, fences) make of them is kept per
+        # queue (the queue's agent fixes every limit). Only arguments of exactly these types
+        # make a key, as values of others can hash alike (True == 1 == 1.0) and be refused.
+        # (`x is False or x is True` is `type(x) is bool`; the default fence scope is tested
+        # by identity first.)
+        if (
+            type(kernel) is KernelSymbol
+            and (type(grid) is int and type(workgroup) is int or plain_dims(grid, workgroup))
+            and (group_segment_size is None or type(group_segment_size) is int)
+            and (barrier is False or barrier is True)
+            and (acquire is _SYSTEM or type(acquire) in _SCOPE_TYPES)
+            and (release is _SYSTEM or type(release) in _SCOPE_TYPES)
+        ):
+            key = (kernel, grid, workgroup, group_segment_size, barrier, acquire, release)
+            plan = self._plans.get(key)
+        else:
+            plan = key = None
+        if plan is None:
+            mine = isinstance(kernel, KernelSymbol) and kernel.rt is rt
+            k_agent = kernel.agent if mine else None
+            if k_agent is not None and k_agent is not self.agent:
+                raise HsaError(
+                    Status.ERROR_INVALID_ARGUMENT,
+                    f"kernel {kernel.name} was loaded for {k_agent!r} but queue {self.id} is "
+                    f"on {self.agent!r}: load the code object for the queue's agent",
+                )
+            f = rt._dispatch_fields(
+                kernel,
+                grid,
+                workgroup,
+                args,
+                completion_signal,
+                group_segment_size,
+                barrier,
+                acquire,
+                release,
+                self.agent,
+            )
+            values = f["args"]
+            geo = {k: f[k] for k in ("grid", "workgroup", "dims", "group_segment_size")}
+            # A kernel without arguments has the same kernarg bytes every time.
+            data = None if kernel.args else rt._kernarg_bytes(kernel, geo, (), self)
+            # The packet's first 40 bytes are the plan's (its header, the 36 bytes after it);
+            # kernarg_address, reserved2 and completion_signal follow per dispatch.
+            head = _HEAD_STRUCT.pack(*_packet_head(kernel, f))
+            plan = (head[:4], head[4:], data, geo)
+            if key is not None:
+                if len(self._plans) >= _PLANS_PER_QUEUE:
+                    self._plans.clear()
+                self._plans[key] = plan
+        else:
+            # The checks a kept plan does not stand for, in _dispatch_fields' order. A kernel
+            # without arguments given none (the default) needs no values: its kernarg bytes
+            # are in the plan (and `values` is not read).
+            if args is not _NO_ARGS or kernel.args:
+                values = kernel.check_args(args, rt)
+            if completion_signal is not None:
+                rt._own_signal(completion_signal, "completion_signal")
+        # Opens the dispatch's trace flow: the ioctls a new completion signal or kernarg chunk
+        # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
+        switch = rt._trace_switch
+        if switch.enabled:
+            rt.trace("rocr", "Queue.dispatch", queue=self.id, kernel=kernel.name)
+        if completion_signal is None:
+            # rt._completion_signal's pooled case inline: a retired signal re-armed, no ioctl.
+            spare = rt._spare_signals
+            if spare and not (sig := spare[0]).destroyed and sig._value[0] < 1:
+                spare.popleft()
+                sig._store_value(1)  # sig._rearm(1), inline: value 1, timestamps cleared
+                _clear_stamps(sig._stamps, 0, 0, 0)
+            else:
+                sig, new = rt._completion_signal()
+                ran = ran or new
+        else:
+            sig = completion_signal
+        header, body, data, geo = plan
+        if kernel.kernarg_size:
+            if data is None:
+                data = rt._kernarg_bytes(kernel, geo, values, self)
+            chunk = rt._kernarg_chunk
+            kernarg = rt._kernarg(data)
+            ran = ran or rt._kernarg_chunk is not chunk  # a new chunk: ioctls
+        else:
+            kernarg = 0
+        # add_write_index(1), write_packet and ring_doorbell (_write_raw and _doorbell for a
+        # kernel dispatch packet, inline: the same stores in the same order, once per
+        # dispatch). The queue was checked above; again if an ioctl or a callback since let
+        # the device run. Every field was checked: the packet's bytes go straight into the
+        # ring (the pydantic packet is for callers who build packets themselves).
+        if ran:
+            self._check()
+        i = self._add_write_index(1)
+        read = int(self._qwords[_READ_WORD])
+        size = self.size
+        if i < read or i >= read + size:  # (also a negative index: a write index >= 2**63)
+            self._slot_taken(i, read)
+        base = (i % size) * _PACKET_SIZE
+        _pack_body(self._ring_bytes, base + 4, body, kernarg, 0, sig.handle)
+        # The 32-bit header+setup store publishes the packet (ROCr: __atomic_store_n release).
+        self._store_header(self.base_address + base, header)
+        th = rt.thunk
+        th.host_elapse(self._packet_write_ps)
+        if kernarg:  # no kernarg chunk holds address 0
+            rt._note_packet(self, i, kernarg)
+        if switch.enabled:
+            rt.trace("rocr", f"write packet {i}", type="KERNEL_DISPATCH", queue=self.id)
+        # The packet write took host time: the device ran meanwhile. Only a poll with
+        # something to look at can have run callbacks (which may end the queue or the
+        # runtime, or set its error): without one the check before still stands.
+        if rt._async_pending:
+            self._check()
+        db = self.doorbell_signal
+        if switch.enabled:
+            rt.trace(
+                "rocr", "ring doorbell", queue=self.id, value=i, doorbell=hex(db.doorbell_address)
+            )
+        # db.store(i): ROCr's DoorbellSignal::StoreRelease, the MMIO write of the index
+        th.host_elapse(db._store_ps)
+        db._store_db(i)
+        db.last_value = i
+        if rt._async_pending:
+            rt.poll_async()
+        # DispatchHandle(self, i, sig, completion_signal is None) without the call: this queue's
+        # runtime is the one the signal goes back to.
+        h = _new_object(DispatchHandle)
+        h.queue, h.index, h.signal = self, i, sig
+        if completion_signal is None:
+            h._recycle = rt
+        return h
 
     def submit(self, packet: Packet | bytes) -> int:
         """Reserve a slot, write the packet, ring the doorbell; returns the packet index."""
@@ -426,6 +602,115 @@ class Queue:
             th.free_memory(alloc.address)
         self.destroyed = True
         self.rt._queues.discard(self)
+
+
+class DispatchHandle:
+    """What `queue.dispatch()` returns: the packet index and its completion signal.
+
+    A completion signal the runtime made for the dispatch belongs to the handle: while the
+    handle lives the signal is the caller's to load, wait on and read timestamps from; once
+    the handle is gone (and the packet has retired) the signal goes back to the runtime's
+    pool, as HIP's and ROCr's own pools of completion signals are reused, so a loop of
+    dispatches keeps a flat number of signals and KFD events. `detach_signal()` keeps it.
+    """
+
+    # The runtime to hand the signal back to when the handle goes (__del__ is a tenth of the
+    # cost of a weakref.finalize, which a dispatch would pay every time). None on the class:
+    # a handle whose __init__ did not finish has nothing to hand back.
+    _recycle: Runtime | None = None
+
+    def __init__(self, queue: Queue, index: int, signal: Signal, owns_signal: bool) -> None:
+        self.queue = queue
+        self.index = index
+        self.signal = signal
+        if owns_signal:
+            if type(queue) is Queue:  # this module's queue: its rt is a Runtime
+                self._recycle = queue.rt
+            else:
+                from rocr.runtime import Runtime  # (which imports this module)
+
+                rt = getattr(queue, "rt", None)
+                if isinstance(rt, Runtime):
+                    self._recycle = rt
+
+    def detach_signal(self) -> Signal:
+        """Take the completion signal for good: it is no longer returned to the pool when the
+        handle goes; destroy it yourself (hsa_signal_destroy) when done."""
+        self._recycle = None
+        return self.signal
+
+    def __del__(self) -> None:
+        rt = self._recycle
+        # (A closed runtime's pool is never drawn from again: no need to test for it.)
+        if rt is not None and not self.signal.destroyed:
+            rt._spare_signals.append(self.signal)
+
+    def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
+        """Wait for the packet to retire (its completion signal below 1).
+
+        `timeout_ns` bounds the wait in simulated time, as hsa_signal_wait's timeout does
+        (negative: HSA_STATUS_ERROR_INVALID_ARGUMENT); a packet not retired by then raises
+        HsaError(ERROR) naming it (`handle.signal.wait` returns the value instead). A wait
+        that can never finish raises at once; if the queue was stopped by an error, the
+        message's first line says which queue and why."""
+        sig = self.signal
+        if type(sig) is Signal:
+            # A local signal: Signal.wait without re-checking the constant condition; the
+            # poll it ends with stands for _queue_error's unless it ran callbacks.
+            rt = sig.rt
+            if timeout_ns is None and not (
+                sig.destroyed or rt.closed or rt._async_pending or rt._trace_switch.enabled
+            ):
+                # The usual round trip: the device runs the whole kernel within the first host
+                # step of the spin. Signal._wait's first two looks and that step, here: it is
+                # untraced, and a poll with nothing pending does nothing. The rest, if any, is
+                # Signal._wait's loop from the same start (the plain loads changed nothing).
+                acted = False
+                th = rt.thunk
+                start = th.host_now()
+                v = int(sig._value[0])
+                if v >= 1 and (spin := _signal.SPIN_BEFORE_SLEEP_PS) > 0:
+                    if not th.host_step(start + spin if sig.event is not None else None):
+                        raise rt.stuck_wait(sig, _LT, 1, v)
+                    if sig.destroyed or rt.closed:
+                        sig._live()
+                    if not rt._async_pending:  # (else the loop polls before it looks)
+                        v = int(sig._value[0])
+                if v >= 1:
+                    v, acted = sig._wait(_LT, 1, None, _BLOCKED, start)
+            else:
+                limit = None
+                if timeout_ns is not None:
+                    sig._live()
+                    limit = wait_timeout(timeout_ns)
+                v, acted = sig._wait(_LT, 1, limit, _BLOCKED)
+            err = self._queue_error() if acted else self.queue.error
+        else:
+            v = sig.wait(Condition.LT, 1, timeout_ns)
+            err = self._queue_error()
+        if err is not None:
+            raise err  # "queue N stopped by the CP: <why>": the queue and the reason first
+        if v >= 1:
+            rt = self.queue.rt
+            lines = [
+                f"timeout: packet {self.index} of queue {self.queue.id} did not complete "
+                f"within {timeout_ns} ns of simulated time (its completion signal "
+                f"{self.signal.handle:#x} is {v})",
+                *rt.queue_report(self.queue),
+            ]
+            raise HsaError(Status.ERROR, "\n".join(lines))
+        return self
+
+    def _queue_error(self) -> HsaError | None:
+        self.queue.rt.poll_async()
+        return self.queue.error
+
+    @property
+    def done(self) -> bool:
+        return self.signal.load() < 1
+
+    def dispatch_time(self) -> tuple[float, float]:
+        return self.signal.dispatch_time()
 
 
 def packet_raw(packet: object) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,8 +23,8 @@ from rocr.errors import HsaError
 from rocr.executable import Executable, KernelSymbol, load
 from rocr.loader import fill_hidden, hidden_values
 from rocr.memory import Buffer, MemoryPool
-from rocr.queue import Queue, status_for_error_code
-from rocr.signal import _TWO_U64, Condition, Signal, SignalPool, WaitState, wait_timeout
+from rocr.queue import DispatchHandle, Queue, _packet_head, status_for_error_code
+from rocr.signal import Condition, Signal, SignalPool
 from rocr.status import Status
 from rocr.validate import (
     as_bool,
@@ -36,7 +35,6 @@ from rocr.validate import (
     check_kernel_agent,
     dispatch_geometry,
     fence_scope,
-    plain_dims,
     show,
 )
 from roct import HsaEvent, HsaKmtError, HsaKmtStatus, InProcess, Thunk
@@ -57,50 +55,7 @@ class _TraceAlways:
 
 
 _TRACE_ALWAYS = _TraceAlways()
-_new_object = object.__new__
-_clear_stamps = _TWO_U64.pack_into  # a re-armed signal's start_ts and end_ts (Signal._rearm)
-_NO_ARGS = ()  # queue.dispatch's default (the empty tuple is one object)
-_SYSTEM = FenceScope.SYSTEM
-_LT, _BLOCKED = Condition.LT, WaitState.BLOCKED
 _DISPATCH_FIELDS = tuple(name for name, _ in aql.KernelDispatchPacket.LAYOUT)
-_DISPATCH_STRUCT = aql.KernelDispatchPacket.STRUCT
-# hsa_kernel_dispatch_packet_t up to kernel_object, and the three 8-byte fields after it.
-_HEAD_STRUCT = struct.Struct(_DISPATCH_STRUCT.format[:-3])
-_TAIL_STRUCT = struct.Struct("<QQQ")
-assert _HEAD_STRUCT.size + _TAIL_STRUCT.size == aql.PACKET_SIZE
-
-
-# Dispatch plans kept per queue (Runtime._dispatch): more shapes than a program cycles through,
-# few enough that a sweep over many shapes does not grow the dict without bound (a guess).
-_PLANS_PER_QUEUE = 64
-# The types of a fence scope a dispatch plan's key may hold: alike when equal (SYSTEM == 2).
-_SCOPE_TYPES = frozenset({FenceScope, int})
-
-
-def _packet_head(kernel: KernelSymbol, f: dict[str, Any]) -> tuple[int, ...]:
-    """The fields of a kernel dispatch packet for checked fields `f`, in
-    hsa_kernel_dispatch_packet_t order, up to kernel_object (kernarg_address, reserved2 and
-    completion_signal follow)."""
-    g3, w3 = f["grid"], f["workgroup"]
-    return (
-        aql.make_header(
-            PacketType.KERNEL_DISPATCH,
-            barrier=f["barrier"],
-            acquire=f["acquire"],
-            release=f["release"],
-        ),
-        f["dims"],
-        w3[0],
-        w3[1],
-        w3[2],
-        0,
-        g3[0],
-        g3[1],
-        g3[2],
-        kernel.private_segment_size,
-        f["group_segment_size"],
-        kernel.kernel_object,
-    )
 
 
 def _hsa_error(e: HsaKmtError, status: Status, what: str) -> HsaError:
@@ -109,91 +64,6 @@ def _hsa_error(e: HsaKmtError, status: Status, what: str) -> HsaError:
         HsaKmtStatus.OUT_OF_RESOURCES: Status.ERROR_OUT_OF_RESOURCES,
     }
     return HsaError(mapping.get(e.status, status), f"{what}: {e.message}")
-
-
-class DispatchHandle:
-    """What `queue.dispatch()` returns: the packet index and its completion signal.
-
-    A completion signal the runtime made for the dispatch belongs to the handle: while the
-    handle lives the signal is the caller's to load, wait on and read timestamps from; once
-    the handle is gone (and the packet has retired) the signal goes back to the runtime's
-    pool, as HIP's and ROCr's own pools of completion signals are reused, so a loop of
-    dispatches keeps a flat number of signals and KFD events. `detach_signal()` keeps it.
-    """
-
-    # The runtime to hand the signal back to when the handle goes (__del__ is a tenth of the
-    # cost of a weakref.finalize, which a dispatch would pay every time). None on the class:
-    # a handle whose __init__ did not finish has nothing to hand back.
-    _recycle: Runtime | None = None
-
-    def __init__(self, queue: Queue, index: int, signal: Signal, owns_signal: bool) -> None:
-        self.queue = queue
-        self.index = index
-        self.signal = signal
-        if owns_signal:
-            if type(queue) is Queue:  # this module's queue: its rt is a Runtime
-                self._recycle = queue.rt
-            else:
-                rt = getattr(queue, "rt", None)
-                if isinstance(rt, Runtime):
-                    self._recycle = rt
-
-    def detach_signal(self) -> Signal:
-        """Take the completion signal for good: it is no longer returned to the pool when the
-        handle goes; destroy it yourself (hsa_signal_destroy) when done."""
-        self._recycle = None
-        return self.signal
-
-    def __del__(self) -> None:
-        rt = self._recycle
-        # (A closed runtime's pool is never drawn from again: no need to test for it.)
-        if rt is not None and not self.signal.destroyed:
-            rt._spare_signals.append(self.signal)
-
-    def wait(self, timeout_ns: int | None = None) -> DispatchHandle:
-        """Wait for the packet to retire (its completion signal below 1).
-
-        `timeout_ns` bounds the wait in simulated time, as hsa_signal_wait's timeout does
-        (negative: HSA_STATUS_ERROR_INVALID_ARGUMENT); a packet not retired by then raises
-        HsaError(ERROR) naming it (`handle.signal.wait` returns the value instead). A wait
-        that can never finish raises at once; if the queue was stopped by an error, the
-        message's first line says which queue and why."""
-        sig = self.signal
-        if type(sig) is Signal:
-            # A local signal: Signal.wait without re-checking the constant condition; the
-            # poll it ends with stands for _queue_error's unless it ran callbacks.
-            limit = None
-            if timeout_ns is not None:
-                sig._live()
-                limit = wait_timeout(timeout_ns)
-            v, acted = sig._wait(_LT, 1, limit, _BLOCKED)
-            err = self._queue_error() if acted else self.queue.error
-        else:
-            v = sig.wait(Condition.LT, 1, timeout_ns)
-            err = self._queue_error()
-        if err is not None:
-            raise err  # "queue N stopped by the CP: <why>": the queue and the reason first
-        if v >= 1:
-            rt = self.queue.rt
-            lines = [
-                f"timeout: packet {self.index} of queue {self.queue.id} did not complete "
-                f"within {timeout_ns} ns of simulated time (its completion signal "
-                f"{self.signal.handle:#x} is {v})",
-                *rt.queue_report(self.queue),
-            ]
-            raise HsaError(Status.ERROR, "\n".join(lines))
-        return self
-
-    def _queue_error(self) -> HsaError | None:
-        self.queue.rt.poll_async()
-        return self.queue.error
-
-    @property
-    def done(self) -> bool:
-        return self.signal.load() < 1
-
-    def dispatch_time(self) -> tuple[float, float]:
-        return self.signal.dispatch_time()
 
 
 class Runtime:
@@ -774,6 +644,9 @@ class Runtime:
         if sig.destroyed:
             raise HsaError(Status.ERROR_INVALID_SIGNAL, f"{what} {sig.handle:#x} was destroyed")
 
+    # Set while _dispatch runs a dispatch for a tool that replaced it (Queue.dispatch).
+    _tool_dispatch = False
+
     def _dispatch(
         self,
         q: Any,
@@ -787,121 +660,29 @@ class Runtime:
         acquire: FenceScope,
         release: FenceScope,
     ) -> DispatchHandle:
-        """queue.dispatch(): everything it is given is checked before anything is allocated or
-        written (a refused dispatch leaves no signal, kernarg or reserved slot behind), then
-        the packet is written and the doorbell rung."""
-        if self.closed or self._async_pending:  # else _check has nothing to raise or poll
-            self._check()
+        """queue.dispatch() by way of the runtime. A tool that watches dispatches replaces
+        this method on the runtime (as HSA tools wrap the API table): Queue.dispatch then
+        calls the tool, and the tool this, the runtime's own, which runs the dispatch."""
+        if self.closed:
+            self._check()  # HSA_STATUS_ERROR_NOT_INITIALIZED, first as for every call
         if (type(q) is not Queue and not isinstance(q, Queue)) or q.rt is not self:
             raise HsaError(Status.ERROR_INVALID_QUEUE, f"{show(q)} is not a queue of this runtime")
-        # A poll that had something to look at may have run callbacks (anything at all):
-        # the queue is checked again before its slot is taken, as if the device had run.
-        ran = q._check()
-        if completion is not None and not isinstance(completion, Signal):
-            raise HsaError(
-                Status.ERROR_INVALID_ARGUMENT,
-                f"completion_signal must be a Signal (rt.create_signal(1)) or None, got "
-                f"{show(completion)} ({type(completion).__name__})",
-            )
-        # A program sends a few kernels in a few shapes to a queue many times: what the
-        # checks of a (kernel, geometry, LDS size, barrier, fences) make of them is kept per
-        # queue (the queue's agent fixes every limit). Only arguments of exactly these types
-        # make a key, as values of others can hash alike (True == 1 == 1.0) and be refused.
-        # (`x is False or x is True` is `type(x) is bool`; the default fence scope is tested
-        # by identity first.)
-        tg = type(grid)
-        if (
-            type(kernel) is KernelSymbol
-            and (tg is int or tg is tuple)
-            and type(workgroup) is tg
-            and (group_segment_size is None or type(group_segment_size) is int)
-            and (barrier is False or barrier is True)
-            and (acquire is _SYSTEM or type(acquire) in _SCOPE_TYPES)
-            and (release is _SYSTEM or type(release) in _SCOPE_TYPES)
-            and (tg is int or plain_dims(grid, workgroup))
-        ):
-            key = (kernel, grid, workgroup, group_segment_size, barrier, acquire, release)
-            plan = q._plans.get(key)
-        else:
-            plan = key = None
-        if plan is None:
-            mine = isinstance(kernel, KernelSymbol) and kernel.rt is self
-            k_agent = kernel.agent if mine else None
-            if k_agent is not None and k_agent is not q.agent:
-                raise HsaError(
-                    Status.ERROR_INVALID_ARGUMENT,
-                    f"kernel {kernel.name} was loaded for {k_agent!r} but queue {q.id} is "
-                    f"on {q.agent!r}: load the code object for the queue's agent",
-                )
-            f = self._dispatch_fields(
+        was, self._tool_dispatch = self._tool_dispatch, True
+        try:
+            return Queue.dispatch(
+                q,
                 kernel,
                 grid,
                 workgroup,
                 args,
                 completion,
-                group_segment_size,
-                barrier,
-                acquire,
-                release,
-                q.agent,
+                group_segment_size=group_segment_size,
+                barrier=barrier,
+                acquire=acquire,
+                release=release,
             )
-            values = f["args"]
-            geo = {k: f[k] for k in ("grid", "workgroup", "dims", "group_segment_size")}
-            # A kernel without arguments has the same kernarg bytes every time.
-            data = None if kernel.args else self._kernarg_bytes(kernel, geo, (), q)
-            # The packet's first 40 bytes are the plan's; kernarg_address, reserved2 and
-            # completion_signal follow per dispatch.
-            plan = (_HEAD_STRUCT.pack(*_packet_head(kernel, f)), data, geo)
-            if key is not None:
-                if len(q._plans) >= _PLANS_PER_QUEUE:
-                    q._plans.clear()
-                q._plans[key] = plan
-        else:
-            # The checks a kept plan does not stand for, in _dispatch_fields' order. A kernel
-            # without arguments given none (the default) needs no values: its kernarg bytes
-            # are in the plan.
-            values = ()
-            if args is not _NO_ARGS or kernel.args:
-                values = kernel.check_args(args, self)
-            if completion is not None:
-                self._own_signal(completion, "completion_signal")
-        # Opens the dispatch's trace flow: the ioctls a new completion signal or kernarg chunk
-        # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
-        if self._trace_switch.enabled:
-            self.trace("rocr", "Queue.dispatch", queue=q.id, kernel=kernel.name)
-        if completion is None:
-            # _completion_signal's pooled case inline: a retired signal re-armed, no ioctl.
-            spare = self._spare_signals
-            if spare and not (sig := spare[0]).destroyed and sig._value[0] < 1:
-                spare.popleft()
-                sig._store_value(1)  # sig._rearm(1), inline: value 1, timestamps cleared
-                _clear_stamps(sig._stamps, 0, 0, 0)
-            else:
-                sig, new = self._completion_signal()
-                ran = ran or new
-        else:
-            sig = completion
-        head, data, geo = plan
-        if kernel.kernarg_size:
-            if data is None:
-                data = self._kernarg_bytes(kernel, geo, values, q)
-            chunk = self._kernarg_chunk
-            kernarg = self._kernarg(data)
-            ran = ran or self._kernarg_chunk is not chunk  # a new chunk: ioctls
-        else:
-            kernarg = 0
-        # Every field was checked above: pack the 64 bytes directly (the pydantic packet is
-        # for callers who build packets themselves).
-        raw = head + _TAIL_STRUCT.pack(kernarg, 0, sig.handle)
-        # The queue was checked above; again if an ioctl or a callback since let the device run.
-        i = q._publish(raw, ran, kernarg)
-        # DispatchHandle(q, i, sig, completion is None) without the call: q is a Queue of
-        # this runtime, the one the signal goes back to.
-        h = _new_object(DispatchHandle)
-        h.queue, h.index, h.signal = q, i, sig
-        if completion is None:
-            h._recycle = self
-        return h
+        finally:
+            self._tool_dispatch = was
 
     def _completion_signal(self) -> tuple[Signal, bool]:
         """A completion signal at 1 for a dispatch: a retired one from the pool, else new;

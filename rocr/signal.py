@@ -273,27 +273,37 @@ class Signal:
         return self._wait(cond, compare_value, timeout_ns, wait_state)[0]
 
     def _wait(
-        self, cond: Condition, compare_value: int, timeout_ns: int | None, wait_state: WaitState
+        self,
+        cond: Condition,
+        compare_value: int,
+        timeout_ns: int | None,
+        wait_state: WaitState,
+        start: int | None = None,
     ) -> tuple[int, bool]:
         """`wait` for checked arguments: the value, and whether the async events poll it
         ended with had anything to look at. Whatever way it returns, that poll came after the
-        device last ran: unless it ran callbacks, the caller has nothing new to poll for."""
+        device last ran: unless it ran callbacks, the caller has nothing new to poll for.
+        `start`: the host time an untraced wait began, when its caller spun first without a
+        poll (DispatchHandle.wait): the spin goes on to the same end."""
         rt = self.rt
         if self.destroyed or rt.closed:
             self._live()
         th = rt.thunk
-        start = th.host_now()
+        if start is None:
+            start = th.host_now()
+            tracing = rt._trace_switch.enabled
+            if tracing:
+                rt.trace(
+                    "rocr",
+                    "hsa_signal_wait_scacquire",
+                    signal=hex(self.handle),
+                    condition=cond.name,
+                    compare=compare_value,
+                )
+        else:
+            tracing = False
         deadline = None if timeout_ns is None else start + timeout_ns * 1000
         spin_end = start + SPIN_BEFORE_SLEEP_PS
-        tracing = rt._trace_switch.enabled
-        if tracing:
-            rt.trace(
-                "rocr",
-                "hsa_signal_wait_scacquire",
-                signal=hex(self.handle),
-                condition=cond.name,
-                compare=compare_value,
-            )
         view = self._value
         lt = cond is _LT
         sleep = self.event is not None and wait_state is not _ACTIVE
