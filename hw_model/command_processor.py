@@ -24,18 +24,19 @@ whose event is then raised.
 from __future__ import annotations
 
 import struct
-from collections import deque
+from collections import defaultdict, deque
 from enum import IntFlag
 from functools import partial
 from typing import TYPE_CHECKING
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from hw_model import aql
 from hw_model.aql import PacketType
 from hw_model.dispatcher import KernelLaunch
 from hw_model.kernels import BUILTINS, ENTRY_TOKEN_SIZE, parse_entry_token
-from hw_model.memory import VM_FAULT_CLIENT_SHADER, MemoryFault
+from hw_model.memory import VM_FAULT_CLIENT_SHADER, BufferObject, Memory, MemoryFault, Window
 from hw_model.occupancy import occupancy_of, wg_requirements
 from hw_model.structs import (
     AMD_QUEUE_QUEUE_INACTIVE_SIGNAL_OFFSET,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_LE_U64 = np.dtype("<u8")
 _BARRIER_BIT = 1 << aql.HSA_PACKET_HEADER_BARRIER
 # The header fields and packet words every packet reads, as module constants (one global load
 # each instead of a module attribute lookup).
@@ -88,6 +90,9 @@ _REGS_CACHE: dict[tuple[int, int], tuple[int, int]] = {}
 # its descriptor), by what the checks read (the packet's geometry, segment sizes and kernel
 # object, the descriptor's and entry's bytes). The same packet of a loop is checked once.
 _LAUNCH_CACHE: dict[tuple, tuple] = {}
+# The most bytes from a kernel's descriptor to its entry token a queue compares per packet
+# instead of checking them (a guess: a built-in code object has its entry 256 bytes on).
+_LAUNCH_HIT_SPAN = 512
 
 
 class QueueErrorBits(IntFlag):
@@ -135,16 +140,59 @@ class Mqd(BaseModel):
 
 
 class _InFlight:
-    __slots__ = ("dispatch_id", "kind", "completion_signal", "release", "done", "start", "name")
+    """A packet taken off the ring and not retired yet."""
+
+    # Until set on the packet: not done, no start time (class defaults, one store fewer each
+    # for every packet).
+    done = False
+    start = 0
 
     def __init__(self, dispatch_id: int, kind: str, completion_signal: int, release: int) -> None:
         self.dispatch_id = dispatch_id
         self.kind = kind
         self.completion_signal = completion_signal
         self.release = release
-        self.done = False
-        self.start = 0
         self.name = kind
+
+
+def _packets(w: Window) -> np.ndarray:
+    """A window over a ring as its packets: one 64-byte row per slot (views, no copies)."""
+    n = w.size // _PKT
+    return w.data[w.off : w.off + n * _PKT].reshape(n, _PKT)
+
+
+class _LaunchHit:
+    """A queue's last built-in launch that passed every check, with where its checks read:
+    the packet's bytes 2..40 (geometry, segment sizes, kernel object) and the bytes of the
+    kernel object's BO from its descriptor to its entry token (a view, which `map_epoch` and
+    the BO's GPU mapping keep valid), and what the checks gave. A loop's packets are each
+    compared with it instead of checked."""
+
+    __slots__ = (
+        "packet",
+        "epoch",
+        "bo",
+        "view",
+        "image",
+        "kd",
+        "kernel",
+        "name",
+        "grid",
+        "wg",
+        "req",
+    )
+
+    def __init__(
+        self, packet: bytes, epoch: int, bo: BufferObject, lo: int, hi: int, kd, hit: tuple
+    ) -> None:
+        self.packet = packet
+        self.epoch = epoch
+        self.bo = bo
+        self.view = bo.data[lo:hi]
+        self.image = self.view.tobytes()
+        self.kd = kd
+        _, self.kernel, self.grid, self.wg, self.req = hit
+        self.name = self.kernel.name
 
 
 class PacketProcessor:
@@ -167,7 +215,6 @@ class PacketProcessor:
         self.dispatching: KernelLaunch | None = None
         self._fetch_event = None
         self._retire_at = 0
-        self.packets_processed = 0
         self.destroyed = False
         self.cu_mask: set[int] | None = None  # AMDKFD_IOC_SET_CU_MASK
         # HW scheduler bookkeeping (hw_model/scheduler.py owns these)
@@ -175,7 +222,9 @@ class PacketProcessor:
         self.sched_serial = 0  # position in the runlist, for round-robin
         self.swaps_in = 0  # times a quantum swap mapped this queue
         self.swaps_out = 0  # times a quantum swap unmapped it
-        self.time_in_state: dict[str, int] = {}  # ps per state (see HwScheduler._acct)
+        # ps per state (see HwScheduler._acct); a state gets its key with its first time
+        self.time_in_state: defaultdict[str, int] = defaultdict(int)
+        self.run_folded = 0  # of its mapped-running time, what its slots have counted
         self.acct_state = "unmapped"
         self.acct_slot: int | None = None
         self.acct_since = gpu.engine.now
@@ -184,6 +233,21 @@ class PacketProcessor:
         self._head_watch: _Barrier | None = None  # unmapped: watches the head barrier's deps
         self._hdr_watch: int | None = None  # address of an INVALID header being watched
         self._hdr_pending = False
+        # What this queue's packets reach every time, kept from their checked accesses (each
+        # tested at every use, see memory.Window): the ring read by the fetch; the ring and
+        # read_dispatch_id stored by the retire, made together; the last launch's checks.
+        self._ring_view: Window | None = None
+        self._plain_ring: Window | None = None
+        self._plain_rptr: Window | None = None
+        self._plain_failed = -1  # plain_epoch when they could not be made (no retry till then)
+        self._launch_hit: _LaunchHit | None = None
+
+    def __getstate__(self) -> dict:
+        # A checkpoint leaves out the kept windows and launch (views of memory a copy would
+        # not follow): the restored queue makes them again from its first packets.
+        state = self.__dict__.copy()
+        state.update(_ring_view=None, _plain_ring=None, _plain_rptr=None, _launch_hit=None)
+        return state
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -194,6 +258,12 @@ class PacketProcessor:
     def has_work(self) -> bool:
         """Packets rung but not retired."""
         return self.doorbell_value + 1 > self.retired or bool(self.inflight)
+
+    @property
+    def packets_processed(self) -> int:
+        """Packets fetched and not dropped: every fetch moves the read index on by one, and
+        a packet dropped mid-processing (unmapped) moves it back, so it is the read index."""
+        return self.read_index
 
     @property
     def has_unfetched(self) -> bool:
@@ -395,9 +465,8 @@ class PacketProcessor:
         if value > self.doorbell_value:
             self.doorbell_value = value
         self.stalled_invalid = False
-        tr = self.gpu.tracer
-        if tr.enabled:
-            tr.instant(
+        if self.gpu.tracer.enabled:
+            self.gpu.tracer.instant(
                 self._track,
                 "doorbell",
                 self.gpu.engine.now,
@@ -406,8 +475,13 @@ class PacketProcessor:
             )
         if self.slot is None:
             self._watch_head()
-        else:
-            self.kick()
+        elif (
+            self.doorbell_value >= self.read_index
+            and self._fetch_event is None
+            and self.error is None
+        ):
+            # `kick()` inline, its slot test made already: once per packet.
+            self._fetch_event = self.gpu.engine.post(0, 3, self._fetch)
         self.gpu.scheduler.queue_changed(self)
 
     @property
@@ -435,15 +509,21 @@ class PacketProcessor:
             return
         gpu = self.gpu
         mqd = self.mqd
-        slot_va = mqd.ring_base + (idx % (mqd.ring_size // _PKT)) * _PKT
-        try:
-            raw = gpu.memory.gpu_view(mqd.pasid, gpu.node, slot_va, _PKT).tobytes()
-        except MemoryFault as f:
-            self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"ring fetch faulted: {f}")
-            return
+        w = self._ring_view
+        if (
+            w is not None
+            and w.key is mqd
+            and w.epoch == gpu.memory.map_epoch
+            and gpu.node in w.bo.gpu_nodes
+        ):
+            # The whole ring passed `gpu_view`'s checks and nothing they read has changed.
+            raw = w.aux[idx % (mqd.ring_size // _PKT)].tobytes()
+        else:
+            raw = self._read_slot(idx)
+            if raw is None:
+                return
         header = _U16.unpack_from(raw, 0)[0]
-        ptype = header & 0xFF
-        if ptype == _INVALID:
+        if header & 0xFF == _INVALID:
             # The producer has not published this slot yet: stall here, watching the header.
             self.stalled_invalid = True
             self._watch_header(idx)
@@ -467,11 +547,30 @@ class PacketProcessor:
                 cat="cp",
             )
         self.read_index = idx + 1
-        self.packets_processed += 1
         latency = gpu.fetch_ps[(header >> _ACQUIRE_SHIFT) & 3]
         # Not a real event: the packet's processing occupies the packet processor.
         self._processing = True
         self._fetch_event = gpu.engine.post(latency, 3, self._process, idx, raw, header)
+
+    def _read_slot(self, idx: int) -> bytes | None:
+        """Packet `idx`'s bytes, the queue's window of its ring made again for the next ones
+        (or, the whole ring not passing the check, the slot read alone). None after the queue
+        error a fault reading it raises."""
+        gpu = self.gpu
+        mqd = self.mqd
+        w = self._ring_view = gpu.memory.view_window(
+            mqd.pasid, mqd.ring_base, mqd.ring_size, gpu.node
+        )
+        if w is not None:
+            w.key = mqd
+            w.aux = _packets(w)
+            return w.aux[idx % (mqd.ring_size // _PKT)].tobytes()
+        slot_va = mqd.ring_base + (idx % (mqd.ring_size // _PKT)) * _PKT
+        try:
+            return gpu.memory.gpu_view(mqd.pasid, gpu.node, slot_va, _PKT).tobytes()
+        except MemoryFault as f:
+            self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"ring fetch faulted: {f}")
+            return None
 
     def _process(self, idx: int, raw: bytes, header: int) -> None:
         """The fetched packet `raw` (its `header` as fetched) after its processing delay."""
@@ -483,7 +582,6 @@ class PacketProcessor:
             # Unmapped mid-packet (the HWS swapped the queue out, or the KFD deactivated it):
             # the CP drops the work in progress and fetches the packet again when mapped.
             self.read_index = idx
-            self.packets_processed -= 1
             self._watch_head()
             self.gpu.scheduler.queue_changed(self)
             return
@@ -549,9 +647,8 @@ class PacketProcessor:
             )
             return
         # (the clock has not moved: nothing here fires an event)
-        tr = gpu.tracer
-        if tr.enabled and self.error is None:
-            tr.instant(
+        if gpu.tracer.enabled and self.error is None:
+            gpu.tracer.instant(
                 self._track, f"packet {idx}: {entry.name}", gpu.engine.now, {"index": idx}, cat="cp"
             )
 
@@ -603,6 +700,26 @@ class PacketProcessor:
     # -- kernels ---------------------------------------------------------------------------
     def _dispatch(self, idx: int, raw: bytes, entry: _InFlight) -> None:
         gpu = self.gpu
+        h = self._launch_hit
+        if (
+            h is not None
+            and raw[2:40] == h.packet
+            and h.epoch == gpu.memory.map_epoch
+            and gpu.node in h.bo.gpu_nodes
+            and h.view.tobytes() == h.image
+            and BUILTINS.get(h.name) is h.kernel
+        ):
+            # This queue's last launch, everything its checks read the same (the packet, the
+            # descriptor's and entry's bytes, found where they were; the GPU's spec, which is
+            # its own for good): the same launch.
+            if h.kd.kernarg_size:
+                kernarg = self._kernarg(idx, h.kd, _U64.unpack_from(raw, _KERNARG_OFFSET)[0])
+                if kernarg is None:
+                    return
+            else:
+                kernarg = b""
+            self._launch(idx, entry, h.name, h.kernel, None, h.grid, h.wg, h.req, kernarg)
+            return
         ko = _U64.unpack_from(raw, aql.KERNEL_DISPATCH_KERNEL_OBJECT_OFFSET)[0]
         if ko and not ko % 64:
             # The packet's and the descriptor's bytes as a built-in launch that passed every
@@ -628,6 +745,12 @@ class PacketProcessor:
                 # (a kernel registered again under its name since: checked again)
                 if hit is not None and hit[0] is gpu.spec and BUILTINS.get(hit[1].name) is hit[1]:
                     _, kernel, grid, wg, req = hit
+                    lo, hi = min(off, t), max(off + KERNEL_DESCRIPTOR_SIZE, t + ENTRY_TOKEN_SIZE)
+                    self._launch_hit = (
+                        _LaunchHit(raw[2:40], gpu.memory.map_epoch, bo, lo, hi, kd, hit)
+                        if hi - lo <= _LAUNCH_HIT_SPAN
+                        else None
+                    )
                     kernarg = self._kernarg(idx, kd, _U64.unpack_from(raw, _KERNARG_OFFSET)[0])
                     if kernarg is not None:
                         self._launch(idx, entry, kernel.name, kernel, None, grid, wg, req, kernarg)
@@ -928,6 +1051,7 @@ class PacketProcessor:
                 cat="kernel",
             )
         entry.start = k.start_ps or entry.start
+        now = gpu.engine.now
         req = k.req
         record = {
             "name": k.name,
@@ -937,7 +1061,7 @@ class PacketProcessor:
             "grid": k.grid,
             "workgroup": k.workgroup,
             "start_ps": k.start_ps,
-            "end_ps": gpu.engine.now,
+            "end_ps": now,
             "vgprs": req.vgprs,
             "sgprs": req.sgprs,
             "lds": req.lds,
@@ -947,7 +1071,20 @@ class PacketProcessor:
             # class (the gfx9 interpreter's counts).
             record["execution"] = k.exec_stats
         gpu.kernel_records.append(record)
-        self._complete(entry)
+        inflight = self.inflight
+        if len(inflight) == 1 and inflight[0] is entry:
+            # `_complete(entry)` inline for the one packet in flight (a loop's kernel): it
+            # retires next, the retire latency after the later of now and the last retire.
+            entry.done = True
+            inflight.popleft()
+            at = self._retire_at
+            if at < now:
+                at = now
+            at += gpu.retire_ps[entry.release]
+            self._retire_at = at
+            gpu.engine.post(at - now, 2, self._retire, entry)
+        else:
+            self._complete(entry)
 
     def _on_fault(self, k: KernelLaunch, fault: MemoryFault) -> None:
         """A wave of `k` faulted. ROCR-Runtime's trap handler (trap_handler.s, `.excp_raised`):
@@ -1035,26 +1172,33 @@ class PacketProcessor:
         gpu = self.gpu
         mem = gpu.memory
         mqd = self.mqd
-        now = gpu.engine.now
-        pasid, node = mqd.pasid, gpu.node
+        node = gpu.node
         if e.release == _SYSTEM_SCOPE:
             # The release fence before the completion signal: the L2 writes its dirty bytes
             # of coarse-grained memory back, so a host woken by the signal reads them. An
             # agent-scope release leaves them in the L2 (docs/memory.md, "Coherence").
             mem.l2_release_system(node)
-        slot_va = mqd.ring_base + (e.dispatch_id % (mqd.ring_size // _PKT)) * _PKT
-        ring = mem.plain(pasid, slot_va, 2, node)
-        rptr = mem.plain(pasid, mqd.rptr_addr, 8, node) if ring is not None else None
-        if rptr is not None:
+        ring, rptr = self._plain_ring, self._plain_rptr
+        if not (
+            ring is not None
+            and ring.key is mqd
+            and ring.epoch == mem.plain_epoch  # (`rptr` was made with `ring`)
+            and node in ring.bo.gpu_nodes
+            and node in rptr.bo.gpu_nodes
+            and ring.bo.on_write is None
+            and rptr.bo.on_write is None
+        ):
+            ring, rptr = self._make_plain_windows(mem, mqd, node)
+        if ring is not None:
             # No hook or monitor on either word: the same two stores without the checked calls.
-            bo, off = ring
             # The packet type is the header's low byte (little endian): only it changes.
-            bo.data[off] = _INVALID
+            ring.aux[e.dispatch_id % (mqd.ring_size // _PKT)] = _INVALID
             self.retired = e.dispatch_id + 1
-            bo, off = rptr
-            _U64.pack_into(bo.data, off, self.retired)
+            rptr.aux[0] = self.retired
             mem.store_epoch += 2
         else:
+            pasid = mqd.pasid
+            slot_va = mqd.ring_base + (e.dispatch_id % (mqd.ring_size // _PKT)) * _PKT
             try:
                 # Header back to INVALID (other header bits kept), then read_dispatch_id.
                 old = _U16.unpack_from(mem.gpu_view(pasid, node, slot_va, 2))[0]
@@ -1068,19 +1212,39 @@ class PacketProcessor:
             gpu.tracer.instant(
                 self._track,
                 f"retire {e.dispatch_id}",
-                now,
+                gpu.engine.now,
                 {"read_dispatch_id": self.retired, "completion_signal": hex(e.completion_signal)},
                 cat="cp",
             )
         if e.completion_signal:
             # (the track names the queue in a trace only: not built when nothing is traced)
             track = self._track if gpu.tracer.enabled else ""
-            gpu.signal_completion(pasid, e.completion_signal, e.start, now, track)
+            gpu.signal_completion(mqd.pasid, e.completion_signal, e.start, gpu.engine.now, track)
         if self.waiting_barrier_bit and self.retired >= self.read_index:
             self.waiting_barrier_bit = False
         if self.doorbell_value >= self.read_index:  # `kick`'s first test, before the call
             self.kick()
         gpu.scheduler.queue_progress(self)
+
+    def _make_plain_windows(
+        self, mem: Memory, mqd: Mqd, node: int
+    ) -> tuple[Window | None, Window | None]:
+        """Plain windows of the whole ring and of read_dispatch_id, made together (both or
+        neither, at one `plain_epoch`); neither while `plain` refuses one of them, not asked
+        again until the epoch moves."""
+        ring = rptr = None
+        if self._plain_failed != mem.plain_epoch:
+            ring = mem.plain_window(mqd.pasid, mqd.ring_base, mqd.ring_size, node)
+            rptr = mem.plain_window(mqd.pasid, mqd.rptr_addr, 8, node) if ring else None
+            if rptr is None:
+                ring = None
+                self._plain_failed = mem.plain_epoch
+            else:
+                ring.key = mqd
+                ring.aux = _packets(ring)[:, 0]  # each slot's header low byte: its type
+                rptr.aux = rptr.data[rptr.off : rptr.off + 8].view(_LE_U64)
+        self._plain_ring, self._plain_rptr = ring, rptr
+        return ring, rptr
 
     # -- errors ----------------------------------------------------------------------------
     def _queue_error(

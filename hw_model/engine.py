@@ -13,22 +13,25 @@ them (`run_while(..., pause_housekeeping=True)`) and ask whether anything else i
 A slice hook (`set_slice_hook`) is called between two events every `every` events fired; it
 may raise to stop the run there (the machine is consistent between events, and the run can be
 resumed by running again). A host serving many machines uses it to bound how long one run holds
-a thread, and to cancel it. The hot path compares one counter per event.
+a thread, and to cancel it. Without a hook the hot path looks at it once per event; with one it
+also counts the event down.
+
+The engine does not count the events it fires: every event scheduled is pending, was taken
+off as cancelled, or has fired, so `events_fired` is worked out when read.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Callable, Collection
-from operator import itemgetter
+from operator import itemgetter, length_hint
 from typing import Any
 
 PS_PER_NS = 1_000
 PS_PER_US = 1_000_000
 PS_PER_MS = 1_000_000_000
 PS_PER_S = 1_000_000_000_000
-_NEVER = 1 << 62  # event count no run reaches: no slice hook
+_SEQ_END = 1 << 62  # a sequence number no run reaches
 _NO_LIMIT = 1 << 126  # a tick past every event's (run_while without a limit)
 
 
@@ -77,19 +80,28 @@ class Engine:
     def __init__(self) -> None:
         self.now: int = 0
         self._heap: list[Event] = []
-        self._seq = itertools.count(1)  # ties at a (tick, priority) fire in schedule order
+        # Ties at a (tick, priority) fire in schedule order. A range's iterator: how many
+        # numbers it has handed out (`length_hint` tells what is left) is how many events
+        # were ever scheduled.
+        self._seq = iter(range(1, _SEQ_END))
         self._next_seq = self._seq.__next__
-        self.events_fired = 0
+        self._dropped = 0  # cancelled events taken off the heap without firing
         self._slice_hook: Callable[[], None] | None = None
         self._slice_events = 0
-        self._check_at = _NEVER
+        self._slice_left = 0  # events to fire before the hook is called (with a hook)
+
+    @property
+    def events_fired(self) -> int:
+        """Events fired so far: those ever scheduled, less those pending and those dropped
+        as cancelled (an event that raised included: it was taken off to fire)."""
+        scheduled = _SEQ_END - 1 - length_hint(self._seq)
+        return scheduled - len(self._heap) - self._dropped
 
     def __getstate__(self) -> dict[str, Any]:
-        # A checkpoint holds the next sequence number, not the counter (itertools objects
-        # are not to be pickled from Python 3.14 on).
+        # A checkpoint holds the next sequence number, not the iterator.
         state = self.__dict__.copy()
         n = next(self._seq)
-        self._seq = itertools.count(n)
+        self._seq = iter(range(n, _SEQ_END))
         self._next_seq = self._seq.__next__
         state["_seq"] = n
         del state["_next_seq"]
@@ -97,7 +109,7 @@ class Engine:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._seq = itertools.count(state["_seq"])
+        self._seq = iter(range(state["_seq"], _SEQ_END))
         self._next_seq = self._seq.__next__
 
     def set_slice_hook(self, hook: Callable[[], None] | None, every: int = 0) -> None:
@@ -107,12 +119,15 @@ class Engine:
             raise ValueError(f"slice of {every} events: at least 1")
         self._slice_hook = hook
         self._slice_events = every
-        self._check_at = self.events_fired + every if hook is not None else _NEVER
+        self._slice_left = every
 
-    def _slice_end(self) -> None:
-        self._check_at = self.events_fired + self._slice_events
-        if self._slice_hook is not None:
-            self._slice_hook()
+    def _slice_count(self) -> None:
+        """One event fired with a slice hook set: the hook is called at the end of a slice."""
+        self._slice_left -= 1
+        if self._slice_left <= 0:
+            self._slice_left = self._slice_events
+            if self._slice_hook is not None:
+                self._slice_hook()
 
     def schedule(
         self,
@@ -162,6 +177,7 @@ class Engine:
         heap = self._heap
         while heap and heap[0][3] is _cancelled:
             heapq.heappop(heap)
+            self._dropped += 1
         return heap[0][0] if heap else None
 
     @property
@@ -193,12 +209,12 @@ class Engine:
         while heap:
             tick, _, _, fn, args = heapq.heappop(heap)
             if fn is _cancelled:
+                self._dropped += 1
                 continue
             self.now = tick
-            self.events_fired += 1
             fn(*args)
-            if self.events_fired >= self._check_at:
-                self._slice_end()
+            if self._slice_hook is not None:
+                self._slice_count()
             return True
         return False
 
@@ -208,12 +224,12 @@ class Engine:
         while heap and heap[0][0] <= tick:
             t, _, _, fn, args = _pop(heap)
             if fn is _cancelled:
+                self._dropped += 1
                 continue
             self.now = t
-            self.events_fired += 1
             fn(*args)
-            if self.events_fired >= self._check_at:
-                self._slice_end()
+            if self._slice_hook is not None:
+                self._slice_count()
         if tick > self.now:
             self.now = tick
 
@@ -242,6 +258,7 @@ class Engine:
             t, _, _, fn, args = ev
             if fn is _cancelled:
                 pop(heap)
+                self._dropped += 1
                 continue
             if t > last:
                 return False
@@ -249,41 +266,36 @@ class Engine:
                 return True
             pop(heap)
             self.now = t
-            self.events_fired += 1
             fn(*args)
-            if self.events_fired >= self._check_at:
-                self._slice_end()
+            if self._slice_hook is not None:
+                self._slice_count()
         return True
 
     def run_while_epoch(self, mem: Any, epoch: int, limit: int) -> bool:
         """`run_while(lambda: mem.store_epoch == epoch, limit)` without a call per event: a
         spinning host's wait for any checked store (System.host_step), once per packet."""
         if self._slice_hook is not None:
-            return self.run_while(lambda: mem.store_epoch == epoch, limit)
-        # No slice hook: no count to compare after each event. The head is popped at once
-        # and pushed back in the one case it must stay (past the limit): the same order.
-        # The count of fired events is kept in a local and stored back on every way out (an
-        # event that raises included): nothing an event does reads it.
+            return self._run_while_epoch_sliced(mem, epoch, limit)
+        # No slice hook: nothing to count after each event. The head is popped at once and
+        # pushed back in the one case it must stay (past the limit): the same order.
         heap = self._heap
-        pop = heapq.heappop
-        fired = self.events_fired
-        try:
-            while mem.store_epoch == epoch:
-                try:
-                    t, _, _, fn, args = ev = pop(heap)
-                except IndexError:  # ran dry (no test of the heap per event)
-                    return False
-                if fn is _cancelled:
-                    continue
-                if t > limit:
-                    _push(heap, ev)
-                    return False
-                self.now = t
-                fired += 1
-                fn(*args)
-            return True
-        finally:
-            self.events_fired = fired
+        while mem.store_epoch == epoch:
+            try:
+                t, _, _, fn, args = ev = _pop(heap)
+            except IndexError:  # ran dry (no test of the heap per event)
+                return False
+            if fn is _cancelled:
+                self._dropped += 1
+                continue
+            if t > limit:
+                _push(heap, ev)
+                return False
+            self.now = t
+            fn(*args)
+        return True
+
+    def _run_while_epoch_sliced(self, mem: Any, epoch: int, limit: int) -> bool:
+        return self.run_while(lambda: mem.store_epoch == epoch, limit)
 
     def pending(self) -> int:
         return sum(1 for e in self._heap if e[3] is not _cancelled)

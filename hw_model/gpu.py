@@ -17,7 +17,7 @@ from hw_model.compute_unit import ComputeUnit, MemoryChannel
 from hw_model.config import GpuSpec
 from hw_model.dispatcher import Dispatcher
 from hw_model.engine import PS_PER_S as _PS_PER_S
-from hw_model.memory import VM_FAULT_CLIENT_CP, BufferObject, MemoryFault
+from hw_model.memory import VM_FAULT_CLIENT_CP, BufferObject, MemoryFault, Window
 from hw_model.scheduler import HwScheduler
 from hw_model.sdma import HostLink, SdmaEngine, SdmaQueue
 from hw_model.structs import (
@@ -32,10 +32,12 @@ from hw_model.trace import DEFAULT_KERNEL_RECORDS, RingLog
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _U32 = struct.Struct("<I")  # amd_signal_t.event_id
-# amd_signal_t's adjacent words read or written together: start_ts and end_ts (offsets 32,
-# 40); value, event_mailbox_ptr and event_id (offsets 8, 16, 24).
-_TS_PAIR = struct.Struct("<QQ")
-_VALUE_MAILBOX_ID = struct.Struct("<qQI")
+# amd_signal_t from its value on (offset 8), read or written together: value,
+# event_mailbox_ptr, event_id, reserved1 (offsets 8, 16, 24, 28), then start_ts and end_ts
+# (offsets 32, 40) when written.
+_SIGNAL_WORDS_IN = struct.Struct("<qQII")
+_SIGNAL_WORDS_OUT = struct.Struct("<QQIIQQ")
+assert AMD_SIGNAL_VALUE_OFFSET + _SIGNAL_WORDS_OUT.size == AMD_SIGNAL_END_TS_OFFSET + 8
 _M64 = 0xFFFFFFFFFFFFFFFF
 
 if TYPE_CHECKING:
@@ -80,6 +82,20 @@ class Gpu:
         # fence), and what its retirement adds (its release fence plus the retire latency).
         self.fetch_ps = tuple(spec.cp_packet_latency_ps + f for f in self.acquire_fence_ps)
         self.retire_ps = tuple(f + spec.cp_retire_latency_ps for f in self.release_fence_ps)
+        # Plain windows (memory.Window) of completion signals by address, each keeping the
+        # window of the event mailbox it named last as its `key`; the plain_epoch at which
+        # `plain` last refused one (-1: never).
+        self._signal_windows: dict[int, Window] = {}
+        self._plain_refused = -1
+        # What every end-of-pipe interrupt is posted with (the spec's latency, the system's
+        # delivery): one attribute each instead of two.
+        self._interrupt_latency_ps = spec.interrupt_latency_ps
+        self._deliver_interrupt = system.deliver_interrupt
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_signal_windows"] = {}  # kept accesses, made again after a restore
+        return state
 
     # -- queues ----------------------------------------------------------------------------
     def register_queue(self, mqd: Mqd) -> PacketProcessor:
@@ -162,36 +178,62 @@ class Gpu:
         mem = self.memory
         node = self.node
         # amd_signal_t up to end_ts in one checked access when no hook or monitor must see
-        # the three stores (always so for a pooled completion signal): the same bytes.
-        hit = mem.plain(pasid, handle, AMD_SIGNAL_END_TS_OFFSET + 8, node)
-        if hit is not None:
-            bo, off = hit
-            data = bo.data
+        # the three stores (always so for a pooled completion signal): the same bytes. The
+        # access is kept per signal (a `Window`, tested here as its docstring says).
+        w = self._signal_windows.get(handle)
+        if not (
+            w is not None
+            and w.pasid == pasid
+            and w.epoch == mem.plain_epoch
+            and node in w.bo.gpu_nodes
+            and w.bo.on_write is None
+        ):
+            w = self._plain_window(pasid, handle, AMD_SIGNAL_END_TS_OFFSET + 8)
+            if w is not None:
+                windows = self._signal_windows
+                if len(windows) >= 1024:  # bounded: signals come and go
+                    windows.clear()
+                windows[handle] = w
+        if w is not None:
+            data = w.data
+            off = w.off + AMD_SIGNAL_VALUE_OFFSET
             hz = self.spec.timestamp_frequency_hz  # `timestamp`, inline: once per packet
-            _TS_PAIR.pack_into(
+            # The value, the timestamps and the words between them written back at once, those
+            # between as they were read (the three stores leave them as they are).
+            old, mailbox, event_id, reserved1 = _SIGNAL_WORDS_IN.unpack_from(data, off)
+            _SIGNAL_WORDS_OUT.pack_into(
                 data,
-                off + AMD_SIGNAL_START_TS_OFFSET,
+                off,
+                (old - 1) & _M64,
+                mailbox,
+                event_id,
+                reserved1,
                 start * hz // _PS_PER_S & _M64,
                 end * hz // _PS_PER_S & _M64,
             )
-            # (the mailbox and event id as they are after the store: it does not touch them)
-            old, mailbox, event_id = _VALUE_MAILBOX_ID.unpack_from(
-                data, off + AMD_SIGNAL_VALUE_OFFSET
-            )
-            _U64.pack_into(data, off + AMD_SIGNAL_VALUE_OFFSET, (old - 1) & _M64)
-            mem.store_epoch += 3
             if self.tracer.enabled:
                 self._trace_completion(track, handle, old)
             if not mailbox:
+                mem.store_epoch += 3  # one per store: both timestamps and the value
                 return
             # `_post_signal_event` inline, the mailbox store unchecked when nothing hooks or
             # monitors it (the KFD's event page): once per packet with an event.
-            box = mem.plain(pasid, mailbox, 8, node)
-            if box is None:
-                self._post_signal_event(pasid, mailbox, event_id)
-                return
-            _U64.pack_into(box[0].data, box[1], event_id)
-            mem.store_epoch += 1
+            # The plain window of the mailbox the signal named before, if any: made with the
+            # signal's (its epoch and process), which the test above covers.
+            box = w.key
+            if not (
+                box is not None
+                and box.va == mailbox
+                and node in box.bo.gpu_nodes
+                and box.bo.on_write is None
+            ):
+                box = w.key = self._plain_window(pasid, mailbox, 8)
+                if box is None:
+                    mem.store_epoch += 3
+                    self._post_signal_event(pasid, mailbox, event_id)
+                    return
+            _U64.pack_into(box.data, box.off, event_id)
+            mem.store_epoch += 4  # the signal's three stores and the mailbox's
             if self.tracer.enabled:
                 self.tracer.instant(
                     "CP",
@@ -201,9 +243,9 @@ class Gpu:
                     cat="irq",
                 )
             self.engine.post(
-                self.spec.interrupt_latency_ps,
+                self._interrupt_latency_ps,
                 2,
-                self.system.deliver_interrupt,
+                self._deliver_interrupt,
                 node,
                 IRQ_SIGNAL_EVENT,
                 pasid,
@@ -223,6 +265,17 @@ class Gpu:
         if self.tracer.enabled:
             self._trace_completion(track, handle, old)
         self.raise_signal_event(pasid, handle)
+
+    def _plain_window(self, pasid: int, va: int, size: int) -> Window | None:
+        """`memory.plain_window` for the words of a completion signal or its mailbox, not
+        asked again at a `plain_epoch` where it refused one (a monitor anywhere refuses all)."""
+        mem = self.memory
+        if mem.plain_epoch == self._plain_refused:
+            return None
+        w = mem.plain_window(pasid, va, size, self.node)
+        if w is None:
+            self._plain_refused = mem.plain_epoch
+        return w
 
     def raise_signal_event(self, pasid: int, handle: int) -> None:
         """If the signal has an event mailbox: write the event id there, then interrupt."""

@@ -13,6 +13,7 @@ import bisect
 import struct
 from collections.abc import Callable
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -148,6 +149,35 @@ class BufferObject:
         )
 
 
+class Window:
+    """A checked access kept by a caller that reaches the same bytes on every packet: [va,
+    va+size) of process `pasid` is `data[off : off + size]` of `bo` for GPU `node`.
+
+    It holds while the memory's epoch it was made at is unchanged (`map_epoch` for a read
+    window, `plain_epoch` for a plain one: `Memory.view_window`, `Memory.plain_window`) and
+    `node in bo.gpu_nodes` (the KFD maps and unmaps a BO for a GPU on the BO itself); a
+    plain window's stores also need `bo.on_write is None` (an MMIO hook, also set on the BO).
+    Its user tests these, and what else it made the window for (`key`), at each use: then the
+    checked access would give the same BO and offset, and (plain) `plain` would too. `aux` is
+    the user's own, e.g. a view of the bytes shaped as it reads them."""
+
+    __slots__ = ("epoch", "pasid", "va", "size", "node", "bo", "data", "off", "key", "aux")
+
+    def __init__(
+        self, epoch: int, pasid: int, va: int, size: int, node: int, bo: BufferObject, off: int
+    ) -> None:
+        self.epoch = epoch
+        self.pasid = pasid
+        self.va = va
+        self.size = size
+        self.node = node
+        self.bo = bo
+        self.data = bo.data
+        self.off = off
+        self.key: object = None
+        self.aux: Any = None
+
+
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 
@@ -223,6 +253,12 @@ class Memory:
         # address space first. Dropped whenever any mapping changes (a VM made or destroyed,
         # a BO allocated, imported or freed); access rights are checked on every hit.
         self._hits: dict[tuple[int, int], BufferObject] = {}
+        # Count the changes that can change a checked access's answer other than a BO's own
+        # rights: `map_epoch` the mappings made or dropped, `plain_epoch` those and the
+        # monitors added or removed (what `plain` also reads). A `Window` holds while its
+        # epoch is unchanged.
+        self.map_epoch = 0
+        self.plain_epoch = 0
         # Each GPU's L2 holding coarse-grained system memory (docs/memory.md, "Coherence"):
         # (GPU node, BO handle) -> [BO, what the L2 holds, what it filled from memory]. Bytes
         # where the two differ are the dirty bytes a system-scope release writes back.
@@ -231,18 +267,24 @@ class Memory:
         # writeback shows in the trace (System sets it).
         self.on_l2_writeback: Callable[[int, int], None] | None = None
 
+    def _remapped(self) -> None:
+        """A mapping was made or dropped: the VA cache goes, and every `Window` with it."""
+        self._hits.clear()
+        self.map_epoch += 1
+        self.plain_epoch += 1
+
     # -- VMs -------------------------------------------------------------------------------
     def create_vm(self, pasid: int) -> AddressSpace:
         vm = AddressSpace(pasid)
         self.vms[pasid] = vm
-        self._hits.clear()
+        self._remapped()
         return vm
 
     def destroy_vm(self, pasid: int) -> None:
         vm = self.vms.pop(pasid, None)
         if vm is None:
             return
-        self._hits.clear()
+        self._remapped()
         for bo in vm:
             self._release(bo)
 
@@ -292,7 +334,7 @@ class Memory:
             data=None if backing is None else backing[:size],
         )
         vm.insert(bo)
-        self._hits.clear()
+        self._remapped()
         self._next_handle += 1
         self.bos[bo.handle] = bo
         if accounted:
@@ -320,7 +362,7 @@ class Memory:
             data=src.data,
         )
         self.vms[pasid].insert(bo)
-        self._hits.clear()
+        self._remapped()
         self._next_handle += 1
         self.bos[bo.handle] = bo
         if src.shared is None:
@@ -334,7 +376,7 @@ class Memory:
         vm = self.vms.get(bo.pasid)
         if vm is not None:
             vm.remove(bo)
-        self._hits.clear()
+        self._remapped()
         self._release(bo)
 
     def _release(self, bo: BufferObject) -> None:
@@ -634,8 +676,10 @@ class Memory:
     # -- watches (monitored addresses) -------------------------------------------------------
     def watch(self, pasid: int, va: int, fn: Callable[[], None]) -> None:
         self._watchers.setdefault((pasid, va), []).append(fn)
+        self.plain_epoch += 1  # a store there must now be told: no plain window holds
 
     def unwatch(self, pasid: int, va: int, fn: Callable[[], None]) -> None:
+        self.plain_epoch += 1
         fns = self._watchers.get((pasid, va))
         if fns and fn in fns:
             fns.remove(fn)
@@ -736,6 +780,21 @@ class Memory:
         if bo.on_write is not None:
             return None
         return bo, off
+
+    def view_window(self, pasid: int, va: int, size: int, node: int) -> Window | None:
+        """[va, va+size) as `gpu_view` checks it, kept as a `Window` (None if it faults)."""
+        try:
+            bo, off = self._access(pasid, va, size, node)
+        except MemoryFault:
+            return None
+        return Window(self.map_epoch, pasid, va, size, node, bo, off)
+
+    def plain_window(self, pasid: int, va: int, size: int, node: int) -> Window | None:
+        """What `plain` answers for [va, va+size), kept as a `Window` (None: `plain` is None)."""
+        hit = self.plain(pasid, va, size, node)
+        if hit is None:
+            return None
+        return Window(self.plain_epoch, pasid, va, size, node, hit[0], hit[1])
 
     def read(self, pasid: int, va: int, size: int, node: int | None = None) -> bytes:
         if node is None:

@@ -226,7 +226,13 @@ class HwScheduler:
         self.quanta = 0  # quantum wakeups
         self.oversubscribed_ps = 0
         self._oversub_since: int | None = None
+        # Every queue holds an HQD and the runlist is not oversubscribed: no queue waits for
+        # an HQD or a VMID, so a queue's change has nothing to fill, close or arm (`_settle`
+        # keeps it after each change of its terms).
+        self._settled = True
         self.slot_occupied_ps = [0] * len(self.slots)
+        # (a queue's running time reaches its slot's when it leaves the slot or a reader such
+        # as `stats` closes the intervals: `_fold_running`)
         self.slot_running_ps = [0] * len(self.slots)
         self.set_policy(policy)
 
@@ -274,6 +280,7 @@ class HwScheduler:
         self._serial += 1
         pp.active = pp.mqd.percentage > 0 and pp.mqd.ring_size > 0
         self.queues.append(pp)
+        self._settle()
         self._over = None
         self._acct(pp)
         self._changed()
@@ -288,6 +295,7 @@ class HwScheduler:
         self._acct(pp)
         if pp in self.queues:
             self.queues.remove(pp)
+            self._settle()
         self._wanting.discard(pp)
         self._over = None
         pp.stop()
@@ -363,31 +371,25 @@ class HwScheduler:
             if pp.blocked_barrier is not None:
                 state = "blocked-on-barrier"
             elif (
-                pp.inflight
+                (pp.doorbell_value >= pp.read_index and not pp.stalled_invalid)
+                or pp.inflight
                 or pp._processing
-                or (pp.doorbell_value >= pp.read_index and not pp.stalled_invalid)
             ):
                 state = "mapped-running"
             else:
                 state = "mapped-idle"
-            if self._wanting:
-                self._wanting.discard(pp)
+            # (not in `_wanting`: `_acct` took it out when it recorded this slot)
             st = pp.acct_state
             if state != st:
                 now = self.engine.now
                 dt = now - pp.acct_since
                 if dt:
-                    t = pp.time_in_state
-                    t[st] = t.get(st, 0) + dt
-                    if st in RUNNING_STATES:
-                        self.slot_running_ps[slot] += dt
+                    pp.time_in_state[st] += dt
                 pp.acct_state = state
                 pp.acct_since = now
         else:
             self._acct(pp)
-        if self._n_mapped == len(self.queues) and self._oversub_since is None:
-            # Every queue holds an HQD (so none waits for one, nor for a VMID): nothing to
-            # fill, no oversubscription to close, no quantum to arm. Twice per packet.
+        if self._settled:  # nothing for the HWS to do (twice per packet)
             return
         self._changed()
 
@@ -430,6 +432,7 @@ class HwScheduler:
     def _map(self, slot: int, pp: PacketProcessor) -> None:
         self.slots[slot] = pp
         self._n_mapped += 1
+        self._settle()
         self._hold(pp, 1)
         pp.slot = slot
         self._al_next = pp.sched_serial + 1  # gem5 updateRRVars
@@ -453,6 +456,7 @@ class HwScheduler:
         was = pp.state
         self.slots[slot] = None
         self._n_mapped -= 1
+        self._settle()
         self._hold(pp, -1)
         pp.slot = None
         tr = self.gpu.tracer
@@ -569,14 +573,13 @@ class HwScheduler:
         if dt:
             t = pp.time_in_state
             t[st] = t.get(st, 0) + dt
-            if st in RUNNING_STATES and old is not None:
-                self.slot_running_ps[old] += dt
         pp.acct_state = state
         pp.acct_since = now
         if slot != old:
             # A slot's occupancy is one interval per stay of the queue in it, not one per
             # state: a queue turning idle and running again in its slot adds nothing here.
             if old is not None:
+                self._fold_running(pp)
                 self.slot_occupied_ps[old] += now - pp.occ_since
             pp.occ_since = now
             pp.acct_slot = slot
@@ -589,12 +592,21 @@ class HwScheduler:
         if dt:
             st = pp.acct_state
             pp.time_in_state[st] = pp.time_in_state.get(st, 0) + dt
-            if st in RUNNING_STATES and old is not None:
-                self.slot_running_ps[old] += dt
         pp.acct_since = now
         if old is not None:
+            self._fold_running(pp)
             self.slot_occupied_ps[old] += now - pp.occ_since
         pp.occ_since = now
+
+    def _fold_running(self, pp: PacketProcessor) -> None:
+        """Add the running time `pp` gained in its recorded slot since the last fold to that
+        slot's. Running time is counted in the queue's intervals alone (twice a packet) and
+        reaches its slot here, when the queue leaves the slot or a reader closes the
+        intervals: a queue is running only while mapped, in the slot its intervals name."""
+        run = pp.time_in_state.get("mapped-running", 0)
+        if run != pp.run_folded:
+            self.slot_running_ps[pp.acct_slot] += run - pp.run_folded
+            pp.run_folded = run
 
     def _update_oversub(self) -> None:
         now = self.engine.now
@@ -604,6 +616,10 @@ class HwScheduler:
         elif not over and self._oversub_since is not None:
             self.oversubscribed_ps += now - self._oversub_since
             self._oversub_since = None
+        self._settle()
+
+    def _settle(self) -> None:
+        self._settled = self._n_mapped == len(self.queues) and self._oversub_since is None
 
     def queue_stats(self, pp: PacketProcessor) -> dict:
         """Per-queue figures up to now (ps)."""

@@ -90,7 +90,7 @@ class RingLog(list):
             n = min(len(self), len(self) - self.maxlen + max(1, self.maxlen // 8))
             del self[:n]
             self.dropped += n
-        super().append(item)
+        _list_append(self, item)
 
     @property
     def total(self) -> int:
