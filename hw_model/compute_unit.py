@@ -7,7 +7,9 @@ granules, and SGPRs; LDS, barrier slots and scratch wave slots per CU. A workgro
 only when every one of its waves holds a slot and registers on some SIMD and the group holds its
 LDS, a barrier (if it has more than one wave) and scratch slots (if it uses scratch); amounts
 are rounded by `hw_model.occupancy.wg_requirements`, so an idle CU takes exactly the number of
-workgroups `hw_model.occupancy` computes.
+workgroups `hw_model.occupancy` computes. The free amounts are bit fields of one integer
+(`_Layout`): a workgroup's charge is taken and given back in one step whatever the number of
+SIMDs its waves went to, and where a workgroup goes is remembered by that integer (`_Fits`).
 
 Timing is a fluid model, event-driven and cheap (docs/timing.md has the equations and what
 they leave out). From a kernel's cost profile each wave has B, the time it keeps the CU's
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -186,14 +188,8 @@ class WgRun:
         # timing) from a launch's caller that may never need it.
         if key is None:
             t = self.timing = timing if timing is not None else getattr(launch, "timing", None)
-            keys = getattr(launch, "group_keys", None)
-            if keys is None:
-                key = (launch, t)
-            else:
-                key = keys.get(id(t))
-                if key is None:
-                    key = keys[id(t)] = _GroupKey((launch, t))
-            self.key = key
+            group_key = getattr(launch, "group_key", None)
+            self.key = (launch, t) if group_key is None else group_key(t)
         else:
             self.timing = timing
             if key is not LAZY_KEY:
@@ -222,7 +218,7 @@ class _GroupKey(tuple):
 class _Group:
     """The resident workgroups of one kernel on one CU: their waves all progress alike."""
 
-    __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo", "unwatched")
+    __slots__ = ("timing", "cap", "waves", "v", "rate", "fifo", "unwatched", "ticks")
 
     def __init__(
         self,
@@ -239,14 +235,154 @@ class _Group:
         # (v at which it finishes, run); equal work and equal rates keep arrival order
         self.fifo: deque[tuple[float, WgRun]] = deque() if first is None else deque((first,))
         # Its runs' compute ends are known at their start (`begin_unwatched`): the CU keeps no
-        # event for them; each leaves the group at its own event (`end_unwatched`).
+        # event for them; each leaves the group at its own event (`end_unwatched`). `ticks`:
+        # then the compute time of each (their rate never changes).
         self.unwatched = False
 
 
-# `ComputeUnit.try_place`'s spreads by (waves, VGPRs, SGPRs, free room per SIMD); () when
-# the workgroup does not fit. Bounded: cleared when full (a size chosen, not measured).
-_PLACED: dict[tuple[int, ...], tuple[int, ...]] = {}
-_PLACED_MAX = 4096
+class _Layout:
+    """Where each free resource of a CU of one spec sits in `ComputeUnit._free`, one int: a
+    bit field each, all `bits` wide (enough for the largest capacity, so a field never
+    carries into the next: charges are taken only where they fit and given back once).
+    SIMD i's wave slots, VGPRs (per lane) and SGPRs are fields i, n + i and 2n + i (n SIMDs);
+    then the CU's wave slots, LDS bytes, barrier slots and scratch wave slots. A workgroup's
+    charge is packed the same way, so taking it or giving it back is one subtraction or one
+    addition, whatever the number of SIMDs its waves went to."""
+
+    def __init__(self, spec: GpuSpec) -> None:
+        self.spec = spec
+        n = self.n = spec.simds_per_cu
+        self.caps = (
+            [spec.wave_slots_per_simd] * n
+            + [spec.vgprs_per_simd_lane] * n
+            + [spec.sgprs_per_simd] * n
+            + [
+                n * spec.wave_slots_per_simd,
+                spec.lds_per_cu,
+                spec.barrier_slots_per_cu,
+                spec.scratch_slots_per_cu,
+            ]
+        )
+        self.bits = max(c.bit_length() for c in self.caps)
+        self.full = self.pack(self.caps)
+        # requirements (by identity) -> their `_Fits`; `last`: the one asked last
+        self.fits: dict[int, _Fits] = {}
+        self.last = _Fits(self, None)
+
+    def pack(self, fields: list[int]) -> int:
+        b = self.bits
+        return sum(v << (b * j) for j, v in enumerate(fields))
+
+    def unpack(self, state: int) -> list[int]:
+        b = self.bits
+        mask = (1 << b) - 1
+        return [(state >> (b * j)) & mask for j in range(len(self.caps))]
+
+    def fits_for(self, req: WgRequirements) -> _Fits:
+        f = self.fits.get(id(req))
+        if f is None or f.req is not req:  # (an id reused by a newer object)
+            if len(self.fits) >= _REQS_MAX:
+                self.fits.clear()
+            f = self.fits[id(req)] = _Fits(self, req)
+        self.last = f
+        return f
+
+    def __reduce__(self) -> tuple:
+        # A checkpoint holds the spec, not the remembered spreads.
+        return (_layout_for, (self.spec,))
+
+
+class _Fits:
+    """Where a workgroup needing `req` goes on a CU of `layout`, by the CU's free state: the
+    spread is a pure function of the two, and a CU running one kernel sees the same few
+    states over and over, so each is worked out once. `at`: state -> (spread, charge,
+    whether another fits once it is taken), () when the workgroup does not fit; `charges`:
+    spread -> its charge."""
+
+    __slots__ = ("layout", "req", "at", "charges")
+
+    def __init__(self, layout: _Layout, req: WgRequirements | None) -> None:
+        self.layout = layout
+        self.req = req
+        self.at: dict[int, tuple] = {}
+        self.charges: dict[tuple[int, ...], int] = {}
+
+    def work_out(self, state: int) -> tuple:
+        """`at[state]`: waves go round-robin over the SIMDs that have room, starting at the
+        one with the most room, as the SPI spreads a workgroup (each wave needs a slot and
+        registers there); the group needs its LDS, a barrier (more than one wave) and
+        scratch slots (if it uses scratch)."""
+        layout, req = self.layout, self.req
+        n = layout.n
+        f = layout.unpack(state)
+        waves, lds, barriers, scratch = f[3 * n :]
+        w = req.waves  # type: ignore[union-attr]
+        hit: tuple = ()
+        if (
+            w <= waves
+            and req.lds <= lds  # type: ignore[union-attr]
+            and (not req.barrier or barriers > 0)  # type: ignore[union-attr]
+            and (not req.scratch or scratch >= w)  # type: ignore[union-attr]
+        ):
+            rv, rs = req.vgprs, req.sgprs  # type: ignore[union-attr]
+            room = [min(f[i], f[n + i] // rv, f[2 * n + i] // rs) for i in range(n)]
+            if sum(room) >= w:
+                counts = [0] * n
+                i = room.index(max(room))
+                while w:
+                    if room[i]:
+                        room[i] -= 1
+                        counts[i] += 1
+                        w -= 1
+                    i = (i + 1) % n
+                spread = tuple(counts)
+                charge = self.charge(spread)
+                after = state - charge  # (fewer resources: this recursion ends)
+                more = self.at.get(after)
+                if more is None:
+                    more = self.work_out(after)
+                hit = (spread, charge, bool(more))
+        if len(self.at) >= _FITS_MAX:
+            self.at.clear()
+        self.at[state] = hit
+        return hit
+
+    def charge(self, counts: Sequence[int]) -> int:
+        """What a workgroup whose waves went to the SIMDs as `counts` holds, packed."""
+        key = tuple(counts)
+        c = self.charges.get(key)
+        if c is None:
+            req, layout = self.req, self.layout
+            n = layout.n
+            w = req.waves  # type: ignore[union-attr]
+            fields = (
+                list(key)
+                + [k * req.vgprs for k in key]  # type: ignore[union-attr]
+                + [k * req.sgprs for k in key]  # type: ignore[union-attr]
+                + [w, req.lds, int(req.barrier), w if req.scratch else 0]  # type: ignore[union-attr]
+            )
+            assert len(fields) == 3 * n + 4
+            c = self.charges[key] = layout.pack(fields)
+        return c
+
+
+# Bounds on the states each `_Fits` remembers, on the requirements each layout remembers and
+# on the layouts kept for new CUs (each cleared when full; sizes chosen, not measured). A CU
+# keeps its own layout.
+_FITS_MAX = 4096
+_REQS_MAX = 256
+_LAYOUTS_MAX = 64
+_LAYOUTS: dict[int, _Layout] = {}
+
+
+def _layout_for(spec: GpuSpec) -> _Layout:
+    """The layout of CUs of `spec` (one per spec object: the CUs of a GPU share it)."""
+    layout = _LAYOUTS.get(id(spec))
+    if layout is None or layout.spec is not spec:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[id(spec)] = _Layout(spec)
+    return layout
 
 
 class ComputeUnit:
@@ -263,14 +399,8 @@ class ComputeUnit:
         self.spec = spec
         self.index = index
         self.shader_engine = index % spec.shader_engines  # KFD CU-mask bit order: SEs interleave
-        n = spec.simds_per_cu
-        self.free_slots = [spec.wave_slots_per_simd] * n
-        self.free_vgprs = [spec.vgprs_per_simd_lane] * n
-        self.free_sgprs = [spec.sgprs_per_simd] * n
-        self.free_wave_slots = n * spec.wave_slots_per_simd
-        self.free_lds = spec.lds_per_cu
-        self.free_barriers = spec.barrier_slots_per_cu
-        self.free_scratch_slots = spec.scratch_slots_per_cu
+        layout = self._layout = _layout_for(spec)
+        self._free = layout.full  # every free resource, packed (`_Layout`)
         self.resident_wgs = 0
         self.busy_ps = 0  # time with at least one resident workgroup
         self._busy_since = 0
@@ -288,9 +418,57 @@ class ComputeUnit:
         self._on_compute_done = on_compute_done
 
     # -- resources -------------------------------------------------------------------------
+    # Snapshots of the packed free state (`_free`), per SIMD or for the CU.
+    @property
+    def free_slots(self) -> list[int]:
+        n = self._layout.n
+        return self._layout.unpack(self._free)[:n]
+
+    @property
+    def free_vgprs(self) -> list[int]:
+        n = self._layout.n
+        return self._layout.unpack(self._free)[n : 2 * n]
+
+    @property
+    def free_sgprs(self) -> list[int]:
+        n = self._layout.n
+        return self._layout.unpack(self._free)[2 * n : 3 * n]
+
+    @property
+    def free_wave_slots(self) -> int:
+        return self._layout.unpack(self._free)[-4]
+
+    @property
+    def free_lds(self) -> int:
+        return self._layout.unpack(self._free)[-3]
+
+    @property
+    def free_barriers(self) -> int:
+        return self._layout.unpack(self._free)[-2]
+
+    @property
+    def free_scratch_slots(self) -> int:
+        return self._layout.unpack(self._free)[-1]
+
     @property
     def waves(self) -> int:
         return self.spec.max_waves_per_cu - self.free_wave_slots
+
+    def fits_for(self, req: WgRequirements) -> _Fits:
+        """Where workgroups needing `req` go on this CU, by its free state (`_Fits`)."""
+        f = self._layout.last
+        return f if f.req is req else self._layout.fits_for(req)
+
+    def fit(self, req: WgRequirements) -> tuple[int, ...] | None:
+        """Waves per SIMD if the whole workgroup fits now, else None (`try_place`, shared
+        and immutable)."""
+        f = self._layout.last
+        if f.req is not req:
+            f = self._layout.fits_for(req)
+        hit = f.at.get(self._free)
+        if hit is None:
+            hit = f.work_out(self._free)
+        return hit[0] if hit else None
 
     def try_place(self, req: WgRequirements) -> list[int] | None:
         """Waves per SIMD if the whole workgroup fits now, else None.
@@ -298,94 +476,48 @@ class ComputeUnit:
         Waves go round-robin over the SIMDs that have room, starting at the one with the most
         room, as the SPI spreads a workgroup (each wave needs a slot and registers there).
         """
-        w = req.waves
-        if w > self.free_wave_slots or req.lds > self.free_lds:
-            return None
-        if req.barrier and self.free_barriers <= 0:
-            return None
-        if req.scratch and self.free_scratch_slots < w:
-            return None
-        # The spread is a pure function of the request and the free room per SIMD, and a CU
-        # running one kernel sees the same few states over and over: remembered, a lookup
-        # costs a seventh of computing it.
-        key = (w, req.vgprs, req.sgprs, *self.free_slots, *self.free_vgprs, *self.free_sgprs)
-        known = _PLACED.get(key)
-        if known is not None:
-            return list(known) if known else None
-        rv, rs = req.vgprs, req.sgprs
-        room = [
-            min(s, v // rv, g // rs)
-            for s, v, g in zip(self.free_slots, self.free_vgprs, self.free_sgprs, strict=True)
-        ]
-        if len(_PLACED) >= _PLACED_MAX:
-            _PLACED.clear()
-        if sum(room) < w:
-            _PLACED[key] = ()
-            return None
-        n = len(room)
-        counts = [0] * n
-        i = room.index(max(room))
-        if w == 1:  # one wave: the SIMD with the most room
-            counts[i] = 1
-        else:
-            while w:
-                if room[i]:
-                    room[i] -= 1
-                    counts[i] += 1
-                    w -= 1
-                i = (i + 1) % n
-        _PLACED[key] = tuple(counts)
-        return counts
+        spread = self.fit(req)
+        return None if spread is None else list(spread)
 
-    def allocate(self, req: WgRequirements, counts: list[int], now: int) -> None:
+    def take(self, fits: _Fits, now: int) -> tuple:
+        """`fit` and `allocate` in one, for a caller that holds the requirements' `_Fits`:
+        (spread, charge, whether another such workgroup fits after it), or () (nothing
+        taken) when the workgroup does not fit."""
+        state = self._free
+        hit = fits.at.get(state)
+        if hit is None:
+            hit = fits.work_out(state)
+        if hit:
+            self._free = state - hit[1]
+            resident = self.resident_wgs
+            if not resident:
+                self._busy_since = now
+            self.resident_wgs = resident + 1
+        return hit
+
+    def allocate(self, req: WgRequirements, counts: Sequence[int], now: int) -> None:
+        f = self._layout.last
+        if f.req is not req:
+            f = self._layout.fits_for(req)
+        try:  # a spread from `fit`: a tuple whose charge is known
+            charge = f.charges[counts]  # type: ignore[index]
+        except (KeyError, TypeError):  # (a list, from a caller of `try_place`)
+            charge = f.charge(counts)
+        self._free -= charge
         resident = self.resident_wgs
         if not resident:
             self._busy_since = now
         self.resident_wgs = resident + 1
-        w = req.waves
-        if w == 1:  # one SIMD to charge (an empty kernel's workgroup): no walk over all
-            i = counts.index(1)
-            self.free_slots[i] -= 1
-            self.free_vgprs[i] -= req.vgprs
-            self.free_sgprs[i] -= req.sgprs
-        else:
-            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
-            rv, rs = req.vgprs, req.sgprs
-            for i, c in enumerate(counts):
-                if c:
-                    slots[i] -= c
-                    vg[i] -= c * rv
-                    sg[i] -= c * rs
-        self.free_wave_slots -= w
-        if req.lds:
-            self.free_lds -= req.lds
-        if req.barrier:
-            self.free_barriers -= 1
-        if req.scratch:
-            self.free_scratch_slots -= w
 
-    def release(self, req: WgRequirements, counts: list[int], now: int) -> None:
-        w = req.waves
-        if w == 1:  # (as in `allocate`)
-            i = counts.index(1)
-            self.free_slots[i] += 1
-            self.free_vgprs[i] += req.vgprs
-            self.free_sgprs[i] += req.sgprs
-        else:
-            slots, vg, sg = self.free_slots, self.free_vgprs, self.free_sgprs
-            rv, rs = req.vgprs, req.sgprs
-            for i, c in enumerate(counts):
-                if c:
-                    slots[i] += c
-                    vg[i] += c * rv
-                    sg[i] += c * rs
-        self.free_wave_slots += w
-        if req.lds:
-            self.free_lds += req.lds
-        if req.barrier:
-            self.free_barriers += 1
-        if req.scratch:
-            self.free_scratch_slots += w
+    def release(self, req: WgRequirements, counts: Sequence[int], now: int) -> None:
+        f = self._layout.last
+        if f.req is not req:
+            f = self._layout.fits_for(req)
+        try:  # (as in `allocate`)
+            charge = f.charges[counts]  # type: ignore[index]
+        except (KeyError, TypeError):
+            charge = f.charge(counts)
+        self._free += charge
         left = self.resident_wgs = self.resident_wgs - 1
         self.wgs_run += 1
         if not left:
@@ -455,19 +587,21 @@ class ComputeUnit:
             g = groups[run.key] = _Group(timing)
             g.unwatched = True
             busy = timing.busy_ps
-            g.rate = timing.cap / busy if busy else 1.0 / timing.alone_ps
+            rate = g.rate = timing.cap / busy if busy else 1.0 / timing.alone_ps
+            dt = 1.0 / rate
+            g.ticks = math.ceil(dt) if dt > 0 else 0
         elif not g.unwatched:  # runs of its kernel computing under the CU's event
             self.begin(run, timing, now)
             return -1
         g.waves += run.req.waves
         g.fifo.append((g.v + 1.0, run))
         run.phase = 3
-        dt = 1.0 / g.rate
-        return now + math.ceil(dt) if dt > 0 else now
+        return now + g.ticks
 
-    def end_unwatched(self, run: WgRun) -> None:
+    def end_unwatched(self, run: WgRun, now: int) -> None:
         """An unwatched `run` has finished computing (and maybe waited for its bytes since):
-        it leaves its group, whose other runs' rates do not change."""
+        it leaves its group, whose other runs' rates do not change, and gives its resources
+        back (`release`)."""
         g = self._groups[run.key]
         fifo = g.fifo
         if fifo[0][1] is run:
@@ -477,10 +611,24 @@ class ComputeUnit:
                 if r is run:
                     del fifo[i]
                     break
-        g.waves -= run.req.waves
+        req = run.req
+        g.waves -= req.waves
         run.phase = 2
         if not fifo:
             del self._groups[run.key]
+        # `release`, inline (its one caller retires a whole class of workgroups per call)
+        f = self._layout.last
+        if f.req is not req:
+            f = self._layout.fits_for(req)
+        try:
+            charge = f.charges[run.simds]  # type: ignore[index]
+        except (KeyError, TypeError):
+            charge = f.charge(run.simds)
+        self._free += charge
+        left = self.resident_wgs = self.resident_wgs - 1
+        self.wgs_run += 1
+        if not left:
+            self.busy_ps += now - self._busy_since
 
     def watch(self, now: int) -> list[WgRun]:
         """Unwatched groups become ordinary ones: runs that finished computing leave (phase
@@ -661,17 +809,19 @@ class ComputeUnit:
     def state(self) -> dict:
         if self._lone is not None:
             self._group_lone()
+        n = self._layout.n
+        free = self._layout.unpack(self._free)
         return {
             "index": self.index,
             "shader_engine": self.shader_engine,
             "resident_wgs": self.resident_wgs,
-            "waves": [self.spec.wave_slots_per_simd - free for free in self.free_slots],
-            "free_wave_slots": list(self.free_slots),
-            "free_vgprs": list(self.free_vgprs),
-            "free_sgprs": list(self.free_sgprs),
-            "free_lds": self.free_lds,
-            "free_barriers": self.free_barriers,
-            "free_scratch_slots": self.free_scratch_slots,
+            "waves": [self.spec.wave_slots_per_simd - f for f in free[:n]],
+            "free_wave_slots": free[:n],
+            "free_vgprs": free[n : 2 * n],
+            "free_sgprs": free[2 * n : 3 * n],
+            "free_lds": free[-3],
+            "free_barriers": free[-2],
+            "free_scratch_slots": free[-1],
             "kernels": [
                 {
                     "kernel": getattr(k[0], "name", str(k[0])),
@@ -696,6 +846,19 @@ class MemoryChannel:
         self.free_at = 0.0
         self.bytes_moved = 0
         self.busy_ps = 0.0
+
+    def transfer_mean(self, now: int, nbytes: int, mult: int) -> int:
+        """`transfer` of `mult` workgroups' `nbytes` each at once (a CU class's run): one
+        reservation; each would have seen its own bytes done in turn, so all take the mean
+        of those ticks."""
+        ps = self.ps_per_byte
+        total = nbytes * mult
+        start = now if now > self.free_at else self.free_at
+        t = total * ps
+        free = self.free_at = start + t
+        self.busy_ps += t
+        self.bytes_moved += total
+        return math.ceil(free) - int((mult - 1) * nbytes * ps / 2)
 
     def transfer(self, now: int, nbytes: int) -> int:
         """Reserve the channel for `nbytes`; returns the tick the last byte has moved."""

@@ -75,7 +75,7 @@ from hw_model.compute_unit import (
     _GroupKey,
     wave_timing,
 )
-from hw_model.execution import BuiltinCode, KernelCode, ran_clean
+from hw_model.execution import NO_CODE, BuiltinCode, KernelCode, ran_clean
 from hw_model.kernels.base import CostProfile, KernelSpec
 from hw_model.memory import MemKind, MemoryFault
 from hw_model.occupancy import workgroups_per_cu
@@ -134,9 +134,9 @@ class KernelLaunch:
     _timings_first = 0
     # Batched model: each CU class's representative CU -> the other CUs of the class, the
     # runs in flight (`class_runs`: each stands for one workgroup per CU of its class), the
-    # largest class, each shader engine's representative engine (`se_rep`), and the CUs'
-    # counters when the classes formed (`class_base`: the other CUs catch up from the
-    # representative's).
+    # largest class, each shader engine's representative engine (`se_rep`), and the
+    # representatives' counters when the classes formed (`class_base`: the other CUs, which
+    # run nothing meanwhile, catch up by what their representative's gained since).
     clones: dict[int, list[ComputeUnit]] | None = None
     # Made when the classes form (`Dispatcher._set_classes`); until then these read empty
     # and refuse writes, so a launch that never forms classes (most do not) makes none.
@@ -145,8 +145,14 @@ class KernelLaunch:
     class_base: Mapping[int, tuple[float, int]] = _EMPTY
     # What the code reported executing, summed over batches (a dict from the first report).
     exec_stats: Mapping = _EMPTY
+    # id(timing) -> its runs' key on a CU (`WgRun.key`; made by `group_key`)
+    group_keys: Mapping[int, tuple] = _EMPTY
     _edge_reqs: Mapping[int, WgRequirements] = _EMPTY  # partial workgroups' (`req_for`)
     max_mult = 1
+    # Representative CU -> (workgroups a run there stands for, its shader engine, the
+    # round-robin pointer after it or None): what `Dispatcher._refill` places with.
+    refills: Mapping[int, tuple[int, int, int | None]] = _EMPTY
+    fits = None  # the requirements' spreads on this GPU's CUs (`_Fits`), once batched
     done_wgs = 0
     aborted = False  # stopped by a fault or an eviction: no more workgroups placed
     fault_wg: WgRun | None = None  # the workgroup whose access faulted
@@ -179,7 +185,7 @@ class KernelLaunch:
             # (`KernelSpec.cost_for` without its call when the cost takes no arguments)
             self.cost = kernel.cost if kernel.cost_fn is None else kernel.cost_for(kernarg)
             if code is None:
-                code = BuiltinCode(kernel)
+                code = BuiltinCode(kernel) if kernel.body is not None else NO_CODE
         elif code is None:
             raise ValueError(f"kernel launch {name!r} has neither a kernel nor code")
         self.name = name
@@ -200,12 +206,13 @@ class KernelLaunch:
         self.on_complete = on_complete
         self.on_fault = on_fault
         self.on_illegal = on_illegal
-        self.group_keys: dict[int, tuple] = {}  # id(timing) -> its runs' key on a CU (WgRun)
 
     def group_key(self, timing: WaveTiming | None) -> tuple:
         """The key of this launch's runs of `timing` on a CU (`WgRun.key`): one object per
         timing, hashed and compared by identity."""
         keys = self.group_keys
+        if keys is _EMPTY:
+            keys = self.group_keys = {}
         key = keys.get(id(timing))
         if key is None:
             key = keys[id(timing)] = _GroupKey((self, timing))
@@ -285,10 +292,10 @@ class RoundRobinPlacement(PlacementPolicy):
     def __init__(self, cus: list[ComputeUnit]) -> None:
         super().__init__(cus)
         self._next = 0
+        self._after = [*range(1, len(cus)), 0]  # the pointer after placing on each CU
 
     def _scan(self, launch, req, active, candidates, allowed=None):
         cus = self.cus
-        n = len(cus)
         mask = launch.cu_mask
         nxt = self._next
         if candidates is None:
@@ -296,19 +303,19 @@ class RoundRobinPlacement(PlacementPolicy):
                 # the CU at the pointer first (it usually takes it), before building the order
                 cu = cus[nxt]
                 if cu.resident_wgs:
-                    p = cu.try_place(req)
+                    p = cu.fit(req)
                 elif req is self._idle_req:
-                    p = list(self._idle_fit)
+                    p = self._idle_fit
                 else:
-                    p = cu.try_place(req)
+                    p = cu.fit(req)
                     if p is not None:
-                        self._idle_req, self._idle_fit = req, tuple(p)
+                        self._idle_req, self._idle_fit = req, p
                 if p is not None:
-                    self._next = (nxt + 1) % n
+                    self._next = self._after[nxt]
                     return cu, p
-                order = itertools.chain(range(nxt + 1, n), range(nxt))
+                order = itertools.chain(range(nxt + 1, len(cus)), range(nxt))
             else:
-                order = itertools.chain(range(nxt, n), range(nxt))
+                order = itertools.chain(range(nxt, len(cus)), range(nxt))
         elif len(candidates) == 1:
             order = candidates
         else:
@@ -320,9 +327,9 @@ class RoundRobinPlacement(PlacementPolicy):
             if (mask is not None and i not in mask) or (allowed is not None and i not in allowed):
                 continue
             cu = cus[i]
-            p = cu.try_place(req)
+            p = cu.fit(req)
             if p is not None:
-                self._next = (i + 1) % n
+                self._next = self._after[i]
                 return cu, p
         return None
 
@@ -340,7 +347,7 @@ class GreedyPlacement(PlacementPolicy):
         for cu in order:
             if mask is not None and cu.index not in mask:
                 continue
-            p = cu.try_place(req)
+            p = cu.fit(req)
             if p is not None:
                 return cu, p
         return None
@@ -372,26 +379,13 @@ def _run_index(run: WgRun) -> int:
     return run.index
 
 
-def _resources(cu: ComputeUnit) -> tuple:
-    return (
-        list(cu.free_slots),
-        list(cu.free_vgprs),
-        list(cu.free_sgprs),
-        cu.free_wave_slots,
-        cu.free_lds,
-        cu.free_barriers,
-        cu.free_scratch_slots,
-        cu.resident_wgs,
-    )
+def _resources(cu: ComputeUnit) -> tuple[int, int]:
+    return cu._free, cu.resident_wgs
 
 
-def _set_resources(cu: ComputeUnit, state: tuple, now: int) -> None:
+def _set_resources(cu: ComputeUnit, state: tuple[int, int], now: int) -> None:
     """Give an idle CU the resources `state` (of a CU that took workgroups at `now`)."""
-    slots, vgprs, sgprs, cu.free_wave_slots, cu.free_lds, cu.free_barriers, scratch, wgs = state
-    cu.free_slots[:] = slots
-    cu.free_vgprs[:] = vgprs
-    cu.free_sgprs[:] = sgprs
-    cu.free_scratch_slots = scratch
+    cu._free, wgs = state
     if cu.resident_wgs == 0 and wgs:
         cu._busy_since = now
     cu.resident_wgs = wgs
@@ -415,6 +409,8 @@ class Dispatcher:
             raise ValueError(
                 f"unknown placement policy {policy!r}; one of {sorted(PLACEMENT_POLICIES)}"
             ) from None
+        self._engine = gpu.engine  # (read at every workgroup's start and end)
+        self._ncus = len(self.cus)
         for cu in self.cus:
             cu.attach(gpu.engine, self._compute_done)
         self.active: list[KernelLaunch] = []
@@ -456,11 +452,16 @@ class Dispatcher:
         if kernel is not None and kernel.streams:  # (without streams: none, the default)
             k.host_share = self._host_share(k)
         gpu = self.gpu
-        if (gpu.functional and gpu.memory is not None) or k.code.always_execute:
+        code = k.code
+        if code.always_execute or (
+            code is not NO_CODE and gpu.functional and gpu.memory is not None
+        ):
             # Run the code a GPU-full of workgroups at a time: few calls, and memory written
             # at most that far ahead of the workgroups' start.
             req = k.req
-            if req is self._last_req:  # (the CP hands one requirements object per shape)
+            if k.total_wgs == 1:
+                pass  # a batch of one, the default
+            elif req is self._last_req:  # (the CP hands one requirements object per shape)
                 k.batch = self._last_full
             else:
                 # (at least one; `_execute` runs no more than the workgroups left)
@@ -468,12 +469,12 @@ class Dispatcher:
                 self._last_req, self._last_full = req, full
                 k.batch = full
         else:
-            k.exec_end = k.total_wgs  # declared cost, nothing to run
+            k.exec_end = k.total_wgs  # declared cost, nothing to run (or none to run at all)
         self.active.append(k)
         self._blocked = False
         if not self._pending_kick:  # (`kick`, inline)
             self._pending_kick = True
-            gpu.engine.schedule(0, self._dispatch, priority=5)
+            self._engine.post(0, 5, self._dispatch)
 
     def _host_share(self, k: KernelLaunch) -> float:
         """Share of the kernel's global bytes that live in host (system) memory, from the
@@ -506,18 +507,51 @@ class Dispatcher:
         active = self.active
         if not active:
             return
-        engine = self.gpu.engine
+        engine = self._engine
         now = engine.now
         launch_ps = self.spec.wg_dispatch_latency_ps
         se_free = self._se_free
         place = self.policy.place
-        candidates = self._dirty if self._blocked else None
-        self._dirty = set()
+        dirty = self._dirty
+        candidates = dirty if self._blocked else None
+        if dirty:  # (an empty one serves again: nothing notes a CU during a pass)
+            self._dirty = set()
         waiting = False
         for k in list(active):
+            if k.total_wgs == 1 and not k.ragged and self._ncus > 1:
+                # One workgroup (an empty kernel's round trip; with more than one CU, never
+                # batched): the loop below once, without its bookkeeping. Its run's group key
+                # is worked out only if its CU ever needs one (it does not while the
+                # workgroup is alone there).
+                if k.next_wg or k.aborted:
+                    continue
+                req = k.req
+                if not k.exec_end:
+                    self._execute(k, 0)  # (its limit stays 1, even when it stops)
+                placed = place(k, req, active, candidates)
+                if placed is None:
+                    waiting = True
+                    continue
+                cu, simds = placed
+                k.next_wg = 1
+                k.start_ps = now  # (None until its one workgroup is placed)
+                cu.allocate(req, simds, now)
+                se = cu.shader_engine
+                start = se_free[se]
+                start = se_free[se] = (now if now > start else start) + launch_ps
+                timings = k._timings  # (from the one batch there is, at 0)
+                timing = k.timing if timings is None else timings[0]
+                run = WgRun(k, cu, 0, None, k.wg_items, req, simds, start, timing, LAZY_KEY)
+                if k.stop_wg == 0:
+                    run.fault = k.stop_cause
+                engine.post(start - now, 1, self._wg_start, run)
+                k.dispatched_ps = now
+                k.on_dispatched(k)
+                self.wgs_dispatched += 1
+                continue
             first_pass = None
             if (
-                k.total_wgs >= len(self.cus)  # (`_batchable`'s first test, inline)
+                k.total_wgs >= self._ncus  # (`_batchable`'s first test, inline)
                 and k.start_ps is None
                 and self.batching
                 and len(active) == 1
@@ -530,37 +564,6 @@ class Dispatcher:
             if k.clones is not None and candidates is None:
                 self._unbatch(k)  # a pass over every CU: each must have its own counters
             if first_pass is None and k.clones is None and not k.ragged:
-                if k.total_wgs == 1:
-                    # One workgroup (an empty kernel's round trip): the loop below once,
-                    # without its bookkeeping. Its run's group key is worked out only if its
-                    # CU ever needs one (it does not while the workgroup is alone there).
-                    if k.next_wg or k.aborted:
-                        continue
-                    req = k.req
-                    if not k.exec_end:
-                        self._execute(k, 0)  # (its limit stays 1, even when it stops)
-                    placed = place(k, req, active, candidates)
-                    if placed is None:
-                        waiting = True
-                        continue
-                    cu, simds = placed
-                    k.next_wg = 1
-                    k.start_ps = now  # (None until its one workgroup is placed)
-                    cu.allocate(req, simds, now)
-                    se = cu.shader_engine
-                    start = se_free[se]
-                    start = (now if now > start else start) + launch_ps
-                    se_free[se] = start
-                    timings = k._timings  # (from the one batch there is, at 0)
-                    timing = k.timing if timings is None else timings[0]
-                    run = WgRun(k, cu, 0, None, k.wg_items, req, simds, start, timing, LAZY_KEY)
-                    if k.stop_wg == 0:
-                        run.fault = k.stop_cause
-                    engine.schedule_at(start, self._wg_start, run, priority=1)
-                    k.dispatched_ps = now
-                    k.on_dispatched(k)
-                    self.wgs_dispatched += 1
-                    continue
                 # The loop below without what cannot apply here (no CU classes, which form
                 # only in a first pass; no partial workgroups; runs scheduled as placed).
                 # What only running the code changes (`_execute`) is read again after it.
@@ -591,10 +594,10 @@ class Dispatcher:
                     timings = k._timings
                     if timings is None:
                         timing = k.timing
-                        if key is None:  # (`KernelLaunch.group_key`, inline)
+                        if key is None:  # (`KernelLaunch.group_key`, its hit inline)
                             key = k.group_keys.get(id(timing))
                             if key is None:
-                                key = k.group_keys[id(timing)] = _GroupKey((k, timing))
+                                key = k.group_key(timing)
                         run = WgRun(k, cu, index, None, items, req, simds, start, timing, key)
                     else:
                         timing = timings[index - k._timings_first]
@@ -671,43 +674,41 @@ class Dispatcher:
     def _refill(self, k: KernelLaunch, cu: ComputeUnit, now: int) -> None:
         """`_dispatch` for a batched kernel alone whose class representative `cu` just
         freed room: the pass could only place there, a whole class per workgroup."""
-        clones = k.clones.get(cu.index)  # type: ignore[union-attr]
-        mult = 1 + len(clones) if clones is not None else 1
-        req = k.req
-        policy = self.policy
-        se = cu.shader_engine
-        se_free = self._se_free
-        launch_ps = self.spec.wg_dispatch_latency_ps
+        at = k.refills.get(cu.index)  # (None: `cu`'s class has dissolved)
         self._pending_kick = False
+        fits = k.fits
+        if fits is None:
+            fits = k.fits = cu.fits_for(k.req)
+        more = True  # (whether `cu` may take another: the last `take` says)
         while True:
             index = k.next_wg
-            if (
-                index + k.max_mult > k.exec_end
-                or index + k.max_mult > k.total_wgs
-                or k.aborted
-                or clones is None
-            ):
+            # (`exec_end` <= `total_wgs`: this also tells that too few are left for a class)
+            if at is None or index + k.max_mult > k.exec_end or k.aborted:
                 # workgroups to run first, or too few left for a class: the general pass
                 self._dirty = {cu.index}
                 self._dispatch()
                 return
-            # try_place's first test, inline: a refill usually ends on a full CU
-            simds = cu.try_place(req) if req.waves <= cu.free_wave_slots else None
-            if simds is None:
+            hit = cu.take(fits, now) if more else None
+            if not hit:  # `cu` is full (and the dispatcher still blocked: no more to do)
                 self._dirty = set()
-                self._blocked = True
                 return
+            simds, _, more = hit
+            mult, se, after = at
             k.next_wg = index + mult
-            cu.allocate(req, simds, now)
             self.wgs_dispatched += mult
-            start = (now if now > se_free[se] else se_free[se]) + launch_ps
-            se_free[se] = start
-            run = WgRun(k, cu, index, None, k.wg_items, req, simds, start, k.timing)
+            se_free = self._se_free
+            start = se_free[se]
+            start = se_free[se] = (now if now > start else start) + self.spec.wg_dispatch_latency_ps
+            timing = k.timing
+            key = k.group_keys.get(id(timing))
+            if key is None:
+                key = k.group_key(timing)
+            run = WgRun(k, cu, index, None, k.wg_items, k.req, simds, start, timing, key)
             run.mult = mult
             k.class_runs.add(run)
-            self.gpu.engine.schedule_at(start, self._wg_start, run, priority=1)
-            if isinstance(policy, RoundRobinPlacement):
-                policy._next = cu.index + 1 if cu.index + 1 < len(self.cus) else 0
+            self._engine.post(start - now, 1, self._wg_start, run)
+            if after is not None:  # (round-robin: its pointer past `cu`, as `_scan` moves it)
+                self.policy._next = after  # type: ignore[attr-defined]
             if k.next_wg == k.total_wgs:
                 k.dispatched_ps = now
                 k.on_dispatched(k)
@@ -776,11 +777,15 @@ class Dispatcher:
         n = len(cus)
         allowed = policy.allowed(k, self.active)
         mask = k.cu_mask
-        order = [
-            i
-            for i in itertools.chain(range(policy._next, n), range(policy._next))
-            if (mask is None or i in mask) and (allowed is None or i in allowed)
-        ]
+        nxt = policy._next
+        if mask is None and allowed is None:
+            order = [*range(nxt, n), *range(nxt)]
+        else:
+            order = [
+                i
+                for i in itertools.chain(range(nxt, n), range(nxt))
+                if (mask is None or i in mask) and (allowed is None or i in allowed)
+            ]
         if not order:
             return False
         req = k.req
@@ -788,7 +793,7 @@ class Dispatcher:
         steps: list[list[int]] = []  # the SIMDs of a CU's 1st, 2nd, ... workgroup
         states = [_resources(probe)]
         while len(steps) * len(order) < k.total_wgs:
-            simds = probe.try_place(req)
+            simds = probe.fit(req)
             if simds is None:
                 break
             probe.allocate(req, simds, now)
@@ -809,23 +814,22 @@ class Dispatcher:
         # Each engine launches in placement order: sweep by sweep, its CUs in `order`.
         se_free = self._se_free
         launch_ps = self.spec.wg_dispatch_latency_ps
+        ses = [cus[i].shader_engine for i in order]
         per_se: dict[int, int] = {}
         rank = []
-        for i in order:
-            e = cus[i].shader_engine
-            rank.append(per_se.get(e, 0))
-            per_se[e] = rank[-1] + 1
+        for e in ses:
+            r = per_se.get(e, 0)
+            rank.append(r)
+            per_se[e] = r + 1
         base = {e: (now if now > se_free[e] else se_free[e]) for e in per_se}
-        count = [full + (p < extra) for p in range(a)]
+        count = [full + 1] * extra + [full] * (a - extra)  # (the first `extra` one more)
         classes: dict[tuple, list[int]] = {}
-        for p, i in enumerate(order):
-            e = cus[i].shader_engine
-            if count[p]:
-                sig = (count[p], per_se[e], rank[p], base[e])
-                classes.setdefault(sig, []).append(i)
         launched = dict.fromkeys(per_se, 0)
-        for p, i in enumerate(order):
-            launched[cus[i].shader_engine] += count[p]
+        for p, e in enumerate(ses):
+            c = count[p]
+            if c:
+                classes.setdefault((c, per_se[e], rank[p], base[e]), []).append(order[p])
+                launched[e] += c
         for e, m in launched.items():
             se_free[e] = base[e] + launch_ps * m
         last = order[(placed - 1) % a]
@@ -835,7 +839,7 @@ class Dispatcher:
         self.wgs_dispatched += placed
         members = list(classes.values())
         se_rep = self._engine_map(k, members) if max(map(len, members)) > 1 else None
-        pos = {i: p for p, i in enumerate(order)}
+        pos = dict(zip(order, range(a), strict=True))  # CU -> its place in `order`
         if se_rep is None:
             reps = {m: [] for ms in members for m in ms}  # one run per workgroup
         else:
@@ -844,20 +848,23 @@ class Dispatcher:
         # them (and every counter) from theirs when the classes dissolve (`_unbatch`).
         for r in reps:
             _set_resources(cus[r], states[count[pos[r]]], now)
-        schedule = self.gpu.engine.schedule_at
+        post = self._engine.post
+        wg_start = self._wg_start
         items = k.wg_items
+        key = k.group_key(timing)
         for r, clones in reps.items():
             p = pos[r]
             cu = cus[r]
             e = cu.shader_engine
+            mult = 1 + len(clones)
             for s in range(count[p]):
                 index = s * a + p
                 start = base[e] + launch_ps * (s * per_se[e] + rank[p] + 1)
-                run = WgRun(k, cu, index, None, items, req, steps[s], start, timing)
+                run = WgRun(k, cu, index, None, items, req, steps[s], start, timing, key)
                 if clones:
-                    run.mult = 1 + len(clones)
+                    run.mult = mult
                     k.class_runs.add(run)
-                schedule(start, self._wg_start, run, priority=1)
+                post(start - now, 1, wg_start, run)
         if placed == k.total_wgs:
             k.dispatched_ps = now
             k.on_dispatched(k)
@@ -874,6 +881,11 @@ class Dispatcher:
             r = next(c for c in m if se_rep[cus[c].shader_engine] == cus[c].shader_engine)
             reps[r] = [cus[c] for c in m if c != r]
         k.clones = reps
+        after = getattr(self.policy, "_after", None)  # (round-robin placement's pointers)
+        k.refills = {
+            r: (1 + len(c), cus[r].shader_engine, None if after is None else after[r])
+            for r, c in reps.items()
+        }
         k.class_runs = set()
         k.se_rep = se_rep
         # Latency-bound: each wave at its cap even with every wave slot of a CU taken, so no
@@ -881,7 +893,7 @@ class Dispatcher:
         t = k.timing
         k.unwatched = t is not None and t.cap * self.spec.max_waves_per_cu <= 1.0
         k.max_mult = max(len(v) for v in reps.values()) + 1
-        k.class_base = {c: (cus[c].busy_ps, cus[c].wgs_run) for m in members for c in m}
+        k.class_base = {r: (cus[r].busy_ps, cus[r].wgs_run) for r in reps}
         return reps
 
     def _engine_map(self, k: KernelLaunch, members: list[list[int]]) -> dict[int, int] | None:
@@ -890,13 +902,14 @@ class Dispatcher:
         engine must hold one member of the same classes as its representative. A kernel
         whose workgroups were all placed needs no refills: any member may represent."""
         cus = self.cus
-        se = {c: cus[c].shader_engine for m in members for c in m}
         if k.next_wg >= k.total_wgs:
-            return {e: e for e in set(se.values())}
-        cls = {c: i for i, m in enumerate(members) for c in m}
-        kinds: dict[int, list[int]] = {}
-        for c, e in se.items():
-            kinds.setdefault(e, []).append(cls[c])
+            return {e: e for e in {cus[c].shader_engine for m in members for c in m}}
+        se: dict[int, int] = {}  # CU -> its engine
+        kinds: dict[int, list[int]] = {}  # engine -> the classes of its CUs
+        for i, m in enumerate(members):
+            for c in m:
+                e = se[c] = cus[c].shader_engine
+                kinds.setdefault(e, []).append(i)
         first: dict[tuple, int] = {}
         se_rep: dict[int, int] = {}
         for e in sorted(kinds):
@@ -929,10 +942,13 @@ class Dispatcher:
         if only is None:
             clones_of = k.clones
             k.clones = None
+            k.refills = _EMPTY
             runs = k.class_runs
             k.class_runs = set()
         else:
             clones_of = {r: k.clones.pop(r) for r in only if r in k.clones}
+            for r in clones_of:
+                del k.refills[r]  # type: ignore[attr-defined]
             if not k.clones:
                 k.clones = None
             runs = {run for run in k.class_runs if run.cu.index in clones_of}
@@ -958,7 +974,7 @@ class Dispatcher:
             mine = []
             for j, c in enumerate(clones, 1):
                 i = run.index + j
-                new = WgRun(k, c, i, None, run.items, run.req, list(run.simds), run.start,
+                new = WgRun(k, c, i, None, run.items, run.req, run.simds, run.start,
                             run.timing, run.key)  # fmt: skip
                 new.mem_done = run.mem_done
                 new.phase = run.phase
@@ -973,27 +989,25 @@ class Dispatcher:
         # No run of these classes in flight (the kernel is over): the CUs are idle, with no
         # group to mirror or event to set; only resources and counters catch up.
         idle = not runs
+        class_base = k.class_base
         for r, clones in clones_of.items():
             rep = cus[r]
             rep._advance(now)
-            base_busy, base_run = k.class_base[r]
+            base_busy, base_run = class_base[r]
+            # (the counters are ints: what the representative gained, each clone gains)
+            busy_gain, run_gain = rep.busy_ps - base_busy, rep.wgs_run - base_run
+            free, resident, since = rep._free, rep.resident_wgs, rep._busy_since
+            r_free = se_free[rep.shader_engine]  # (no clone is on its engine)
             for j, c in enumerate(clones):
-                c.free_slots[:] = rep.free_slots
-                c.free_vgprs[:] = rep.free_vgprs
-                c.free_sgprs[:] = rep.free_sgprs
-                c.free_wave_slots = rep.free_wave_slots
-                c.free_lds = rep.free_lds
-                c.free_barriers = rep.free_barriers
-                c.free_scratch_slots = rep.free_scratch_slots
-                c.resident_wgs = rep.resident_wgs
-                c._busy_since = rep._busy_since
-                busy, wgs = k.class_base[c.index]
-                c.busy_ps = busy + rep.busy_ps - base_busy
-                c.wgs_run = wgs + rep.wgs_run - base_run
+                c._free = free
+                c.resident_wgs = resident
+                c._busy_since = since
+                c.busy_ps += busy_gain
+                c.wgs_run += run_gain
                 if idle:
                     e = c.shader_engine
-                    if se_free[e] < se_free[rep.shader_engine]:
-                        se_free[e] = se_free[rep.shader_engine]
+                    if se_free[e] < r_free:
+                        se_free[e] = r_free
                     continue
                 c._advance(now)  # its own groups (none of `k`'s: those it gets now)
                 for key, g in rep._groups.items():
@@ -1061,7 +1075,7 @@ class Dispatcher:
         workgroup whose code faulted (or hit an illegal instruction) stops at its first global
         access, where the hardware would raise the fault."""
         k = run.launch
-        now = self.gpu.engine.now
+        now = self._engine.now
         timing: WaveTiming = run.timing
         if k.aborted:
             # Its kernel was stopped (a fault, an eviction) after this workgroup was placed:
@@ -1078,17 +1092,14 @@ class Dispatcher:
         if nbytes:
             mult = run.mult
             if mult > 1:
-                # One reservation for the workgroups of the whole class; each would have seen
-                # its own bytes done in turn: they all take the mean of those ticks.
-                ch = self.gpu.channel
-                done = ch.transfer(now, nbytes * mult)
-                done -= int((mult - 1) * nbytes * ch.ps_per_byte / 2)
-                run.mem_done = max(done, now) + timing.latency_ps
+                # One reservation for the workgroups of the whole class.
+                done = self.gpu.channel.transfer_mean(now, nbytes, mult)
+                done = run.mem_done = (done if done > now else now) + timing.latency_ps
                 if k.unwatched:
                     end = run.cu.begin_unwatched(run, timing, now)
-                    if end >= 0:
-                        at = end if end > run.mem_done else run.mem_done
-                        run.event = self.gpu.engine.schedule_at(at, self._wg_end, run, priority=1)
+                    if end >= 0:  # (its one event: `_wg_done` ends its computing too)
+                        at = end if end > done else done
+                        run.event = self._engine.post(at - now, 1, self._wg_done, run)
                 else:
                     run.cu.begin(run, timing, now)
                 return
@@ -1103,18 +1114,10 @@ class Dispatcher:
             run.mem_done = done + timing.latency_ps
         run.cu.begin(run, timing, now)
 
-    def _wg_end(self, run: WgRun) -> None:
-        """An unwatched class run has finished computing and its last byte has moved: one
-        event where a watched run takes two (`_compute_done`, then `_wg_done`)."""
-        if run.phase == 3:
-            run.cu.end_unwatched(run)
-        run.event = None
-        self._wg_done(run)
-
     def _compute_done(self, run: WgRun) -> None:
         if run.fault is not None:
             return  # it stops at its faulting access (_wg_fault), whichever comes later
-        now = self.gpu.engine.now
+        now = self._engine.now
         if run.mem_done > now:
             run.phase = 2
             self.gpu.engine.schedule_at(run.mem_done, self._wg_done, run, priority=1)
@@ -1176,21 +1179,28 @@ class Dispatcher:
     def _wg_done(self, run: WgRun) -> None:
         k = run.launch
         cu = run.cu
-        now = self.gpu.engine.now
-        cu.release(run.req, run.simds, now)
-        tracer = self.gpu.tracer
-        if tracer.enabled:
+        now = self._engine.now
+        mult = run.mult
+        if mult > 1:
+            if run.phase == 3:
+                # An unwatched class run has finished computing and its last byte has moved:
+                # one event where a watched run takes two (`_compute_done`, then this).
+                cu.end_unwatched(run, now)  # (its resources back too)
+            else:
+                cu.release(run.req, run.simds, now)
+            k.done_wgs += mult
+            k.class_runs.discard(run)
+        else:
+            cu.release(run.req, run.simds, now)
+            k.done_wgs += 1
+        if self.gpu.tracer.enabled:
+            tracer = self.gpu.tracer
             args = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
             if isinstance(run.fault, MemoryFault):
                 args["fault"] = hex(run.fault.va)
             elif run.fault is not None:
                 args["illegal"] = run.fault
             tracer.complete(f"CU{cu.index}", k.name, run.start, now - run.start, args, cat="wg")
-        if run.mult > 1:
-            k.done_wgs += run.mult
-            k.class_runs.discard(run)
-        else:
-            k.done_wgs += 1
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
             if k.clones is not None:
                 self._unbatch(k)  # the other CUs of each class catch up
@@ -1213,10 +1223,11 @@ class Dispatcher:
         else:
             # (The branch above need not note the CU: with `_blocked` off, the next pass
             # looks at every CU and drops the notes.)
-            self._dirty.add(cu.index)
+            dirty = self._dirty
+            dirty.add(cu.index)
             if self._blocked:
                 # The SPI sees freed resources at once: place waiting workgroups now.
-                if k.clones is not None and len(self._dirty) == 1 and len(self.active) == 1:
+                if k.clones is not None and len(dirty) == 1 and len(self.active) == 1:
                     self._refill(k, cu, now)
                 else:
                     self._dispatch()

@@ -80,6 +80,22 @@ class KernelCode(Protocol):
 ran_clean: list[Execution | None] = [None]
 
 
+class _NoCode:
+    """The code of a kernel without a body (`KernelSpec.body` None): its waves only end, so
+    there is nothing to run; the dispatcher times its workgroups from the declared cost, as
+    on a timing-only GPU."""
+
+    always_execute = False
+
+    def execute(
+        self, launch: KernelLaunch, memory: Memory, node: int, first: int, count: int
+    ) -> Execution:
+        return Execution(launch.cost)  # (not asked by the dispatcher)
+
+
+NO_CODE = _NoCode()
+
+
 class BuiltinCode:
     """A built-in kernel's numpy body as kernel code: one body call over the whole batch.
 

@@ -96,7 +96,10 @@ class KernelSpec(BaseModel):
     private_segment_size: int = 0
     max_flat_workgroup_size: int = 1024
     cost: CostProfile
-    body: Callable[[GridContext], None] = Field(exclude=True)
+    # Its effect on memory, run over a batch of workgroups at once (`GridContext`). None for
+    # a kernel that has none, whose waves only end (the empty kernel's `s_endpgm`): there is
+    # nothing to run, on a functional GPU too (`hw_model.execution.NO_CODE`).
+    body: Callable[[GridContext], None] | None = Field(exclude=True)
     # A real kernel's run time may depend on its arguments (a loop count); its resources never
     # do, they are fixed in the code object. `cost_fn(kernarg) -> CostProfile` says how.
     cost_fn: Callable[[bytes], CostProfile] | None = Field(default=None, exclude=True)

@@ -258,3 +258,47 @@ def test_a_fault_late_in_a_batched_kernel_stops_it_at_that_workgroup():
         assert rt.system.gpus[0].dispatcher.wgs_dispatched == bad + 1
     finally:
         rt.shutdown()
+
+
+def _empty_kernel_runs(kernel: str, monkeypatch) -> tuple[list, list, dict, int]:
+    """Dispatch times, kernel records (without the name), stats and executed batches of a
+    mix of `kernel` dispatches on a functional gfx900 (one workgroup, several, a ragged
+    grid, two queues at once)."""
+    ran: list = []
+    execute = BuiltinCode.execute
+    monkeypatch.setattr(
+        BuiltinCode, "execute", lambda self, *a: ran.append(a[3:]) or execute(self, *a)
+    )
+    rt = rocr.init(spec=system_spec("gfx900", trace=True))
+    try:
+        k = rt.load_code_object(f"builtin:{kernel}").kernel(kernel)
+        q1, q2 = rt.gpus[0].create_queue(64), rt.gpus[0].create_queue(64)
+        times = []
+        for grid, wg in ((64, 64), (64 * 300, 256), (1000, 64), (64, 64)):
+            times.append(q1.dispatch(k, grid=grid, workgroup=wg).wait().dispatch_time())
+        a, b = q1.dispatch(k, grid=64 * 90, workgroup=64), q2.dispatch(k, grid=640, workgroup=128)
+        times += [a.wait().dispatch_time(), b.wait().dispatch_time()]
+        records = [{**r, "name": None} for r in rt.system.gpus[0].kernel_records]
+        return times, records, rt.system.stats(), len(ran)
+    finally:
+        rt.shutdown()
+
+
+def test_a_kernel_without_a_body_runs_nothing_and_times_as_one_whose_body_does_nothing(
+    monkeypatch,
+):
+    """The empty kernel has no body (its code only ends its waves): on a functional GPU
+    nothing runs for it, and every time, record and counter is what a body doing nothing
+    gives."""
+    empty = BUILTINS["empty"]
+    assert empty.body is None
+    monkeypatch.setitem(
+        BUILTINS,
+        "empty_body",
+        empty.model_copy(update={"name": "empty_body", "body": lambda c: None}),
+    )
+    times, records, stats, ran = _empty_kernel_runs("empty", monkeypatch)
+    assert ran == 0
+    with_body = _empty_kernel_runs("empty_body", monkeypatch)
+    assert with_body[3] > 0  # (its body ran, a GPU-full of workgroups at a time)
+    assert (times, records, stats) == with_body[:3]
