@@ -408,6 +408,8 @@ class HwScheduler:
         active queue, as a runlist that fits the HQDs maps everything."""
         if self._n_mapped + len(self._loading) >= len(self.queues):
             return  # every queue holds or is loading into an HQD
+        if None not in self.slots:
+            return  # every HQD is taken (oversubscribed): twice a packet, a scan in C
         free = [s for s in range(len(self.slots)) if self.slots[s] is None]
         free = [s for s in free if s not in self._loading]
         if not free:
