@@ -12,17 +12,10 @@ import pytest
 
 import rocr
 from hw_model.engine import Engine
-from hw_model.memory import PAGE_SIZE, MemKind, Memory
+from hw_model.memory import PAGE_SIZE, MemKind
 from hw_model.structs import AMD_QUEUE_READ_DISPATCH_ID_OFFSET, AMD_SIGNAL_VALUE_OFFSET
 
 VA = 0x10000
-
-
-@pytest.fixture
-def mem():
-    m = Memory({0: 1 << 30})
-    m.create_vm(1)
-    return m
 
 
 @pytest.fixture

@@ -22,13 +22,6 @@ from hw_model.system import System
 VA = 0x10000
 
 
-@pytest.fixture
-def mem():
-    m = Memory({0: 1 << 30})
-    m.create_vm(1)
-    return m
-
-
 # -- the VA cache ------------------------------------------------------------------------
 def test_a_freed_bo_is_not_reached_through_the_cache(mem):
     bo = mem.allocate(1, VA, PAGE_SIZE, MemKind.SYSTEM, 0)

@@ -4,15 +4,8 @@ only when no MMIO hook or monitor must see them; the bytes and the wake-ups stay
 import pytest
 
 import rocr
-from hw_model.memory import PAGE_SIZE, MemKind, Memory
+from hw_model.memory import PAGE_SIZE, MemKind
 from hw_model.structs import AMD_SIGNAL_VALUE_OFFSET
-
-
-@pytest.fixture
-def mem():
-    m = Memory({0: 1 << 30})
-    m.create_vm(1)
-    return m
 
 
 def test_plain_access_needs_checks_passed_and_nothing_to_tell(mem):
