@@ -52,6 +52,7 @@ from hw_model.structs import (
     decode_sgpr_count,
     decode_vgpr_count,
 )
+from hw_model.trace import FLUSH_RECORDS, TraceEvent
 
 if TYPE_CHECKING:
     from hw_model.compute_unit import WgRequirements
@@ -466,13 +467,8 @@ class PacketProcessor:
             self.doorbell_value = value
         self.stalled_invalid = False
         if self.gpu.tracer.enabled:
-            self.gpu.tracer.instant(
-                self._track,
-                "doorbell",
-                self.gpu.engine.now,
-                {"value": value, "mapped": self.slot is not None},
-                cat="doorbell",
-            )
+            gpu = self.gpu
+            gpu.tracer.log((_doorbell_event, gpu.engine.now, self.mqd.queue_id, value, self.slot))
         if self.slot is None:
             self._watch_head()
         elif (
@@ -539,13 +535,10 @@ class PacketProcessor:
             return
         self.waiting_barrier_bit = False
         if gpu.tracer.enabled:
-            gpu.tracer.instant(
-                self._track,
-                f"fetch packet {idx}",
-                gpu.engine.now,
-                {"slot": idx % mqd.ring_packets, "header": hex(header)},
-                cat="cp",
-            )
+            tr = gpu.tracer
+            tr.log((_fetch_event, gpu.engine.now, mqd.queue_id, idx, mqd.ring_size, header))
+            if len(tr.pending) >= FLUSH_RECORDS:  # (one record a packet: kept bounded)
+                tr.flush()
         self.read_index = idx + 1
         latency = gpu.fetch_ps[(header >> _ACQUIRE_SHIFT) & 3]
         # Not a real event: the packet's processing occupies the packet processor.
@@ -648,9 +641,7 @@ class PacketProcessor:
             return
         # (the clock has not moved: nothing here fires an event)
         if gpu.tracer.enabled and self.error is None:
-            gpu.tracer.instant(
-                self._track, f"packet {idx}: {entry.name}", gpu.engine.now, {"index": idx}, cat="cp"
-            )
+            gpu.tracer.log((_packet_event, gpu.engine.now, self.mqd.queue_id, idx, entry.name))
 
     def _run_pm4_ib(self, idx: int, raw: bytes) -> bool:
         """ROCr's AqlQueue::ExecutePM4 on gfx9+: a vendor packet (AMD_AQL_FORMAT_PM4_IB) whose
@@ -969,23 +960,7 @@ class PacketProcessor:
         self.dispatching = launch
         gpu.stats_kernels += 1
         if gpu.tracer.enabled:
-            gpu.tracer.instant(
-                "dispatcher",
-                f"launch {kname}",
-                gpu.engine.now,
-                {
-                    "queue": mqd.queue_id,
-                    "dispatch_id": idx,
-                    "grid": grid,
-                    "workgroup": wg,
-                    "workgroups": launch.total_wgs,
-                    "waves_per_wg": req.waves,
-                    "vgprs": req.vgprs,
-                    "sgprs": req.sgprs,
-                    "lds": req.lds,
-                },
-                cat="dispatch",
-            )
+            gpu.tracer.log((_launch_event, gpu.engine.now, launch))
         gpu.dispatcher.launch(launch)
 
     def _compiled_code(self, idx: int, p, kd: KernelDescriptor, ko: int, entry_va: int):
@@ -1042,14 +1017,7 @@ class PacketProcessor:
     def _kernel_done(self, entry: _InFlight, k: KernelLaunch) -> None:
         gpu = self.gpu
         if gpu.tracer.enabled and k.start_ps is not None:
-            gpu.tracer.complete(
-                self._track,
-                k.name,
-                k.start_ps,
-                gpu.engine.now - k.start_ps,
-                {"dispatch_id": k.dispatch_id, "workgroups": k.total_wgs},
-                cat="kernel",
-            )
+            gpu.tracer.log((_kernel_event, k.start_ps, k, gpu.engine.now))
         entry.start = k.start_ps or entry.start
         now = gpu.engine.now
         req = k.req
@@ -1209,17 +1177,21 @@ class PacketProcessor:
                 self._queue_error(QueueErrorBits.MEMORY_VIOLATION, f"retire faulted: {f}", f)
                 return
         if gpu.tracer.enabled:
-            gpu.tracer.instant(
-                self._track,
-                f"retire {e.dispatch_id}",
-                gpu.engine.now,
-                {"read_dispatch_id": self.retired, "completion_signal": hex(e.completion_signal)},
-                cat="cp",
+            gpu.tracer.log(
+                (
+                    _retire_event,
+                    gpu.engine.now,
+                    mqd.queue_id,
+                    e.dispatch_id,
+                    self.retired,
+                    e.completion_signal,
+                )
             )
         if e.completion_signal:
-            # (the track names the queue in a trace only: not built when nothing is traced)
-            track = self._track if gpu.tracer.enabled else ""
-            gpu.signal_completion(mqd.pasid, e.completion_signal, e.start, gpu.engine.now, track)
+            # (the queue id names its track in a trace only)
+            gpu.signal_completion(
+                mqd.pasid, e.completion_signal, e.start, gpu.engine.now, mqd.queue_id
+            )
         if self.waiting_barrier_bit and self.retired >= self.read_index:
             self.waiting_barrier_bit = False
         if self.doorbell_value >= self.read_index:  # `kick`'s first test, before the call
@@ -1458,3 +1430,49 @@ __all__ = [
     "QueueErrorBits",
     "signal_timestamps",
 ]
+
+
+# -- trace records ---------------------------------------------------------------------------
+# A call site logs its values (Tracer.log); these make its TraceEvent when the trace is read.
+
+
+def _doorbell_event(ts: int, queue: int, value: int, slot: int | None) -> TraceEvent:
+    args = {"value": value, "mapped": slot is not None}
+    return TraceEvent("i", f"queue {queue}", "doorbell", ts, 0, args, "doorbell")
+
+
+def _fetch_event(ts: int, queue: int, idx: int, ring_size: int, header: int) -> TraceEvent:
+    args = {"slot": idx % (ring_size // aql.PACKET_SIZE), "header": hex(header)}
+    return TraceEvent("i", f"queue {queue}", f"fetch packet {idx}", ts, 0, args, "cp")
+
+
+def _packet_event(ts: int, queue: int, idx: int, name: str) -> TraceEvent:
+    return TraceEvent("i", f"queue {queue}", f"packet {idx}: {name}", ts, 0, {"index": idx}, "cp")
+
+
+# (A KernelLaunch's name, ids, geometry and requirements are fixed when it is made: a record
+# may hold the launch and read them later.)
+def _launch_event(ts: int, k: KernelLaunch) -> TraceEvent:
+    req = k.req
+    args = {
+        "queue": k.queue_id,
+        "dispatch_id": k.dispatch_id,
+        "grid": k.grid,
+        "workgroup": k.workgroup,
+        "workgroups": k.total_wgs,
+        "waves_per_wg": req.waves,
+        "vgprs": req.vgprs,
+        "sgprs": req.sgprs,
+        "lds": req.lds,
+    }
+    return TraceEvent("i", "dispatcher", f"launch {k.name}", ts, 0, args, "dispatch")
+
+
+def _kernel_event(start: int, k: KernelLaunch, end: int) -> TraceEvent:
+    args = {"dispatch_id": k.dispatch_id, "workgroups": k.total_wgs}
+    return TraceEvent("X", f"queue {k.queue_id}", k.name, start, end - start, args, "kernel")
+
+
+def _retire_event(ts: int, queue: int, idx: int, read_id: int, signal: int) -> TraceEvent:
+    args = {"read_dispatch_id": read_id, "completion_signal": hex(signal)}
+    return TraceEvent("i", f"queue {queue}", f"retire {idx}", ts, 0, args, "cp")

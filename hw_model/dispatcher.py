@@ -79,6 +79,7 @@ from hw_model.execution import NO_CODE, BuiltinCode, KernelCode, ran_clean
 from hw_model.kernels.base import CostProfile, KernelSpec
 from hw_model.memory import MemKind, MemoryFault
 from hw_model.occupancy import workgroups_per_cu
+from hw_model.trace import FLUSH_RECORDS, TraceEvent
 
 if TYPE_CHECKING:
     from hw_model.gpu import Gpu
@@ -1195,12 +1196,9 @@ class Dispatcher:
             k.done_wgs += 1
         if self.gpu.tracer.enabled:
             tracer = self.gpu.tracer
-            args = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
-            if isinstance(run.fault, MemoryFault):
-                args["fault"] = hex(run.fault.va)
-            elif run.fault is not None:
-                args["illegal"] = run.fault
-            tracer.complete(f"CU{cu.index}", k.name, run.start, now - run.start, args, cat="wg")
+            tracer.log((_wg_event, run.start, run, now))
+            if len(tracer.pending) >= FLUSH_RECORDS:  # (one record a workgroup: kept bounded)
+                tracer.flush()
         if k.done_wgs == k.total_wgs or (k.aborted and k.done_wgs == k.next_wg):
             if k.clones is not None:
                 self._unbatch(k)  # the other CUs of each class catch up
@@ -1272,3 +1270,16 @@ def _add_stats(total: dict, more: dict) -> None:
             total[key] = total.get(key, 0) + v
         else:
             total[key] = v
+
+
+def _wg_event(start: int, run: WgRun, end: int) -> TraceEvent:
+    """A workgroup's slice on its CU, from the run `_wg_done` logged (Tracer.log): a finished
+    run is changed no more, and its launch's name and ids are fixed when it is made."""
+    k = run.launch
+    fault = run.fault
+    args: dict = {"wg": run.coords, "queue": k.queue_id, "dispatch_id": k.dispatch_id}
+    if isinstance(fault, MemoryFault):
+        args["fault"] = hex(fault.va)
+    elif fault is not None:
+        args["illegal"] = fault
+    return TraceEvent("X", f"CU{run.cu.index}", k.name, start, end - start, args, "wg")

@@ -27,7 +27,7 @@ from hw_model.structs import (
     AMD_SIGNAL_START_TS_OFFSET,
     AMD_SIGNAL_VALUE_OFFSET,
 )
-from hw_model.trace import DEFAULT_KERNEL_RECORDS, RingLog
+from hw_model.trace import DEFAULT_KERNEL_RECORDS, RingLog, TraceEvent
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -164,17 +164,9 @@ class Gpu:
         """GPU timestamp counter value at `tick_ps`."""
         return tick_ps * self.spec.timestamp_frequency_hz // _PS_PER_S
 
-    def _trace_completion(self, track: str, handle: int, old: int) -> None:
-        self.tracer.instant(
-            track,
-            "completion signal",
-            self.engine.now,
-            {"signal": hex(handle), "old": old, "new": old - 1},
-            cat="signal",
-        )
-
-    def signal_completion(self, pasid: int, handle: int, start: int, end: int, track: str) -> None:
-        """End of a packet: timestamps, decrement the signal, event interrupt if it has one."""
+    def signal_completion(self, pasid: int, handle: int, start: int, end: int, queue: int) -> None:
+        """End of a packet: timestamps, decrement the signal, event interrupt if it has one.
+        `queue`: the id of the queue whose packet it ends (its track in a trace)."""
         mem = self.memory
         node = self.node
         # amd_signal_t up to end_ts in one checked access when no hook or monitor must see
@@ -211,9 +203,9 @@ class Gpu:
                 start * hz // _PS_PER_S & _M64,
                 end * hz // _PS_PER_S & _M64,
             )
-            if self.tracer.enabled:
-                self._trace_completion(track, handle, old)
             if not mailbox:
+                if self.tracer.enabled:
+                    self.tracer.log((_completion_event, self.engine.now, queue, handle, old))
                 mem.store_epoch += 3  # one per store: both timestamps and the value
                 return
             # `_post_signal_event` inline, the mailbox store unchecked when nothing hooks or
@@ -229,18 +221,17 @@ class Gpu:
             ):
                 box = w.key = self._plain_window(pasid, mailbox, 8)
                 if box is None:
+                    if self.tracer.enabled:
+                        self.tracer.log((_completion_event, self.engine.now, queue, handle, old))
                     mem.store_epoch += 3
                     self._post_signal_event(pasid, mailbox, event_id)
                     return
             _U64.pack_into(box.data, box.off, event_id)
             mem.store_epoch += 4  # the signal's three stores and the mailbox's
             if self.tracer.enabled:
-                self.tracer.instant(
-                    "CP",
-                    f"interrupt {IRQ_SIGNAL_EVENT}",
-                    self.engine.now,
-                    {"pasid": pasid, "event_id": event_id},
-                    cat="irq",
+                # The completion signal and its interrupt, at one tick: one record.
+                self.tracer.log(
+                    (_completion_irq_events, self.engine.now, queue, handle, old, pasid, event_id)
                 )
             self.engine.post(
                 self._interrupt_latency_ps,
@@ -259,11 +250,14 @@ class Gpu:
         except MemoryFault as f:
             if self.tracer.enabled:
                 self.tracer.instant(
-                    track, "completion signal faulted", self.engine.now, {"error": str(f)}
+                    f"queue {queue}",
+                    "completion signal faulted",
+                    self.engine.now,
+                    {"error": str(f)},
                 )
             return
         if self.tracer.enabled:
-            self._trace_completion(track, handle, old)
+            self.tracer.log((_completion_event, self.engine.now, queue, handle, old))
         self.raise_signal_event(pasid, handle)
 
     def _plain_window(self, pasid: int, va: int, size: int) -> Window | None:
@@ -369,3 +363,19 @@ class Gpu:
 
 
 InterruptHandler = Callable[[int, str, int, dict], None]
+
+
+# -- trace records: a call site logs its values (Tracer.log), these make the events when read
+
+
+def _completion_event(ts: int, queue: int, handle: int, old: int) -> TraceEvent:
+    args = {"signal": hex(handle), "old": old, "new": old - 1}
+    return TraceEvent("i", f"queue {queue}", "completion signal", ts, 0, args, "signal")
+
+
+def _completion_irq_events(
+    ts: int, queue: int, handle: int, old: int, pasid: int, event_id: int
+) -> tuple[TraceEvent, TraceEvent]:
+    args = {"pasid": pasid, "event_id": event_id}
+    irq = TraceEvent("i", "CP", f"interrupt {IRQ_SIGNAL_EVENT}", ts, 0, args, "irq")
+    return _completion_event(ts, queue, handle, old), irq

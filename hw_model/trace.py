@@ -4,11 +4,16 @@ Events carry integer picosecond timestamps inside the model (DESIGN: convert onl
 edges); export converts to microseconds as the Chrome trace event format expects. Tracks are
 named by layer ("rocr", "roct", "kfd", "CP", "queue 3", "CU 12"), one thread each, grouped
 into processes by their prefix, so Perfetto shows one row per layer, queue and CU.
+
+Recording is cheap and reading pays: the hot call sites (a dispatch's dozen and a half
+events) append a raw tuple of values to the tracer's pending list, and the first read of
+`Tracer.events` (or an export) makes their TraceEvents, names and args, in order (TraceLog).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hw_model.engine import PS_PER_US
@@ -110,41 +115,167 @@ class RingLog(list):
 _list_append = list.append
 
 
+class TraceLog(RingLog):
+    """The tracer's RingLog of TraceEvents, filled lazily. A hot call site appends a raw
+    record, `(make, ts, values...)`, to `pending` (one C call, nothing formatted); the first
+    read of the log turns each into its TraceEvent(s) with `make(ts, values...)` and appends
+    them in order, trimming as `RingLog.append` does, so what a reader sees is exactly what
+    appending TraceEvents as they happened would have kept. A record holds values taken when
+    it is made (ints, strings, tuples), or objects whose fields its `make` reads only if they
+    are fixed by then (a KernelLaunch's name and ids, a finished WgRun). Tracer.instant and
+    Tracer.complete queue their TraceEvent as is, so every record keeps its place in order."""
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__(maxlen)
+        self.pending: list = []
+
+    def flush(self) -> None:
+        """Turn the pending records into TraceEvents (in order, as RingLog.append keeps them)."""
+        pending = self.pending
+        if not pending:
+            return
+        n = len(pending)
+        records = pending[:n]
+        del pending[:n]  # (not clear(): a record appended meanwhile stays for the next flush)
+        for r in records:
+            if type(r) is TraceEvent:
+                self._keep(r)
+            else:
+                made = r[0](*r[1:])
+                if type(made) is TraceEvent:
+                    self._keep(made)
+                else:  # one record standing for several consecutive events
+                    for ev in made:
+                        self._keep(ev)
+
+    def _keep(self, ev: TraceEvent) -> None:
+        n = _list_len(self)
+        if n >= self.maxlen:  # RingLog.append's trim
+            n = min(n, n - self.maxlen + max(1, self.maxlen // 8))
+            del self[:n]
+            self._dropped += n
+        _list_append(self, ev)
+
+    # Every way of reading the log flushes it first: a reader may hold the log across records.
+    def __len__(self) -> int:
+        self.flush()
+        return _list_len(self)
+
+    def __iter__(self):
+        self.flush()
+        return list.__iter__(self)
+
+    def __reversed__(self):
+        self.flush()
+        return list.__reversed__(self)
+
+    def __getitem__(self, i):
+        self.flush()
+        return list.__getitem__(self, i)
+
+    def __contains__(self, item: object) -> bool:
+        self.flush()
+        return list.__contains__(self, item)
+
+    def __eq__(self, other: object) -> bool:
+        self.flush()
+        return list.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]  # (a list's: defining __eq__ clears it)
+
+    def __repr__(self) -> str:
+        self.flush()
+        return list.__repr__(self)
+
+    def append(self, item: object) -> None:
+        self.flush()
+        self._keep(item)  # type: ignore[arg-type]
+
+    @property
+    def dropped(self) -> int:  # type: ignore[override]
+        self.flush()
+        return self._dropped
+
+    @dropped.setter
+    def dropped(self, n: int) -> None:
+        self._dropped = n
+
+    @property
+    def total(self) -> int:
+        self.flush()
+        return self._dropped + _list_len(self)
+
+    def since(self, seq: int, limit: int | None = None) -> list:
+        self.flush()
+        return RingLog.since(self, seq, limit)
+
+    def clear(self) -> None:
+        self.pending.clear()
+        RingLog.clear(self)
+
+
+_list_len = list.__len__
+
+
+def marker_event(
+    ts: int, make: Callable[..., tuple | list], values: tuple
+) -> TraceEvent | list[TraceEvent]:
+    """A host API marker (cat "api", at host time `ts`), `make(*values)` giving its track,
+    name and args (a transport's `marker`: the runtime's markers of a dispatch), or a list of
+    them for consecutive markers at that time."""
+    made = make(*values)
+    if type(made) is list:
+        return [TraceEvent("i", t, n, ts, 0, a or None, "api") for t, n, a in made]
+    track, name, args = made
+    return TraceEvent("i", track, name, ts, 0, args or None, "api")
+
+
+# Raw records waiting in a TraceLog before the tracer turns them into TraceEvents (bounding
+# the memory of a trace nobody reads yet: ~100 bytes a record, guess; a round trip makes 15).
+FLUSH_RECORDS = 1 << 12
+
+
 class Tracer:
     def __init__(self, enabled: bool = True, max_events: int = DEFAULT_TRACE_EVENTS) -> None:
         self.enabled = enabled
-        self.events = RingLog(max_events)
+        self._events = TraceLog(max_events)
+        # A raw record, `(make, ts, values...)`, appended as is: the call sites of a round trip
+        # use it (its name and args are formatted when the trace is read; see TraceLog). A
+        # site that can log without end between reads (once a packet or a workgroup) flushes
+        # the records when `pending` holds FLUSH_RECORDS.
+        self.pending = self._events.pending
+        self.log = self.pending.append
+        self.flush = self._events.flush
+
+    @property
+    def events(self) -> TraceLog:
+        """Every event kept so far (the newest `max_events`), as TraceEvents."""
+        self._events.flush()
+        return self._events
 
     @property
     def max_events(self) -> int:
-        return self.events.maxlen
+        return self._events.maxlen
 
     @max_events.setter
     def max_events(self, n: int) -> None:
-        self.events.maxlen = n
+        self._events.flush()  # the records made so far are kept by the old limit
+        self._events.maxlen = n
 
     @property
     def dropped(self) -> int:
         """The oldest events discarded to keep at most `max_events`."""
-        return self.events.dropped
-
-    def _add(self, ev: TraceEvent) -> None:
-        events = self.events
-        if len(events) < events.maxlen:
-            _list_append(events, ev)  # RingLog.append without its call: a dozen per packet
-        else:
-            events.append(ev)
+        self._events.flush()
+        return self._events.dropped
 
     def instant(
         self, track: str, name: str, ts: int, args: dict | None = None, cat: str = ""
     ) -> None:
         if self.enabled:
-            events = self.events
-            ev = TraceEvent("i", track, name, ts, 0, args, cat)
-            if len(events) < events.maxlen:
-                _list_append(events, ev)
-            else:
-                events.append(ev)
+            pending = self._events.pending
+            _list_append(pending, TraceEvent("i", track, name, ts, 0, args, cat))
+            if len(pending) >= FLUSH_RECORDS:
+                self._events.flush()
 
     def complete(
         self,
@@ -156,10 +287,13 @@ class Tracer:
         cat: str = "",
     ) -> None:
         if self.enabled:
-            self._add(TraceEvent("X", track, name, ts, dur, args, cat))
+            pending = self._events.pending
+            _list_append(pending, TraceEvent("X", track, name, ts, dur, args, cat))
+            if len(pending) >= FLUSH_RECORDS:
+                self._events.flush()
 
     def clear(self) -> None:
-        self.events.clear()
+        self._events.clear()
 
     def to_chrome(self) -> dict[str, Any]:
         """The Chrome trace event JSON object (Perfetto opens it), with one flow per AQL

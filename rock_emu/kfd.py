@@ -31,6 +31,7 @@ from hw_model.memory import (
 )
 from hw_model.sdma import SdmaQueue
 from hw_model.system import System, WaitOutcome
+from hw_model.trace import TraceEvent
 from rock_emu import ioctl as io
 from rock_emu.ioctl import AllocMemFlags, KfdError
 from rock_emu.mapping import HostMapping
@@ -936,13 +937,7 @@ class KfdProcess:
         ev.signaled = True
         tr = self.system.tracer
         if tr.enabled:
-            tr.instant(
-                "kfd",
-                f"event {ev.event_id} signaled",
-                self.system.engine.now,
-                {"pasid": self.pasid},
-                cat="event",
-            )
+            tr.log((_signaled_event, self.system.engine.now, ev.event_id, self.pasid))
         if ev.event_id in self._async_ids:
             # kfd_events.c set_event -> wake_up_all(&ev->wq): a thread of this process asleep
             # in WAIT_EVENTS on it (ROCr's async events thread) returns too.
@@ -1399,11 +1394,19 @@ class Kfd:
             if ev is None:
                 return
             slots[event_id] = UNSIGNALED_EVENT_SLOT
-            # `signal` when it has more to do than set the flag (a trace record, an async
-            # waiter to wake).
-            if event_id in p._async_ids or self.system.tracer.enabled:
+            # `signal` when it has more to do than set the flag and log it (an async waiter
+            # to wake).
+            if event_id in p._async_ids:
                 p.signal(ev)
             else:
                 ev.signaled = True
+                if self.system.tracer.enabled:
+                    system = self.system
+                    system.tracer.log((_signaled_event, system.engine.now, event_id, p.pasid))
         elif source == IRQ_VM_FAULT:
             p.on_vm_fault(node, data)
+
+
+def _signaled_event(ts: int, event_id: int, pasid: int) -> TraceEvent:
+    """A KFD event set (kfd_events.c set_event), from the values logged (Tracer.log)."""
+    return TraceEvent("i", "kfd", f"event {event_id} signaled", ts, 0, {"pasid": pasid}, "event")

@@ -490,7 +490,7 @@ class Queue:
         # costs come next, then the packet and the doorbell (hw_model.trace.dispatch_flows).
         switch = rt._trace_switch
         if switch.enabled:
-            rt.trace("rocr", "Queue.dispatch", queue=self.id, kernel=kernel.name)
+            rt._marker(_dispatch_marker, (self.id, kernel.name))
         if completion_signal is None:
             # rt._completion_signal's pooled case inline: a retired signal re-armed, no ioctl.
             spare = rt._spare_signals
@@ -532,18 +532,19 @@ class Queue:
         th.host_elapse(self._packet_write_ps)
         if kernarg:  # no kernarg chunk holds address 0
             rt._note_packet(self, i, kernarg)
-        if switch.enabled:
-            rt.trace("rocr", f"write packet {i}", type="KERNEL_DISPATCH", queue=self.id)
+        # The packet's trace marker goes with the doorbell's (one record, one host time)
+        # unless a poll comes between them, which may log: then it goes first, alone.
+        paired = switch.enabled and not rt._async_pending
         # The packet write took host time: the device ran meanwhile. Only a poll with
         # something to look at can have run callbacks (which may end the queue or the
         # runtime, or set its error): without one the check before still stands.
         if rt._async_pending:
+            if switch.enabled:
+                rt._marker(_write_marker, (i, self.id))
             self._check()
         db = self.doorbell_signal
         if switch.enabled:
-            rt.trace(
-                "rocr", "ring doorbell", queue=self.id, value=i, doorbell=hex(db.doorbell_address)
-            )
+            rt._marker(_doorbell_marker, (self.id, i, db.doorbell_address, paired))
         # db.store(i): ROCr's DoorbellSignal::StoreRelease, the MMIO write of the index
         th.host_elapse(db._store_ps)
         db._store_db(i)
@@ -658,16 +659,17 @@ class DispatchHandle:
             # A local signal: Signal.wait without re-checking the constant condition; the
             # poll it ends with stands for _queue_error's unless it ran callbacks.
             rt = sig.rt
-            if timeout_ns is None and not (
-                sig.destroyed or rt.closed or rt._async_pending or rt._trace_switch.enabled
-            ):
+            if timeout_ns is None and not (sig.destroyed or rt.closed or rt._async_pending):
                 # The usual round trip: the device runs the whole kernel within the first host
-                # step of the spin. Signal._wait's first two looks and that step, here: it is
-                # untraced, and a poll with nothing pending does nothing. The rest, if any, is
+                # step of the spin. Signal._wait's first two looks and that step, here (with its
+                # trace markers): a poll with nothing pending does nothing. The rest, if any, is
                 # Signal._wait's loop from the same start (the plain loads changed nothing).
                 acted = False
                 th = rt.thunk
                 start = th.host_now()
+                traced = rt._trace_switch.enabled
+                if traced:
+                    rt._marker(_signal.wait_marker, (sig.handle, "LT", 1))
                 v = int(sig._value[0])
                 if v >= 1 and (spin := _signal.SPIN_BEFORE_SLEEP_PS) > 0:
                     if not th.host_step(start + spin if sig.event is not None else None):
@@ -678,6 +680,8 @@ class DispatchHandle:
                         v = int(sig._value[0])
                 if v >= 1:
                     v, acted = sig._wait(_LT, 1, None, _BLOCKED, start)
+                elif traced:
+                    rt._marker(_signal.returns_marker, (v, sig.handle))
             else:
                 limit = None
                 if timeout_ns is not None:
@@ -743,3 +747,17 @@ def _type_name(ptype: int) -> str:
         return PacketType(ptype).name
     except ValueError:
         return f"type {ptype}"
+
+
+# Trace markers of Queue.dispatch (rt._marker): (track, name, args) from the values logged.
+def _dispatch_marker(queue: int, kernel: str) -> tuple[str, str, dict]:
+    return "rocr", "Queue.dispatch", {"queue": queue, "kernel": kernel}
+
+
+def _write_marker(index: int, queue: int) -> tuple[str, str, dict]:
+    return "rocr", f"write packet {index}", {"type": "KERNEL_DISPATCH", "queue": queue}
+
+
+def _doorbell_marker(queue: int, index: int, doorbell: int, paired: bool) -> tuple | list:
+    ring = "rocr", "ring doorbell", {"queue": queue, "value": index, "doorbell": hex(doorbell)}
+    return [_write_marker(index, queue), ring] if paired else ring

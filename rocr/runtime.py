@@ -93,6 +93,9 @@ class Runtime:
             self.thunk = Thunk(transport)
         except HsaKmtError as e:
             raise HsaError(Status.ERROR, f"hsa_init: cannot open the KFD: {e.message}") from e
+        # Trace markers of a dispatch and its wait: `_marker(make, values)`, make(*values)
+        # giving (track, name, args) once the trace is read (callers check _trace_switch).
+        self._marker = self.thunk.marker
         self.signal_pool = SignalPool(self)
         self._signals: set[Signal] = set()
         self._queues: set[Queue] = set()

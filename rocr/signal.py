@@ -283,8 +283,9 @@ class Signal:
         """`wait` for checked arguments: the value, and whether the async events poll it
         ended with had anything to look at. Whatever way it returns, that poll came after the
         device last ran: unless it ran callbacks, the caller has nothing new to poll for.
-        `start`: the host time an untraced wait began, when its caller spun first without a
-        poll (DispatchHandle.wait): the spin goes on to the same end."""
+        `start`: the host time a wait began, when its caller spun first without a poll and
+        logged the wait's start itself (DispatchHandle.wait): the spin goes on to the same
+        end."""
         rt = self.rt
         if self.destroyed or rt.closed:
             self._live()
@@ -293,15 +294,9 @@ class Signal:
             start = th.host_now()
             tracing = rt._trace_switch.enabled
             if tracing:
-                rt.trace(
-                    "rocr",
-                    "hsa_signal_wait_scacquire",
-                    signal=hex(self.handle),
-                    condition=cond.name,
-                    compare=compare_value,
-                )
+                rt._marker(wait_marker, (self.handle, cond.name, compare_value))
         else:
-            tracing = False
+            tracing = rt._trace_switch.enabled
         deadline = None if timeout_ns is None else start + timeout_ns * 1000
         spin_end = start + SPIN_BEFORE_SLEEP_PS
         view = self._value
@@ -312,7 +307,7 @@ class Signal:
             acted = rt._async_pending and rt.poll_async()
             if value < compare_value if lt else cond.test(value, compare_value):
                 if tracing:
-                    rt.trace("rocr", "wait returns", value=value, signal=hex(self.handle))
+                    rt._marker(returns_marker, (value, self.handle))
                 return value, acted
             now = th.host_now()
             if deadline is None and now < spin_end:
@@ -431,3 +426,13 @@ __all__ = [
     "SignalPool",
     "WaitState",
 ]
+
+
+# Trace markers of a wait (rt._marker): (track, name, args) from the values logged.
+def wait_marker(handle: int, condition: str, compare: int) -> tuple[str, str, dict]:
+    args = {"signal": hex(handle), "condition": condition, "compare": compare}
+    return "rocr", "hsa_signal_wait_scacquire", args
+
+
+def returns_marker(value: int, handle: int) -> tuple[str, str, dict]:
+    return "rocr", "wait returns", {"value": value, "signal": hex(handle)}

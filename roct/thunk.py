@@ -226,6 +226,11 @@ class Thunk:
         self.host_elapse = transport.host_elapse
         self.host_now = transport.host_now
         self.host_step = transport.host_step
+        # A trace marker made from `make(*values)` -> (track, name, args): the transport's
+        # own, which may make it later, or one made and sent now.
+        self.marker: Callable[[Callable[..., tuple | list], tuple], None] = getattr(
+            transport, "marker", self._marker_now
+        )
         self.allocations: dict[int, Allocation] = {}
         self._next_va = self.VA_START
         self.nodes: list[NodeProperties] = []
@@ -280,6 +285,11 @@ class Thunk:
 
     def trace(self, track: str, name: str, **args: object) -> None:
         self.transport.trace_marker(track, name, args or None)
+
+    def _marker_now(self, make: Callable[..., tuple | list], values: tuple) -> None:
+        made = make(*values)
+        for track, name, args in made if type(made) is list else [made]:
+            self.transport.trace_marker(track, name, args or None)
 
     # -- version & topology ----------------------------------------------------------------
     def get_version(self) -> tuple[int, int]:

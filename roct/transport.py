@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hw_model.trace import marker_event
+
 if TYPE_CHECKING:
     from rock_emu import Kfd, KfdProcess
     from rock_emu.mapping import HostMapping
@@ -64,6 +66,15 @@ class InProcess:
         # Asked on every packet and every wait: the machine's own methods, one call each.
         self.host_elapse: Callable[[int], int] = self.system.host_advance
         self.host_step: Callable[[int | None], bool] = self.system.host_step
+        system, log = self.system, self.system.tracer.log
+
+        def marker(make: Callable[..., tuple], values: tuple) -> None:
+            log((marker_event, system.host_now, make, values))
+
+        # `marker(make, values)`: a trace marker at the host's time whose track, name and args
+        # `make(*values)` gives when the trace is read, for a caller that checked
+        # `trace_switch` (one call a marker: a round trip makes four). Optional in a transport.
+        self.marker = marker
 
     def ioctl(self, request: int, buf: bytearray) -> int:
         return self.process.ioctl(request, buf)
