@@ -293,7 +293,14 @@ class PacketProcessor:
         fetched again when the queue is mapped."""
         if self.error is not None:
             return True
-        return self.dispatching is None and not self.busy
+        if self.dispatching is not None:
+            return False
+        # not `busy`, inline (a loop, not any(): no generator frame): the HW scheduler asks
+        # it of HQDs' queues when it picks
+        for e in self.inflight:  # noqa: SIM110
+            if not e.done and e.kind == "kernel":
+                return False
+        return True
 
     @property
     def state(self) -> str:

@@ -35,7 +35,9 @@ See docs/scheduling.md.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 # Accounting states (PacketProcessor.state, with unmapped split by readiness).
 RUNNING_STATES = frozenset({"mapped-running"})
 MAPPED_STATES = frozenset({"mapped-idle", "mapped-running", "blocked-on-barrier"})
+# A queue's position in the runlist (the key its round-robin order sorts by)
+_SERIAL = attrgetter("sched_serial")
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,25 @@ class SchedulerPolicy:
         return slots[0] if slots else None
 
     def pick(self, sched: HwScheduler) -> list[Swap]:
+        successors = self.successors(sched)
+        if not successors:
+            return []  # (both only look: no need to find the slots)
+        every = sched.vmid_spare()  # the VMID check then passes for every queue and slot
+        if every and type(self).victim is SchedulerPolicy.victim:
+            # Every swappable slot is offered, in order, and this `victim` takes the first one
+            # not taken yet: the n-th successor gets the n-th slot (the loop below, shorter).
+            n = min(self.swaps_per_quantum, len(successors))
+            return [Swap(s, q) for s, q in zip(sched.swappable_slots(n), successors, strict=False)]
         out: list[Swap] = []
         taken: set[int] = set()
         candidates = sched.swappable_slots()
-        for q in self.successors(sched):
+        for q in successors:
             if len(out) >= self.swaps_per_quantum:
                 break
-            slots = [s for s in candidates if s not in taken and sched.can_map(q, s)]
+            if every and not taken:
+                slots = candidates[:]  # (what the line below gives, without testing each slot)
+            else:
+                slots = [s for s in candidates if s not in taken and (every or sched.can_map(q, s))]
             if not slots:
                 continue
             s = self.victim(sched, q, slots)
@@ -215,6 +231,12 @@ class HwScheduler:
         # goes through; a superset is harmless): with none, a policy that only maps waiting
         # queues has nothing to do, and the dry run of `_arm` is skipped.
         self._wanting: set[PacketProcessor] = set()
+        # The queues `unmapped()` answers with, kept in runlist order where a queue's terms
+        # change (`_list`): active, no HQD, not loading into one, not in error. A dispatch
+        # with many more queues than HQDs asks for them several times; a scan of every queue
+        # each time made its cost grow with the number of queues.
+        self._unmapped: list[PacketProcessor] = []
+        self._listed: set[PacketProcessor] = set()  # the same queues, for membership
         self.queues: list[PacketProcessor] = []  # every registered queue, runlist order
         self._serial = 0
         self._al_next = 0  # gem5 nextALId: runlist position to look at first
@@ -297,6 +319,7 @@ class HwScheduler:
             self.queues.remove(pp)
             self._settle()
         self._wanting.discard(pp)
+        self._list(pp, False)
         self._over = None
         pp.stop()
         self._changed()
@@ -318,32 +341,63 @@ class HwScheduler:
         self._acct(pp)
         self._changed()
 
+    def _list(self, pp: PacketProcessor, on: bool) -> None:
+        """Put `pp` in `_unmapped` (on) or take it out, keeping the runlist order."""
+        listed = self._listed
+        if on:
+            if pp not in listed:
+                listed.add(pp)
+                insort(self._unmapped, pp, key=_SERIAL)
+        elif pp in listed:
+            listed.discard(pp)
+            lst = self._unmapped
+            del lst[bisect_left(lst, pp.sched_serial, key=_SERIAL)]
+
+    def _rotated(self, out: list[PacketProcessor]) -> list[PacketProcessor]:
+        """`out` (in runlist order) from the queue after the last one mapped, round the end."""
+        i = bisect_left(out, self._al_next, key=_SERIAL)
+        return out[i:] + out[:i] if i else out[:]
+
     def unmapped(self) -> list[PacketProcessor]:
         """Unmapped active queues (not in error), round-robin order: gem5's findNextActiveALQ
         scans the runlist from the queue after the last one it mapped."""
-        if self._n_mapped == len(self.queues):
-            return []
-        loading = self._loading.values()
-        out = [q for q in self.queues if q.slot is None and q.active and q.error is None]
-        if loading:
-            out = [q for q in out if q not in loading]
-        k = self._al_next
-        return [q for q in out if q.sched_serial >= k] + [q for q in out if q.sched_serial < k]
+        return self._rotated(self._unmapped)
 
     def waiting(self) -> list[PacketProcessor]:
         """Unmapped active queues with unretired packets, in round-robin order."""
-        # has_work, inlined: this runs for every unmapped queue on each scheduler wakeup
-        return [q for q in self.unmapped() if q.doorbell_value + 1 > q.retired or q.inflight]
+        w = self._wanting  # (a superset of them: few, where `unmapped()` may be many)
+        if not w:
+            return []
+        listed = self._listed
+        # has_work, inlined
+        out = [q for q in w if q in listed and (q.doorbell_value + 1 > q.retired or q.inflight)]
+        if len(out) > 1:
+            out.sort(key=_SERIAL)
+        return self._rotated(out)
 
-    def swappable_slots(self) -> list[int]:
+    def swappable_slots(self, limit: int | None = None) -> list[int]:
         """Free slots, then slots whose queue is idle, each in round-robin order from the next
-        slot (gem5's findEmptyHWQ, then findNextIdleRLQ)."""
-        n = len(self.slots)
-        order = [(self._rl_next + i) % n for i in range(n)]
-        order = [s for s in order if s not in self._loading]
-        free = [s for s in order if self.slots[s] is None]
-        idle = [s for s in order if self.slots[s] is not None and self.slots[s].idle]
-        return free + idle
+        slot (gem5's findEmptyHWQ, then findNextIdleRLQ); only the first `limit` if given."""
+        slots = self.slots
+        loading = self._loading
+        r = self._rl_next
+        order = (*range(r, len(slots)), *range(r))
+        out: list[int] = []
+        if self._n_mapped + len(loading) < len(slots):  # some HQD holds no queue, loads none
+            out = [s for s in order if slots[s] is None and s not in loading]
+        if limit is None or len(out) < limit:
+            for s in order:
+                q = slots[s]
+                if q is not None and q.idle:  # (a loading slot holds no queue)
+                    out.append(s)
+                    if len(out) == limit:
+                        break
+        return out[:limit]
+
+    def vmid_spare(self) -> bool:
+        """Fewer processes hold (or load into) HQDs than the KFD has VMIDs: any queue may take
+        any slot, as far as the VMID limit goes (`can_map` is true for every queue and slot)."""
+        return len(self._hqd_pasids) < self.vmids
 
     def can_map(self, q: PacketProcessor, slot: int) -> bool:
         """The VMID limit: queues of at most `vmids` processes can be mapped at once."""
@@ -410,10 +464,10 @@ class HwScheduler:
             return  # every queue holds or is loading into an HQD
         if None not in self.slots:
             return  # every HQD is taken (oversubscribed): twice a packet, a scan in C
+        if self._n_mapped + len(self._loading) >= len(self.slots):
+            return  # every HQD without a queue is loading one
         free = [s for s in range(len(self.slots)) if self.slots[s] is None]
         free = [s for s in free if s not in self._loading]
-        if not free:
-            return
         rest = self.unmapped()
         if not rest:
             return
@@ -424,10 +478,12 @@ class HwScheduler:
                 break
             if q.slot is not None:
                 continue
-            s = next((s for s in free if self.can_map(q, s)), None)
-            if s is None:
+            # `can_map` for a free slot: nothing there to give a VMID back, so it is the same
+            # for every free slot
+            held = self._hqd_pasids
+            if q.pasid not in held and len(held) >= self.vmids:
                 continue
-            free.remove(s)
+            s = free.pop(0)
             self.maps += 1
             self._map(s, q)
 
@@ -485,6 +541,7 @@ class HwScheduler:
             # The slot is busy while the HWS saves one MQD and loads the other.
             self._loading[slot] = succ
             self._hold(succ, 1)
+            self._list(succ, False)
             self.engine.schedule(
                 self.switch_ps, self._finish_map, slot, succ, priority=6, housekeeping=True
             )
@@ -504,11 +561,9 @@ class HwScheduler:
             return False
         if not 0 <= sw.slot < len(self.slots) or sw.slot in self._loading:
             return False
+        if sw.queue not in self._listed:
+            return False  # not in the runlist, or mapped, or loading, or in error
         q = sw.queue
-        if q not in self.queues or q.slot is not None or not q.active or q.error is not None:
-            return False
-        if q in self._loading.values():
-            return False
         cur = self.slots[sw.slot]
         return (cur is None or cur.idle) and self.can_map(q, sw.slot)
 
@@ -556,16 +611,26 @@ class HwScheduler:
         if slot is None:
             if state == "unmapped" and pp.active and pp.runnable:
                 state = "unmapped-runnable"
-            if (
-                pp.active
-                and pp.error is None
-                and (pp.doorbell_value + 1 > pp.retired or pp.inflight)
-            ):
-                self._wanting.add(pp)
+            if pp.active and pp.error is None:
+                if pp.doorbell_value + 1 > pp.retired or pp.inflight:
+                    self._wanting.add(pp)
+                else:
+                    self._wanting.discard(pp)
+                if (
+                    pp not in self._listed
+                    and not pp.destroyed  # (removed from the runlist)
+                    and pp not in self._loading.values()
+                ):
+                    self._list(pp, True)
             else:
                 self._wanting.discard(pp)
-        elif self._wanting:
-            self._wanting.discard(pp)
+                if pp in self._listed:
+                    self._list(pp, False)
+        else:
+            if self._wanting:
+                self._wanting.discard(pp)
+            if pp in self._listed:
+                self._list(pp, False)
         st = pp.acct_state
         old = pp.acct_slot
         if state == st and slot == old:
