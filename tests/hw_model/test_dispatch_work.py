@@ -11,14 +11,13 @@ import pytest
 
 import rocr
 from hw_model import dispatcher as dispatcher_mod
-from hw_model.compute_unit import ComputeUnit, MemoryChannel, wave_timing
+from hw_model.compute_unit import ComputeUnit, wave_timing
 from hw_model.config import PRESETS
-from hw_model.dispatcher import Dispatcher, KernelLaunch
-from hw_model.engine import Engine
+from hw_model.dispatcher import KernelLaunch
 from hw_model.execution import Execution
 from hw_model.kernels import BUILTINS, CostProfile, pack_args
 from hw_model.occupancy import occupancy, wg_requirements
-from hw_model.trace import Tracer
+from tests.hw_model.conftest import DispatcherGpu
 
 
 def test_traced_workgroups_still_carry_their_coordinates():
@@ -31,21 +30,6 @@ def test_traced_workgroups_still_carry_their_coordinates():
         assert wgs == sorted((x, y, 0) for x in range(3) for y in range(3))
     finally:
         rt.shutdown()
-
-
-class _TimingGpu:
-    """The parts of hw_model.gpu.Gpu the dispatcher uses, timing only."""
-
-    def __init__(self) -> None:
-        self.spec = PRESETS["gfx900"]
-        self.engine = Engine()
-        self.tracer = Tracer(enabled=False)
-        self.functional = False
-        self.memory = None
-        self.node = 1
-        self.cus = [ComputeUnit(self.spec, i) for i in range(self.spec.num_cus)]
-        self.channel = MemoryChannel(self.spec)
-        self.dispatcher = Dispatcher(self)
 
 
 def _launch(grid, wg=(64, 1, 1), code=None) -> KernelLaunch:
@@ -93,7 +77,7 @@ def test_a_launchs_containers_are_its_own():
     assert not quiet.exec_stats and not quiet.class_runs and not quiet.class_base
     with pytest.raises(TypeError):
         quiet.exec_stats["x"] = 1  # type: ignore[index]
-    gpu = _TimingGpu()
+    gpu = DispatcherGpu("gfx900", trace=False)
     gpu.dispatcher.launch(loud)
     gpu.engine.run_until(10**15)
     assert loud.exec_stats == {"waves": 10}

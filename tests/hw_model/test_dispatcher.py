@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from hw_model.compute_unit import ComputeUnit, MemoryChannel
-from hw_model.config import PRESETS
-from hw_model.dispatcher import PLACEMENT_POLICIES, Dispatcher, KernelLaunch
-from hw_model.engine import Engine
+from hw_model.dispatcher import PLACEMENT_POLICIES, KernelLaunch
 from hw_model.kernels import BUILTINS, pack_args
 from hw_model.occupancy import occupancy, wg_requirements
-from hw_model.trace import Tracer
+from tests.hw_model.conftest import DispatcherGpu
 
 
-class Gpu:
-    """The parts of hw_model.gpu.Gpu the dispatcher uses, timing only."""
-
+class Gpu(DispatcherGpu):
     def __init__(self, preset: str, policy: str = "round_robin") -> None:
-        self.spec = PRESETS[preset]
-        self.engine = Engine()
-        self.tracer = Tracer(enabled=True)
-        self.functional = False
-        self.memory = None
-        self.node = 1
-        self.cus = [ComputeUnit(self.spec, i) for i in range(self.spec.num_cus)]
-        self.channel = MemoryChannel(self.spec)
-        self.dispatcher = Dispatcher(self, policy)
+        super().__init__(preset, policy)
         self.done: list[KernelLaunch] = []
 
     def launch(self, name: str, wgs: int, wg: int = 256, lds: int = 0, queue: int = 0, **kw):

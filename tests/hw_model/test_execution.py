@@ -11,29 +11,18 @@ import pytest
 
 import rocr
 from hw_model import dispatcher as dispatcher_mod
-from hw_model.compute_unit import ComputeUnit, MemoryChannel, wave_timing
-from hw_model.config import PRESETS, system_spec
-from hw_model.dispatcher import Dispatcher, KernelLaunch
-from hw_model.engine import Engine
+from hw_model.compute_unit import wave_timing
+from hw_model.config import system_spec
+from hw_model.dispatcher import KernelLaunch
 from hw_model.execution import BuiltinCode, Execution
 from hw_model.kernels import BUILTINS, CostProfile, GridContext, pack_args
 from hw_model.occupancy import occupancy, wg_requirements
-from hw_model.trace import Tracer
+from tests.hw_model.conftest import DispatcherGpu
 
 
-class Gpu:
-    """The parts of hw_model.gpu.Gpu the dispatcher uses, timing only."""
-
+class Gpu(DispatcherGpu):
     def __init__(self, preset: str = "teaching") -> None:
-        self.spec = PRESETS[preset]
-        self.engine = Engine()
-        self.tracer = Tracer(enabled=True)
-        self.functional = False
-        self.memory = None
-        self.node = 1
-        self.cus = [ComputeUnit(self.spec, i) for i in range(self.spec.num_cus)]
-        self.channel = MemoryChannel(self.spec)
-        self.dispatcher = Dispatcher(self)
+        super().__init__(preset)
         self.done: list[KernelLaunch] = []
         self.illegal: list[tuple[KernelLaunch, str]] = []
 
